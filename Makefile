@@ -1,0 +1,32 @@
+# Fresh machine: `make demo` (setup + a short SimCLR run + kNN), `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Data root: $SELFSUP_DATA if set, else ./data when it holds CIFAR-10, else ../shared/data when present.
+SELFSUP_DATA ?= $(if $(wildcard data/cifar-10-batches-py),data,$(if $(wildcard ../shared/data/cifar-10-batches-py),../shared/data,data))
+export SELFSUP_DATA
+DEMO_DIR ?= output/demo-simclr-cifar10
+DEMO_ARGS ?= method=simclr data=cifar10 backbone=resnet18 trainer.epochs=3 trainer.batch_size=256 \
+	optim.warmup_epochs=0 eval.every=0 output_dir=$(DEMO_DIR)
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/selfsup pretrain $(DEMO_ARGS)
+	$(VENV)/bin/selfsup eval knn run=$(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check selfsup tests benchmarks
+
+clean:
+	rm -rf $(VENV) output

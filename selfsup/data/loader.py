@@ -1,0 +1,74 @@
+"""DataLoader wiring: datasets -> multi-view uint8 batches, one shard per process, seeded per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from selfsup.data.sources import ImageDataset, balanced_subset, build_dataset
+from selfsup.errors import UserError
+
+
+class Transformed(Dataset):
+    """Applies a per-sample uint8 transform (crop/flip, eval resize) in the loader workers."""
+
+    def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Labels of an ImageDataset or of a Subset of one."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
+    return np.asarray(dataset.labels)  # type: ignore[attr-defined]
+
+
+def pretrain_dataset(data_cfg: DictConfig, seed: int) -> ImageDataset | Subset:
+    """The pretraining split, reduced to `data.subset` class-balanced images when set."""
+    dataset = build_dataset(data_cfg.name, data_cfg.root, data_cfg.train_split, download=data_cfg.download)
+    if data_cfg.subset is not None:
+        if data_cfg.subset > len(dataset):
+            raise UserError(
+                f"data.subset={data_cfg.subset} is larger than the {len(dataset)} images of {data_cfg.name}"
+            )
+        dataset = Subset(dataset, balanced_subset(dataset.labels, data_cfg.subset, seed).tolist())
+    return dataset
+
+
+def train_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, seed: int, rank: int, world: int, pin_memory: bool
+) -> tuple[DataLoader, DistributedSampler]:
+    """Shuffled, drop-last loader over this process's shard; call `sampler.set_epoch(e)` each epoch."""
+    if len(dataset) < batch_size * world:  # type: ignore[arg-type]
+        raise UserError(
+            f"the dataset has {len(dataset)} images, fewer than one global batch of {batch_size * world}; "  # type: ignore[arg-type]
+            "lower trainer.batch_size"
+        )
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed + rank),
+    )
+    return loader, sampler
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -1,0 +1,70 @@
+"""Frozen-backbone features of a labeled split, the input of kNN and linear evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from selfsup.data.loader import Transformed, dataset_labels, eval_loader
+from selfsup.data.sources import build_dataset, dataset_spec
+from selfsup.data.views import eval_transform, normalize
+from selfsup.errors import UserError
+
+
+@dataclass
+class Features:
+    features: torch.Tensor  # float32 [N, D]
+    labels: torch.Tensor  # int64 [N]
+
+
+def labeled_split(data_cfg: DictConfig, split_key: str, crop_size: int) -> Transformed:
+    """The split named by `data.<split_key>` resized for evaluation; refuses unlabeled data."""
+    split = data_cfg[split_key]
+    if split is None:
+        raise UserError(f"data={data_cfg.name} has no labeled {split_key}; evaluate on a labeled dataset")
+    dataset = build_dataset(data_cfg.name, data_cfg.root, split, download=data_cfg.download)
+    if (dataset_labels(dataset) < 0).any():
+        raise UserError(
+            f"split {split!r} of {data_cfg.name} has unlabeled images; pick a labeled split for {split_key}"
+        )
+    return Transformed(dataset, eval_transform(crop_size))
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: nn.Module,
+    dataset: Transformed,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    channels_last: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> Features:
+    """Run the backbone in eval mode over the dataset; features come back float32 on the CPU."""
+    was_training = backbone.training
+    backbone.eval()
+    feats, labels = [], []
+    try:
+        for images, targets in eval_loader(dataset, batch_size, num_workers):
+            x = normalize(images.to(device, non_blocking=True), mean, std)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                feats.append(backbone(x).float().cpu())
+            labels.append(targets)
+    finally:
+        backbone.train(was_training)
+    return Features(torch.cat(feats), torch.cat(labels).long())
+
+
+def split_mean_std(data_cfg: DictConfig, views_cfg: DictConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation used for training views and evaluation alike (views.mean/std override the dataset's)."""
+    spec = dataset_spec(data_cfg.name)
+    mean = tuple(views_cfg.mean) if views_cfg.mean is not None else tuple(spec.mean)
+    std = tuple(views_cfg.std) if views_cfg.std is not None else tuple(spec.std)
+    return mean, std

@@ -1,0 +1,96 @@
+"""Linear probe: a single linear layer trained on cached frozen features.
+
+The standard linear-evaluation protocol (e.g. MoCo, SimCLR): SGD with momentum, cross-entropy, a cosine
+learning-rate schedule decayed to 0 over all steps, and the linear lr-scaling rule
+lr = base_lr * batch_size / 256. Training on cached features instead of images makes a probe cost seconds,
+so every checkpoint can be probed.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from selfsup.errors import UserError
+from selfsup.eval.knn import topk_accuracy
+
+
+def train_linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
+                       num_classes: int, epochs: int = 90, batch_size: int = 256, lr: float = 0.1,
+                       momentum: float = 0.9, weight_decay: float = 0.0, normalize: bool = True,
+                       seed: int = 0, device: str | torch.device = "cpu", progress: bool = False
+                       ) -> dict[str, float]:
+    """Train a linear classifier on frozen features and report test accuracy in percent.
+
+    `lr` is the base lr for a batch of 256; the effective lr (lr * batch_size / 256) is returned under "lr".
+    `normalize=True` standardises every feature dimension with the train-set mean and std (applied to both
+    splits). Frozen self-supervised features have arbitrary per-dimension offsets and scales (pooled
+    post-ReLU activations are all positive, and their scale differs from method to method), which makes one
+    fixed SGD lr too large for one backbone and too small for another. Standardising is what MoCo v3's
+    non-affine BatchNorm before the classifier amounts to at test time, without its batch-statistic noise;
+    `normalize=False` keeps raw features, as solo-learn does.
+
+    Deterministic for a given seed on CPU: the weight init and every epoch's shuffle come from one
+    torch.Generator. Returns top1, top5 (min(5, num_classes) guesses), train_loss (mean over the last
+    epoch), epochs, lr (effective), base_lr and batch_size.
+    """
+    if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
+        raise UserError(f"linear probe needs 2-D features of equal width; got train "
+                        f"{tuple(train_feats.shape)} and test {tuple(test_feats.shape)}")
+    if train_labels.shape != (train_feats.shape[0],) or test_labels.shape != (test_feats.shape[0],):
+        raise UserError("linear probe needs one label per feature in both splits")
+    if train_feats.shape[0] == 0 or test_feats.shape[0] == 0:
+        raise UserError("linear probe needs non-empty train and test splits")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise UserError(f"linear probe needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={epochs}, "
+                        f"batch_size={batch_size}, lr={lr}")
+    for name, labels in (("train", train_labels), ("test", test_labels)):
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise UserError(f"linear probe {name} labels must lie in [0, {num_classes}); got range "
+                            f"[{int(labels.min())}, {int(labels.max())}]: use labelled splits")
+
+    x_train = train_feats.to(device, torch.float32)
+    x_test = test_feats.to(device, torch.float32)
+    y_train = train_labels.to(device, torch.long)
+    if normalize:
+        mean, std = x_train.mean(0), x_train.std(0, unbiased=False).clamp_min(1e-6)
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+
+    generator = torch.Generator().manual_seed(seed)
+    classifier = torch.nn.Linear(x_train.shape[1], num_classes)
+    with torch.no_grad():  # MoCo's linear-eval init: N(0, 0.01) weights, zero bias
+        classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=generator) * 0.01)
+        classifier.bias.zero_()
+    classifier.to(device)
+    effective_lr = lr * batch_size / 256
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=effective_lr, momentum=momentum,
+                                weight_decay=weight_decay)
+
+    n = x_train.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    step = 0
+    epoch_loss = 0.0
+    bar = tqdm(range(epochs), desc="linear probe", disable=not progress)
+    for _ in bar:
+        order = torch.randperm(n, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = effective_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+            loss = F.cross_entropy(classifier(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * idx.numel()
+            step += 1
+        epoch_loss = loss_sum.item() / n
+        bar.set_postfix(loss=f"{epoch_loss:.4f}")
+
+    with torch.no_grad():
+        scores = torch.cat([classifier(chunk) for chunk in x_test.split(4096)])
+    return {**topk_accuracy(scores, test_labels), "train_loss": epoch_loss, "epochs": epochs,
+            "lr": effective_lr, "base_lr": lr, "batch_size": batch_size}

@@ -1,0 +1,129 @@
+"""`selfsup eval TASK run=DIR`: evaluate a checkpoint's frozen backbone and write JSON with provenance.
+
+Features of each split are cached next to the results, keyed by the checkpoint's hash and the
+transform, so kNN and linear evaluation of the same checkpoint extract them once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from selfsup.config import apply_overrides, load_run_config
+from selfsup.errors import UserError
+from selfsup.eval.features import Features, extract_features, labeled_split, split_mean_std
+from selfsup.eval.knn import knn_accuracy
+from selfsup.eval.linear import train_linear_probe
+from selfsup.train.checkpoint import (
+    atomic_torch_save,
+    atomic_write_text,
+    backbone_state,
+    file_sha256,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from selfsup.train.loop import build_model, git_commit
+from selfsup.train.precision import resolve_device
+
+TASKS = ("knn", "linear")
+
+
+def cached_features(
+    cfg: DictConfig, backbone: torch.nn.Module, split_key: str, cache_dir: Path, ckpt_hash: str, device: torch.device
+) -> Features:
+    """Extract (or reuse) the features of `data.<split_key>`; the cache is invalid once its key changes."""
+    mean, std = split_mean_std(cfg.data, cfg.views)
+    key = {
+        "checkpoint_sha256": ckpt_hash,
+        "dataset": cfg.data.name,
+        "root": str(cfg.data.root),
+        "split": cfg.data[split_key],
+        "crop_size": cfg.views.crop_size,
+        "mean": list(mean),
+        "std": list(std),
+    }
+    path = cache_dir / f"features-{cfg.data[split_key]}.pt"
+    if path.is_file():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached.get("key") == key:
+            return Features(cached["features"], cached["labels"])
+    dataset = labeled_split(cfg.data, split_key, cfg.views.crop_size)
+    feats = extract_features(
+        backbone, dataset, mean, std, device, batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers
+    )
+    atomic_torch_save({"key": key, "features": feats.features, "labels": feats.labels}, path)
+    return feats
+
+
+def load_backbone(cfg: DictConfig, ckpt_path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the run's backbone and load a checkpoint's weights into it (strictly: every key must match)."""
+    state = load_checkpoint(ckpt_path)
+    backbone = build_model(cfg).backbone
+    missing, unexpected = backbone.load_state_dict(backbone_state(state), strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"{ckpt_path} does not fit backbone {cfg.backbone.name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return backbone, state
+
+
+def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate one checkpoint of a run on `task` and write `eval/<checkpoint>/<task>.json`."""
+    if task not in TASKS:
+        raise UserError(f"unknown evaluation {task!r}; choose one of {', '.join(TASKS)}")
+    run_dir = Path(run_dir)
+    cfg = apply_overrides(load_run_config(run_dir), overrides or [])
+    ckpt_path = resolve_checkpoint(run_dir, checkpoint)
+    device = torch.device(resolve_device(cfg.device))
+    started = time.perf_counter()
+    backbone, state = load_backbone(cfg, ckpt_path)
+    backbone.to(device)
+    ckpt_hash = file_sha256(ckpt_path)
+    out_dir = run_dir / "eval" / ckpt_path.stem
+    train = cached_features(cfg, backbone, "eval_train_split", out_dir, ckpt_hash, device)
+    test = cached_features(cfg, backbone, "test_split", out_dir, ckpt_hash, device)
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    if task == "knn":
+        params = OmegaConf.to_container(cfg.eval.knn)
+        metrics = knn_accuracy(train.features, train.labels, test.features, test.labels, num_classes, **params)
+    else:
+        params = OmegaConf.to_container(cfg.eval.linear)
+        metrics = train_linear_probe(
+            train.features,
+            train.labels,
+            test.features,
+            test.labels,
+            num_classes,
+            seed=cfg.seed,
+            device=str(device),
+            progress=cfg.trainer.progress,
+            **params,
+        )
+    result = {
+        "task": task,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "params": params,
+        "dataset": {
+            "name": cfg.data.name,
+            "train_split": cfg.data.eval_train_split,
+            "test_split": cfg.data.test_split,
+            "train_size": len(train.labels),
+            "test_size": len(test.labels),
+        },
+        "checkpoint": {"path": str(ckpt_path), "sha256": ckpt_hash, "epoch": state["epoch"], "step": state["step"]},
+        "cost": state["cost"],
+        "eval_cost": {"seconds": time.perf_counter() - started, "device": str(device)},
+        "config": OmegaConf.to_container(cfg),
+        "git_commit": git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = out_dir / f"{task}.json"
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    result["path"] = str(path)
+    return result

@@ -1,0 +1,3 @@
+"""Method implementations; importing this package registers each one in METHODS."""
+
+from selfsup.methods import simclr  # noqa: F401

@@ -1,0 +1,29 @@
+"""SimCLR (Chen et al. 2020): two views, a 2-layer projector, NT-Xent with negatives from all processes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from selfsup.dist import gather_with_grad, world_info
+from selfsup.losses import nt_xent
+from selfsup.methods.base import METHODS, Method
+from selfsup.nets.heads import mlp
+
+
+@METHODS.register("simclr")
+class SimCLR(Method):
+    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, feature_dim)
+        self.temperature = float(cfg.temperature)
+        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
+
+    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(views) != 2:
+            raise ValueError(f"SimCLR uses 2 views, got {len(views)} (set views.num=2)")
+        # One pass over both views: BatchNorm sees the whole 2n batch, as in the paper's implementation.
+        z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
+        rank, _ = world_info()
+        loss = nt_xent(z1, z2, self.temperature, gather_with_grad(z1), gather_with_grad(z2), offset=rank * z1.shape[0])
+        return {"loss": loss, "z_std": z1.detach().float().std(dim=0).mean()}

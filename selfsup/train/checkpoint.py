@@ -1,0 +1,109 @@
+"""Checkpoints that are never half-written: temp file, fsync, rename; a SHA-256 sidecar to verify."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfsup.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a results / config file so that readers see the old or the new file, never a partial one."""
+    _atomic_write_bytes(Path(path), text.encode())
+
+
+def _serialise(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save with the same all-or-nothing guarantee (feature caches and other derived files)."""
+    _atomic_write_bytes(Path(path), _serialise(obj))
+
+
+def save_checkpoint(state: dict[str, Any], *paths: Path) -> str:
+    """Serialise `state` once and write it atomically to each path with a `.sha256` sidecar; returns the hash."""
+    data = _serialise({"format_version": FORMAT_VERSION, **state})
+    digest = hashlib.sha256(data).hexdigest()
+    for path in paths:
+        path = Path(path)
+        _atomic_write_bytes(path, data)
+        _atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+    return digest
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load with `weights_only=True` (no code runs from the file) after checking the sidecar hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    sidecar = path.with_name(path.name + ".sha256")
+    if sidecar.is_file():
+        expected = sidecar.read_text().split()[0]
+        if file_sha256(path) != expected:
+            raise UserError(
+                f"checkpoint {path} is corrupt (SHA-256 differs from {sidecar.name}); use another checkpoint"
+            )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        raise UserError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}); is it a selfsup checkpoint?"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
+        raise UserError(f"{path} is not a selfsup checkpoint (no 'model' / 'format_version' entries)")
+    return state
+
+
+def backbone_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The backbone's weights from a method checkpoint (any method: they all name it `backbone`)."""
+    prefix = "backbone."
+    weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if not weights:
+        raise UserError("the checkpoint holds no backbone weights (no 'backbone.*' keys)")
+    return weights
+
+
+def resolve_checkpoint(run_dir: Path, name: str) -> Path:
+    """`last`, `epoch-0010`, a file name inside checkpoints/, or a path."""
+    candidates = [Path(name), run_dir / "checkpoints" / name, run_dir / "checkpoints" / f"{name}.pt"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    available = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+    raise UserError(
+        f"no checkpoint {name!r} in {run_dir / 'checkpoints'} (available: {', '.join(available) or 'none'})"
+    )

@@ -1,0 +1,173 @@
+"""Optimisers and learning-rate rules for pretraining: SGD, LARS, AdamW, lr scaling and warmup-cosine.
+
+Schedules are pure functions of the step so the training loop sets the lr explicitly each step (with
+`set_lr`) and a resumed run lands on exactly the same lr, with no scheduler state to checkpoint.
+"""
+
+import difflib
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup.errors import UserError
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling (You et al. 2017, "Large Batch Training of Convolutional Networks").
+
+    The optimiser of SimCLR, BYOL and Barlow Twins for large batches: each parameter tensor's update is
+    rescaled by the trust ratio eta * ||p|| / ||g||, so every layer moves by a similar fraction of its norm
+    whatever its gradient scale. Per step, for each parameter p with gradient:
+
+        g = grad + weight_decay * p
+        if ||p|| > 0 and ||g|| > 0: g = g * eta * ||p|| / ||g||
+        mu = momentum * mu + g;  p = p - lr * mu
+
+    A param group with `lars_exclude=True` (biases and norm weights, see `param_groups`) gets neither weight
+    decay nor the trust ratio: plain momentum SGD, as in the SimCLR and BYOL implementations.
+    """
+
+    def __init__(
+        self, params: Iterable[Any], lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+    ) -> None:
+        if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0 or eta <= 0:
+            raise ValueError(
+                f"LARS needs lr >= 0, 0 <= momentum < 1, weight_decay >= 0, eta > 0; got "
+                f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta}"
+            )
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "lars_exclude": False}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Apply one LARS update to every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("LARS does not support sparse gradients")
+                g = p.grad
+                if not group["lars_exclude"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                    p_norm, g_norm = p.norm(), g.norm()
+                    one = torch.ones_like(p_norm)
+                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm, one)
+                    g = g.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                mu = state["momentum_buffer"]
+                mu.mul_(group["momentum"]).add_(g)
+                p.add_(mu, alpha=-group["lr"])
+        return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool = True) -> list[dict]:
+    """Split trainable parameters into a decayed group and a group of 1-D tensors (biases, norm weights).
+
+    Decaying biases and BatchNorm/LayerNorm scales only shrinks them towards values that the following
+    layers must undo, and LARS's trust ratio is meaningless for them (BYOL, SimCLR, Barlow Twins exclude
+    them), so the 1-D group gets weight_decay=0 and lars_exclude=True. Empty groups are left out.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not exclude_bias_and_norm:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decayed = [p for p in params if p.ndim > 1]
+    excluded = [p for p in params if p.ndim <= 1]
+    groups = [
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _sgd(params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _lars(params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _adamw(params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with default betas; `momentum` does not apply and is ignored."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+OPTIMIZERS: dict[str, Callable[[Any, float, float, float], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+    "lars": _lars,
+    "adamw": _adamw,
+}
+
+
+def build_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Build an optimiser by name ("sgd", "lars", "adamw") from parameters or param groups.
+
+    Per-group keys from `param_groups` (weight_decay, lars_exclude, lr_scale) override the defaults given
+    here; keys an optimiser does not know are carried along untouched.
+    """
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        close = difflib.get_close_matches(key, OPTIMIZERS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(f"unknown optimizer '{name}'{hint}; set optim.name to one of {', '.join(OPTIMIZERS)}")
+    if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0:
+        raise UserError(
+            f"optimizer needs lr >= 0, 0 <= momentum < 1 and weight_decay >= 0; got lr={lr}, "
+            f"momentum={momentum}, weight_decay={weight_decay}"
+        )
+    return OPTIMIZERS[key](params, lr, momentum, weight_decay)
+
+
+def scaled_lr(base_lr: float, batch_size: int, rule: str = "linear") -> float:
+    """Learning rate for a batch size: "linear" base_lr * batch_size / 256 (Goyal et al. 2017),
+    "sqrt" base_lr * sqrt(batch_size) (SimCLR's rule with LARS, e.g. 0.075 * sqrt(B)), "none" base_lr."""
+    if batch_size < 1:
+        raise UserError(f"batch size must be >= 1 to scale the lr; got {batch_size}")
+    if rule == "linear":
+        return base_lr * batch_size / 256
+    if rule == "sqrt":
+        return base_lr * math.sqrt(batch_size)
+    if rule == "none":
+        return base_lr
+    raise UserError(f"unknown lr scaling rule '{rule}'; set optim.lr_scaling to linear, sqrt or none")
+
+
+def warmup_cosine(
+    step: int, total_steps: int, warmup_steps: int, base_lr: float, final_lr: float, start_lr: float = 0.0
+) -> float:
+    """Learning rate at `step`: linear warmup from start_lr to base_lr over warmup_steps, then a half-cosine
+    from base_lr down to final_lr at total_steps (and final_lr after it).
+
+    Warmup avoids the early instability of large-batch training at full lr (Goyal et al. 2017); the cosine
+    decay is SGDR without restarts (Loshchilov & Hutter 2017), used by SimCLR, BYOL, MoCo v2/v3 and DINO.
+    """
+    if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+        raise UserError(
+            f"lr schedule needs total_steps >= 1 and 0 <= warmup_steps <= total_steps; got "
+            f"total_steps={total_steps}, warmup_steps={warmup_steps}: shorten the warmup"
+        )
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if step < warmup_steps:
+        return start_lr + (base_lr - start_lr) * step / warmup_steps
+    if step >= total_steps:
+        return final_lr
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return final_lr + (base_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's lr to lr * group.get("lr_scale", 1.0), so a group (e.g. a predictor) can run at
+    a fixed multiple of the scheduled lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -1,0 +1,161 @@
+"""End to end through the command line: pretrain -> checkpoints -> resume -> kNN / linear evaluation.
+
+Small settings keep it fast on 2 cores: 16-px crops of the synthetic dataset, a 128-image subset."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.train.checkpoint import load_checkpoint
+
+SMALL = [
+    "data=synthetic",
+    "data.subset=128",
+    "views.crop_size=16",
+    "trainer.batch_size=32",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+    "optim.warmup_epochs=1",
+    "eval.every=0",
+    "device=cpu",
+]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selfsup.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_checkpoint_resume_and_evaluate(tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", *SMALL, "trainer.epochs=2", "trainer.checkpoint_every=1", f"output_dir={run}"]) == 0
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.pt")) == ["epoch-0001.pt", "epoch-0002.pt", "last.pt"]
+    state = load_checkpoint(ckpts / "last.pt")
+    assert (state["epoch"], state["step"]) == (2, 8)  # 128 images / 32 per batch = 4 steps per epoch
+    cost = state["cost"]
+    assert cost["images_seen"] == 8 * 32 and cost["device_seconds"] > 0 and cost["peak_memory_bytes"] > 0
+    assert cost["flops_per_image"] > 1e8
+    assert (run / "config.yaml").read_text().count("name: simclr") == 1
+    losses = [r["train/loss"] for r in read_metrics(run) if "train/loss" in r]
+    assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses)))
+    assert list((run / "tb").iterdir()), "TensorBoard events are written"
+
+    # The same command with more epochs resumes from last.pt instead of starting over.
+    assert main(["pretrain", *SMALL, "trainer.epochs=3", "trainer.checkpoint_every=1", f"output_dir={run}"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    state = load_checkpoint(ckpts / "last.pt")
+    assert (state["epoch"], state["step"]) == (3, 12)
+    assert state["cost"]["images_seen"] == 12 * 32
+    # Rerunning a finished run changes nothing.
+    before = (ckpts / "last.pt").stat().st_mtime_ns
+    assert main(["pretrain", *SMALL, "trainer.epochs=3", "trainer.checkpoint_every=1", f"output_dir={run}"]) == 0
+    assert (ckpts / "last.pt").stat().st_mtime_ns == before
+
+    assert main(["eval", "knn", f"run={run}", "eval.knn.k=20", "trainer.num_workers=0"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((run / "eval" / "last" / "knn.json").read_text())
+    assert f"top1 {result['metrics']['top1']:.2f}" in printed and str(run) in printed
+    assert result["checkpoint"]["step"] == 12 and result["cost"]["images_seen"] == 12 * 32
+    assert result["dataset"] == {
+        "name": "synthetic",
+        "train_split": "train",
+        "test_split": "test",
+        "train_size": 2000,
+        "test_size": 500,
+    }
+    assert result["params"] == {"k": 20, "temperature": 0.1}
+    assert 0 <= result["metrics"]["top1"] <= result["metrics"]["top5"] <= 100
+    cache = run / "eval" / "last" / "features-test.pt"
+    cached_at = cache.stat().st_mtime_ns
+
+    assert (
+        main(
+            [
+                "eval",
+                "linear",
+                f"run={run}",
+                "checkpoint=epoch-0001",
+                "eval.linear.epochs=3",
+                "trainer.num_workers=0",
+                "trainer.progress=false",
+            ]
+        )
+        == 0
+    )
+    linear = json.loads((run / "eval" / "epoch-0001" / "linear.json").read_text())
+    assert linear["checkpoint"]["step"] == 4 and linear["params"]["epochs"] == 3
+    # Features of another checkpoint are extracted anew; those of `last` stay cached and are reused.
+    assert main(["eval", "knn", f"run={run}", "eval.knn.k=20", "trainer.num_workers=0"]) == 0
+    assert cache.stat().st_mtime_ns == cached_at
+
+
+def test_missing_dataset_fails_in_one_line_without_output(tmp_path: Path):
+    out = tmp_path / "never"
+    proc = run_cli("pretrain", "data=cifar10", "data.root=/nonexistent", f"output_dir={out}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "/nonexistent" in lines[0] and "data.download=true" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not out.exists()
+
+
+def test_unknown_key_and_command_fail_in_one_line():
+    proc = run_cli("pretrain", "trainer.epoch=3")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("selfsup: error: unknown config key 'trainer.epoch'; did you mean 'trainer.epochs'")
+    proc = run_cli("pretrian")
+    assert proc.returncode == 2 and "did you mean 'pretrain'" in proc.stderr
+
+
+def test_resume_refuses_a_different_method_in_the_same_directory(tmp_path: Path):
+    run = tmp_path / "run"
+    assert main(["pretrain", *SMALL, "trainer.epochs=1", "trainer.max_steps=1", f"output_dir={run}"]) == 0
+    config_before = (run / "config.yaml").read_text()
+    assert main(["pretrain", *SMALL, "backbone=resnet34", "trainer.epochs=1", f"output_dir={run}"]) == 2
+    assert (run / "config.yaml").read_text() == config_before
+
+
+def test_killed_mid_epoch_then_rerun_resumes_and_finishes(tmp_path: Path):
+    run = tmp_path / "run"
+    args = ["pretrain", *SMALL, "data.subset=256", "trainer.epochs=2", f"output_dir={run}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfsup.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # Wait until epoch 1 is checkpointed and epoch 2 has started (8 steps per epoch), then SIGKILL.
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            metrics = run / "metrics.jsonl"
+            steps = [r["step"] for r in read_metrics(run) if "train/loss" in r] if metrics.exists() else []
+            if (run / "checkpoints" / "last.pt").exists() and steps and max(steps) >= 10:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training did not reach epoch 2 in time")
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 8
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stdout
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["step"]) == (2, 16)

@@ -1,0 +1,103 @@
+"""Composition of the config groups and one-line errors for every kind of bad override."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from selfsup.config import apply_overrides, group_options, load_config
+from selfsup.errors import UserError
+
+
+def test_defaults_compose_to_simclr_cifar10_resnet18(monkeypatch):
+    monkeypatch.setenv("SELFSUP_DATA", "/some/data")
+    cfg = load_config([])
+    assert (cfg.method.name, cfg.data.name, cfg.backbone.name, cfg.optim.name) == (
+        "simclr",
+        "cifar10",
+        "resnet18",
+        "sgd",
+    )
+    assert cfg.method.temperature == 0.5 and cfg.optim.base_lr == 0.3 and cfg.optim.weight_decay == 1e-6
+    assert cfg.data.root == "/some/data"  # resolved, so the saved config is exactly what ran
+    assert cfg.output_dir == "output/simclr-cifar10-resnet18"
+
+
+def test_public_contract_keys_override():
+    cfg = load_config(
+        [
+            "method=simclr",
+            "data=stl10",
+            "backbone=resnet50",
+            "data.root=/d",
+            "data.subset=100",
+            "trainer.epochs=3",
+            "trainer.batch_size=64",
+            "trainer.checkpoint_every=2",
+            "trainer.max_steps=7",
+            "output_dir=/tmp/x",
+            "seed=3",
+            "device=cpu",
+        ]
+    )
+    assert cfg.data.root == "/d" and cfg.data.subset == 100 and cfg.data.train_split == "train+unlabeled"
+    assert cfg.views.crop_size == 96
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.checkpoint_every, cfg.trainer.max_steps) == (
+        3,
+        64,
+        2,
+        7,
+    )
+    assert (cfg.output_dir, cfg.seed, cfg.device) == ("/tmp/x", 3, "cpu")
+
+
+def test_method_variant_switches_optimizer_group_and_views():
+    cfg = load_config(["method=simclr_imagenet", "data=imagenet100"])
+    assert cfg.optim.name == "lars" and cfg.method.temperature == 0.1 and cfg.views.blur_p == 0.5
+    # An explicit group choice on the command line still wins over the method's default.
+    assert load_config(["method=simclr_imagenet", "optim=sgd"]).optim.name == "sgd"
+
+
+def test_every_group_option_composes():
+    for group in ("method", "data", "backbone", "optim"):
+        for option in group_options(group):
+            extra = ["data.root=/x"] if group == "data" and option in ("imagefolder", "folder") else []
+            assert OmegaConf.select(load_config([f"{group}={option}", *extra]), f"{group}") is not None
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.epoch=3", "unknown config key 'trainer.epoch'; did you mean 'trainer.epochs'"),
+        ("epochs=3", "did you mean 'trainer.epochs'"),
+        ("method=simclrr", "unknown method 'simclrr'; did you mean 'simclr'"),
+        ("data=cifar", "unknown data 'cifar'; did you mean"),
+        ("backbone=resnet19", "did you mean 'resnet18'"),
+        ("trainer.batch_size=0", "trainer.batch_size must be a positive integer"),
+        ("optim.base_lr=-1", "optim.base_lr must be positive"),
+        ("device=tpu", "device must be one of"),
+        ("trainer.precision=8", "trainer.precision must be one of"),
+        ("data.subset=0", "data.subset must be >= 1"),
+        ("trainer.epochs", "expected key=value"),
+    ],
+)
+def test_bad_overrides_fail_in_one_line(override, message):
+    with pytest.raises(UserError, match=message) as err:
+        load_config([override])
+    assert "\n" not in str(err.value)
+
+
+def test_missing_mandatory_root_is_named():
+    with pytest.raises(UserError, match="data.root"):
+        load_config(["data=imagefolder"])
+
+
+def test_batch_must_split_over_processes():
+    with pytest.raises(UserError, match="divisible"):
+        load_config(["trainer.batch_size=30", "trainer.devices=4"])
+
+
+def test_apply_overrides_on_saved_config():
+    cfg = load_config([])
+    cfg = apply_overrides(cfg, ["eval.knn.k=20", "data.root=/elsewhere", "eval.linear.epochs=5"])
+    assert cfg.eval.knn.k == 20 and cfg.data.root == "/elsewhere" and cfg.eval.linear.epochs == 5
+    with pytest.raises(UserError, match="did you mean 'eval.knn.k'"):
+        apply_overrides(cfg, ["eval.knn.kk=3"])

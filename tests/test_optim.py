@@ -1,0 +1,208 @@
+"""Optimisers and lr rules: LARS against hand-computed steps and torch's SGD, schedules against torch's."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from selfsup.errors import UserError
+from selfsup.train.optim import LARS, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
+
+
+def test_lars_two_steps_by_hand():
+    p = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))  # ||p|| = 5
+    opt = LARS([p], lr=1.0, momentum=0.9, weight_decay=0.0, eta=0.001)
+    p.grad = torch.tensor([0.3, 0.4], dtype=torch.float64)  # ||g|| = 0.5, trust = 0.001 * 5 / 0.5 = 0.01
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor([2.997, 3.996], dtype=torch.float64))
+    # ||p|| = 4.995 -> trust 0.00999, g' = [0.002997, 0.003996]; mu = 0.9 * [0.003, 0.004] + g'.
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor([2.991303, 3.988404], dtype=torch.float64))
+
+
+def test_lars_weight_decay_and_trust_ratio_by_hand():
+    p = nn.Parameter(torch.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=torch.float64))  # ||p|| = 5
+    opt = LARS([p], lr=0.5, momentum=0.9, weight_decay=0.1, eta=0.02)
+    p.grad = torch.tensor([[0.9, -0.2], [0.8, -0.4]], dtype=torch.float64)
+    g = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)  # grad + 0.1 * p, ||g|| = sqrt(2)
+    expected = p.detach() - 0.5 * (0.02 * 5 / math.sqrt(2)) * g
+    opt.step()
+    torch.testing.assert_close(p.detach(), expected)
+
+
+def reference_lars(params: list[torch.Tensor], grads: list[list[torch.Tensor]], excluded: list[bool],
+                   lr: float, momentum: float, weight_decay: float, eta: float) -> list[torch.Tensor]:
+    """LARS written out step by step, one tensor at a time, in float64."""
+    params = [p.clone().double() for p in params]
+    buffers = [torch.zeros_like(p) for p in params]
+    for step_grads in grads:
+        for i, grad in enumerate(step_grads):
+            g = grad.double()
+            if not excluded[i]:
+                g = g + weight_decay * params[i]
+                p_norm, g_norm = float(params[i].norm()), float(g.norm())
+                if p_norm > 0 and g_norm > 0:
+                    g = g * (eta * p_norm / g_norm)
+            buffers[i] = momentum * buffers[i] + g
+            params[i] = params[i] - lr * buffers[i]
+    return params
+
+
+def test_lars_matches_reference_with_excluded_group_and_zero_param():
+    gen = torch.Generator().manual_seed(0)
+    weight = nn.Parameter(torch.randn(4, 3, generator=gen))
+    zero = nn.Parameter(torch.zeros(3, 3))  # ||p|| = 0: the trust ratio falls back to 1
+    bias = nn.Parameter(torch.randn(4, generator=gen))
+    start = [weight.detach().clone(), zero.detach().clone(), bias.detach().clone()]
+    opt = LARS([{"params": [weight, zero]}, {"params": [bias], "weight_decay": 0.0, "lars_exclude": True}],
+               lr=0.3, momentum=0.9, weight_decay=1e-2, eta=0.01)
+    grads = [[torch.randn(p.shape, generator=gen) for p in (weight, zero, bias)] for _ in range(4)]
+    for step_grads in grads:
+        for p, g in zip((weight, zero, bias), step_grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+    expected = reference_lars(start, grads, [False, False, True], lr=0.3, momentum=0.9, weight_decay=1e-2,
+                              eta=0.01)
+    for p, ref in zip((weight, zero, bias), expected, strict=True):
+        torch.testing.assert_close(p.detach().double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_lars_excluded_group_is_momentum_sgd_without_decay():
+    gen = torch.Generator().manual_seed(1)
+    a = nn.Parameter(torch.randn(5, generator=gen))
+    b = nn.Parameter(a.detach().clone())
+    lars = LARS([{"params": [a], "lars_exclude": True}], lr=0.1, momentum=0.9, weight_decay=0.5)
+    sgd = torch.optim.SGD([b], lr=0.1, momentum=0.9, weight_decay=0.0)
+    for _ in range(5):
+        g = torch.randn(5, generator=gen)
+        a.grad, b.grad = g.clone(), g.clone()
+        lars.step()
+        sgd.step()
+    torch.testing.assert_close(a, b)
+
+
+def test_lars_closure_skips_missing_grads_and_resumes_from_state_dict():
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    unused = nn.Parameter(torch.tensor([5.0]))
+    opt = LARS([w, unused], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (w**2).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == pytest.approx(5.0)
+    assert unused.item() == 5.0
+    resumed_w = nn.Parameter(w.detach().clone())
+    resumed = LARS([resumed_w, nn.Parameter(torch.tensor([5.0]))], lr=0.1)
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))  # as after torch.save / torch.load
+    for param, optimizer in ((w, opt), (resumed_w, resumed)):
+        param.grad = torch.tensor([0.5, 0.5])
+        optimizer.step()
+    torch.testing.assert_close(w, resumed_w)
+
+
+def test_lars_rejects_bad_hyperparameters():
+    with pytest.raises(ValueError, match="momentum"):
+        LARS([nn.Parameter(torch.ones(1))], lr=0.1, momentum=1.0)
+
+
+def small_model() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3),
+                          nn.LayerNorm(3))
+    model[0].bias.requires_grad_(False)  # frozen parameters are not optimised
+    return model
+
+
+def test_param_groups_split_biases_and_norms():
+    model = small_model()
+    groups = param_groups(model, weight_decay=1e-4)
+    assert [set(map(id, g["params"])) for g in groups] == [
+        {id(model[0].weight), id(model[3].weight)},
+        {id(model[1].weight), id(model[1].bias), id(model[3].bias), id(model[4].weight), id(model[4].bias)},
+    ]
+    assert groups[0]["weight_decay"] == 1e-4 and not groups[0].get("lars_exclude", False)
+    assert groups[1]["weight_decay"] == 0.0 and groups[1]["lars_exclude"] is True
+    single = param_groups(model, weight_decay=1e-4, exclude_bias_and_norm=False)
+    assert len(single) == 1 and len(single[0]["params"]) == 7 and single[0]["weight_decay"] == 1e-4
+    assert len(param_groups(nn.Linear(3, 3, bias=False), 0.1)) == 1  # no empty group
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("LARS", LARS), ("adamw", torch.optim.AdamW)])
+def test_build_optimizer_honours_param_groups(name, cls):
+    model = small_model()
+    opt = build_optimizer(name, param_groups(model, 0.05), lr=0.2, momentum=0.9, weight_decay=0.05)
+    assert type(opt) is cls
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    assert all(g["lr"] == 0.2 for g in opt.param_groups)
+    (model(torch.randn(2, 3, 3, 3)) * torch.tensor([1.0, 2.0, 4.0])).sum().backward()
+    before = model[3].weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, model[3].weight)
+
+
+def test_build_optimizer_unknown_name_suggests_close_match():
+    message = r"unknown optimizer 'lasr' \(did you mean lars\?\).*sgd, lars, adamw"
+    with pytest.raises(UserError, match=message):
+        build_optimizer("lasr", [nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.9, weight_decay=0.0)
+    with pytest.raises(UserError, match="momentum"):
+        build_optimizer("sgd", [nn.Parameter(torch.ones(1))], lr=0.1, momentum=1.5, weight_decay=0.0)
+
+
+def test_scaled_lr_rules():
+    assert scaled_lr(0.3, 4096, "linear") == pytest.approx(4.8)  # SimCLR linear rule
+    assert scaled_lr(0.075, 4096, "sqrt") == pytest.approx(4.8)  # SimCLR sqrt rule: 0.075 * 64
+    assert scaled_lr(0.05, 512, "none") == 0.05
+    assert scaled_lr(0.1, 256) == pytest.approx(0.1)
+    with pytest.raises(UserError, match="linear, sqrt or none"):
+        scaled_lr(0.1, 256, "cubic")
+
+
+def test_warmup_cosine_endpoints_midpoint_and_monotonicity():
+    kw = dict(total_steps=110, warmup_steps=10, base_lr=1.0, final_lr=0.01)
+    assert warmup_cosine(0, **kw) == 0.0
+    assert warmup_cosine(5, **kw) == pytest.approx(0.5)
+    assert warmup_cosine(10, **kw) == pytest.approx(1.0)
+    assert warmup_cosine(60, **kw) == pytest.approx((1.0 + 0.01) / 2)  # cosine midpoint
+    assert warmup_cosine(110, **kw) == pytest.approx(0.01)
+    assert warmup_cosine(500, **kw) == pytest.approx(0.01)
+    lrs = [warmup_cosine(s, **kw) for s in range(111)]
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11], strict=True))
+    assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
+    assert warmup_cosine(0, 10, 0, 0.5, 0.0) == 0.5  # no warmup starts at base_lr
+    assert warmup_cosine(2, 10, 4, 1.0, 0.0, start_lr=0.2) == pytest.approx(0.6)
+
+
+def test_warmup_cosine_matches_torch_schedulers():
+    p = nn.Parameter(torch.ones(1))
+    opt = torch.optim.SGD([p], lr=0.8)
+    warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, end_factor=1.0, total_iters=20)
+    for step in range(20):
+        expected = opt.param_groups[0]["lr"]
+        assert warmup_cosine(step, 100, 20, 0.8, 0.004, start_lr=0.08) == pytest.approx(expected)
+        opt.step()
+        warm.step()
+    opt = torch.optim.SGD([p], lr=0.8)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=80, eta_min=0.004)
+    for step in range(20, 101):
+        assert warmup_cosine(step, 100, 20, 0.8, 0.004) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-6)
+        opt.step()
+        cosine.step()
+
+
+def test_warmup_cosine_rejects_bad_schedule():
+    with pytest.raises(UserError, match="warmup_steps <= total_steps"):
+        warmup_cosine(0, 10, 20, 0.1, 0.0)
+    with pytest.raises(ValueError):
+        warmup_cosine(-1, 10, 2, 0.1, 0.0)
+
+
+def test_set_lr_honours_lr_scale():
+    a, b = nn.Parameter(torch.ones(1)), nn.Parameter(torch.ones(1))
+    opt = build_optimizer("sgd", [{"params": [a]}, {"params": [b], "lr_scale": 10.0}], lr=1.0, momentum=0.9,
+                          weight_decay=0.0)
+    set_lr(opt, 0.03)
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.03), pytest.approx(0.3)]
