@@ -13,14 +13,32 @@ def world_info() -> tuple[int, int]:
     return 0, 1
 
 
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` from every process along dim 0; gradients flow back to each process's part.
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums, over processes, the gradient each one sends to this part.
 
-    torch.distributed.nn.all_gather's backward sums the gradients that all processes' losses send to
-    each part, so averaging the per-process gradients (DDP) gives the gradient of the global loss."""
-    rank, world = world_info()
+    Written with all_reduce (not reduce_scatter) so that it also runs on gloo, i.e. on CPUs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        rank, world = world_info()
+        ctx.rank, ctx.size = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from every process along dim 0 (equal sizes); gradients flow back to each part.
+
+    Every process's loss sends gradient to every part, and each part receives their sum, so averaging
+    the per-process gradients (DDP) gives the gradient of the mean of the per-process losses."""
+    _, world = world_info()
     if world == 1:
         return x
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)

@@ -24,10 +24,10 @@ def assert_rate(observed: torch.Tensor, p: float) -> None:
     assert abs(rate - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (rate, p, n)
 
 
-def coordinate_image(side: int = 64) -> torch.Tensor:
-    """uint8 [3, side, side]: red = 4 * row, green = 4 * column, so any crop reveals where it came from."""
-    idx = torch.arange(side, dtype=torch.uint8) * 4
-    rows, cols = idx[:, None].expand(side, side), idx[None, :].expand(side, side)
+def coordinate_image() -> torch.Tensor:
+    """uint8 [3, 32, 32]: red = 8 * row, green = 8 * column, so any crop reveals where it came from."""
+    idx = torch.arange(32, dtype=torch.uint8) * 8
+    rows, cols = idx[:, None].expand(32, 32), idx[None, :].expand(32, 32)
     return torch.stack([rows, cols, torch.zeros_like(rows)])
 
 
@@ -54,32 +54,32 @@ def test_cropflip_shapes_dtype_and_pickles():
 @pytest.mark.parametrize("flip_p", [0.0, 0.3, 1.0])
 def test_cropflip_flip_rate(flip_p):
     torch.manual_seed(0)
-    crop = CropFlip({"num": 4, "crop_size": 64, "flip_p": flip_p})
-    views = torch.cat([crop(coordinate_image()) for _ in range(300)])
+    crop = CropFlip({"num": 4, "crop_size": 32, "flip_p": flip_p})
+    views = torch.cat([crop(coordinate_image()) for _ in range(250)])
     mirrored = views[:, 1, 0, 0] > views[:, 1, 0, -1]  # green (column) decreases left to right
     assert_rate(mirrored, flip_p)
 
 
 def crop_fractions(views: torch.Tensor) -> torch.Tensor:
     """Area fraction of the source each view covers; exact when the crop is upsampled (output = source)."""
-    rows = (views[:, 0].amax((1, 2)) - views[:, 0].amin((1, 2))).float() / 4 + 1
-    cols = (views[:, 1].amax((1, 2)) - views[:, 1].amin((1, 2))).float() / 4 + 1
-    return rows * cols / 64**2
+    rows = (views[:, 0].amax((1, 2)) - views[:, 0].amin((1, 2))).float() / 8 + 1
+    cols = (views[:, 1].amax((1, 2)) - views[:, 1].amin((1, 2))).float() / 8 + 1
+    return rows * cols / 32**2
 
 
 def test_cropflip_area_follows_scale():
     torch.manual_seed(0)
-    fixed = CropFlip({"num": 4, "crop_size": 64, "crop_scale": [0.25, 0.25]})
+    fixed = CropFlip({"num": 4, "crop_size": 32, "crop_scale": [0.25, 0.25]})
     frac = crop_fractions(torch.cat([fixed(coordinate_image()) for _ in range(100)]))
-    assert frac.min() >= 0.24 and frac.max() <= 0.26  # only pixel rounding of the aspect ratio
+    assert frac.min() >= 0.23 and frac.max() <= 0.27  # only pixel rounding of the aspect ratio
 
-    wide = CropFlip({"num": 4, "crop_size": 64, "crop_scale": [0.08, 1.0]})
-    frac = crop_fractions(torch.cat([wide(coordinate_image()) for _ in range(500)]))
+    wide = CropFlip({"num": 4, "crop_size": 32, "crop_scale": [0.08, 1.0]})
+    frac = crop_fractions(torch.cat([wide(coordinate_image()) for _ in range(400)]))
     assert frac.min() >= 0.075 and frac.max() <= 1.0
     # reference: torchvision's own sampler of crop boxes (rejection sampling, centre-crop fallback)
-    image, ratio = torch.empty(3, 64, 64), [3 / 4, 4 / 3]
+    image, ratio = torch.empty(3, 32, 32), [3 / 4, 4 / 3]
     boxes = torch.tensor([T.RandomResizedCrop.get_params(image, [0.08, 1.0], ratio) for _ in range(4000)])
-    ref = boxes[:, 2] * boxes[:, 3] / 64**2
+    ref = boxes[:, 2] * boxes[:, 3] / 32**2
     assert abs(frac.mean() - ref.mean()) <= 4 * math.sqrt(ref.var() / frac.numel() + ref.var() / ref.numel())
     assert abs((frac < 0.3).float().mean() - (ref < 0.3).float().mean()) <= 0.05
 
@@ -102,7 +102,7 @@ def test_jitter_ops_match_torchvision(op, reference, atol):
     x = random_images(48)
     params = aug.sample_params(48, view=0)
     factor = params[op.__name__.removeprefix("adjust_")]
-    expected = torch.stack([reference(img, f) for img, f in zip(x, factor.tolist())])
+    expected = torch.stack([reference(img, f) for img, f in zip(x, factor.tolist(), strict=True)])
     torch.testing.assert_close(op(x, factor), expected, atol=atol, rtol=0)
 
 
@@ -121,17 +121,19 @@ def test_blur_matches_torchvision_and_removes_high_frequencies(side, kernel):
     blurred = sigma > 0
     assert 0 < blurred.sum() < 16 and sigma[blurred].min() >= 0.1 and sigma.max() <= 2.0
     out = V.gaussian_blur(x, sigma, kernel)
-    expected = torch.stack(
-        [TF.gaussian_blur(img, [kernel, kernel], [s, s]) for img, s in zip(x[blurred], sigma[blurred].tolist())]
-    )
+    pairs = zip(x[blurred], sigma[blurred].tolist(), strict=True)
+    expected = torch.stack([TF.gaussian_blur(img, [kernel, kernel], [s, s]) for img, s in pairs])
     torch.testing.assert_close(out[blurred], expected, atol=1e-5, rtol=0)
     assert torch.equal(out[~blurred], x[~blurred])
 
     def detail(t):  # energy of the discrete Laplacian: high spatial frequencies
-        lap = 4 * t[..., 1:-1, 1:-1] - t[..., :-2, 1:-1] - t[..., 2:, 1:-1] - t[..., 1:-1, :-2] - t[..., 1:-1, 2:]
+        centre = t[..., 1:-1, 1:-1]
+        lap = 4 * centre - t[..., :-2, 1:-1] - t[..., 2:, 1:-1] - t[..., 1:-1, :-2] - t[..., 1:-1, 2:]
         return lap.pow(2).mean((1, 2, 3))
 
-    assert (detail(out[blurred]) < 0.7 * detail(x[blurred])).all()
+    # white-noise images: the detail kept falls with sigma (sigma 0.1 is nearly a delta kernel)
+    kept = (detail(out[blurred]) / detail(x[blurred]))[sigma[blurred].argsort()]
+    assert kept.max() <= 1 and (kept.diff() <= 0.02).all() and kept[-1] < 0.1
 
 
 def test_kernel_size_rule():
@@ -141,9 +143,9 @@ def test_kernel_size_rule():
 def test_grayscale_and_solarize_match_torchvision():
     x = random_images(32)
     mask = torch.arange(32) % 3 == 0
-    gray = torch.stack([TF.rgb_to_grayscale(img, 3) if m else img for img, m in zip(x, mask)])
+    gray = torch.stack([TF.rgb_to_grayscale(img, 3) if m else img for img, m in zip(x, mask, strict=True)])
     assert torch.equal(V.grayscale(x, mask), gray)
-    solar = torch.stack([TF.solarize(img, 0.5) if m else img for img, m in zip(x, mask)])
+    solar = torch.stack([TF.solarize(img, 0.5) if m else img for img, m in zip(x, mask, strict=True)])
     assert torch.equal(V.solarize(x, mask), solar)
 
 

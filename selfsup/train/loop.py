@@ -257,7 +257,8 @@ def pretrain(cfg: DictConfig) -> Path:
             bar.update(1)
             if step % t.log_every == 0 or step == total_steps:
                 # The only host sync of the step, once per log interval.
-                logs = {k: float(v.detach().float().mean()) for k, v in out_step.items()}
+                reduced = fabric.all_reduce({k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean")
+                logs = {k: float(v) for k, v in reduced.items()}
                 if not math.isfinite(logs["loss"]):
                     raise RuntimeError(f"loss became {logs['loss']} at step {step}; lower optim.base_lr")
                 rate = window_images / (time.perf_counter() - window_start)
