@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 SELFSUP_DATA ?= $(if $(wildcard data/cifar-10-batches-py),data,$(if $(wildcard ../shared/data/cifar-10-batches-py),../shared/data,data))
 export SELFSUP_DATA
 DEMO_DIR ?= output/demo-simclr-cifar10
-DEMO_ARGS ?= method=simclr data=cifar10 backbone=resnet18 trainer.epochs=3 trainer.batch_size=256 \
-	optim.warmup_epochs=0 eval.every=0 output_dir=$(DEMO_DIR)
+DEMO_ARGS ?= method=simclr data=cifar10 backbone=resnet18 data.subset=1500 trainer.epochs=1 \
+	trainer.batch_size=128 optim.warmup_epochs=0.1 eval.every=0 output_dir=$(DEMO_DIR)
 
 .PHONY: setup demo test lint clean
 

@@ -134,7 +134,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "accumulate", "checkpoint_every", "devices", "num_nodes", "log_every"):
         value = t[key]
         _require(isinstance(value, int) and value >= 1, f"trainer.{key} must be a positive integer, got {value!r}")
-    _require(t.num_workers >= 0, f"trainer.num_workers must be >= 0, got {t.num_workers}")
+    _require(
+        t.num_workers == "auto" or (isinstance(t.num_workers, int) and t.num_workers >= 0),
+        f"trainer.num_workers must be auto or an integer >= 0, got {t.num_workers!r}",
+    )
     _require(t.max_steps is None or t.max_steps >= 1, f"trainer.max_steps must be >= 1 or null, got {t.max_steps}")
     processes = t.devices * t.num_nodes
     _require(

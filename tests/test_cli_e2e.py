@@ -44,7 +44,7 @@ def test_pretrain_checkpoint_resume_and_evaluate(tmp_path: Path, capsys):
     run = tmp_path / "run"
     assert main(["pretrain", *SMALL, "trainer.epochs=2", "trainer.checkpoint_every=1", f"output_dir={run}"]) == 0
     ckpts = run / "checkpoints"
-    assert sorted(p.name for p in ckpts.glob("*.pt")) == ["epoch-0001.pt", "epoch-0002.pt", "last.pt"]
+    assert sorted(p.name for p in ckpts.glob("*.pt")) == ["epoch-0000.pt", "epoch-0001.pt", "epoch-0002.pt", "last.pt"]
     state = load_checkpoint(ckpts / "last.pt")
     assert (state["epoch"], state["step"]) == (2, 8)  # 128 images / 32 per batch = 4 steps per epoch
     cost = state["cost"]
@@ -159,3 +159,13 @@ def test_killed_mid_epoch_then_rerun_resumes_and_finishes(tmp_path: Path):
     assert "resuming" in done.stdout
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert (state["epoch"], state["step"]) == (2, 16)
+
+
+def test_gradient_accumulation_steps_once_per_global_batch(tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", *SMALL, "trainer.accumulate=2", "trainer.epochs=1", "trainer.max_steps=2", f"output_dir={run}"]
+    assert main(args) == 0
+    assert "1 process(es) x 16 per batch x 2 accumulation = global batch 32" in capsys.readouterr().out
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 2 and state["cost"]["images_seen"] == 64
+    assert [r["step"] for r in read_metrics(run) if "train/loss" in r] == [1, 2]

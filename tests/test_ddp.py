@@ -71,8 +71,10 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path):
 
     model = make_model()
     views = global_views()
-    shards = [model.projector(model.backbone(torch.cat([v[r * LOCAL : (r + 1) * LOCAL] for v in views])))
-              for r in range(WORLD)]
+    shards = [
+        model.projector(model.backbone(torch.cat([v[r * LOCAL : (r + 1) * LOCAL] for v in views])))
+        for r in range(WORLD)
+    ]
     z1 = torch.cat([s[:LOCAL] for s in shards])
     z2 = torch.cat([s[LOCAL:] for s in shards])
     reference = nt_xent(z1, z2, 0.5)  # the loss over the global batch of 8 images
@@ -86,10 +88,27 @@ def test_cli_runs_two_cpu_processes(tmp_path: Path):
     """`trainer.devices=2` on CPU launches two gloo processes through lightning-fabric and trains."""
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "selfsup.cli", "pretrain", "data=synthetic", "data.subset=64", "views.crop_size=16",
-         "trainer.batch_size=32", "trainer.num_workers=0", "trainer.progress=false", "trainer.log_every=1",
-         "eval.every=0", "device=cpu", "trainer.devices=2", "trainer.epochs=1", f"output_dir={run}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "selfsup.cli",
+            "pretrain",
+            "data=synthetic",
+            "data.subset=64",
+            "views.crop_size=16",
+            "trainer.batch_size=32",
+            "trainer.num_workers=0",
+            "trainer.progress=false",
+            "trainer.log_every=1",
+            "eval.every=0",
+            "device=cpu",
+            "trainer.devices=2",
+            "trainer.epochs=1",
+            f"output_dir={run}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 process(es) x 16 per batch" in proc.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -26,6 +27,17 @@ class Transformed(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[index]
         return self.transform(image), label
+
+
+def resolve_num_workers(setting: int | str, device_type: str, processes_per_node: int) -> int:
+    """`auto`: on a GPU, enough workers to feed it (up to 8 per process); on a small CPU machine none,
+    because loader workers take cores from the training step itself (measured in benchmarks/RESULTS.md)."""
+    if setting != "auto":
+        return int(setting)
+    cores = os.cpu_count() or 1
+    if device_type == "cpu":
+        return 0 if cores <= 4 else min(4, cores // (2 * processes_per_node))
+    return max(1, min(8, cores // processes_per_node))
 
 
 def dataset_labels(dataset: Dataset) -> np.ndarray:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
+from torch.utils.data import Subset
 
 from selfsup.data.loader import Transformed, dataset_labels, eval_loader
-from selfsup.data.sources import build_dataset, dataset_spec
+from selfsup.data.sources import balanced_subset, build_dataset, dataset_spec
 from selfsup.data.views import eval_transform, normalize
 from selfsup.errors import UserError
 
@@ -20,12 +21,17 @@ class Features:
     labels: torch.Tensor  # int64 [N]
 
 
-def labeled_split(data_cfg: DictConfig, split_key: str, crop_size: int) -> Transformed:
-    """The split named by `data.<split_key>` resized for evaluation; refuses unlabeled data."""
+def labeled_split(
+    data_cfg: DictConfig, split_key: str, crop_size: int, subset: int | None = None, seed: int = 0
+) -> Transformed:
+    """The split named by `data.<split_key>` resized for evaluation, optionally a class-balanced subset of
+    `subset` images (a smaller kNN bank / linear training set); refuses unlabeled data."""
     split = data_cfg[split_key]
     if split is None:
         raise UserError(f"data={data_cfg.name} has no labeled {split_key}; evaluate on a labeled dataset")
     dataset = build_dataset(data_cfg.name, data_cfg.root, split, download=data_cfg.download)
+    if subset is not None:
+        dataset = Subset(dataset, balanced_subset(dataset.labels, subset, seed).tolist())
     if (dataset_labels(dataset) < 0).any():
         raise UserError(
             f"split {split!r} of {data_cfg.name} has unlabeled images; pick a labeled split for {split_key}"

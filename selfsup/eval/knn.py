@@ -13,24 +13,40 @@ from torch import Tensor
 from selfsup.errors import UserError
 
 
-def _check_inputs(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, num_classes: int,
-                  k: int, temperature: float) -> None:
+def _check_inputs(
+    train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, num_classes: int, k: int, temperature: float
+) -> None:
     if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
-        raise UserError(f"kNN needs 2-D features of equal width; got train {tuple(train_feats.shape)} and "
-                        f"test {tuple(test_feats.shape)}: pass features as [N, D] tensors")
+        raise UserError(
+            f"kNN needs 2-D features of equal width; got train {tuple(train_feats.shape)} and "
+            f"test {tuple(test_feats.shape)}: pass features as [N, D] tensors"
+        )
     if train_feats.shape[0] == 0 or train_labels.shape != (train_feats.shape[0],):
-        raise UserError(f"kNN needs a non-empty train set with one label per feature; got "
-                        f"{train_feats.shape[0]} features and labels of shape {tuple(train_labels.shape)}")
+        raise UserError(
+            f"kNN needs a non-empty train set with one label per feature; got "
+            f"{train_feats.shape[0]} features and labels of shape {tuple(train_labels.shape)}"
+        )
     if num_classes < 1 or k < 1 or temperature <= 0:
-        raise UserError(f"kNN needs num_classes >= 1, k >= 1 and temperature > 0; got num_classes="
-                        f"{num_classes}, k={k}, temperature={temperature}")
+        raise UserError(
+            f"kNN needs num_classes >= 1, k >= 1 and temperature > 0; got num_classes="
+            f"{num_classes}, k={k}, temperature={temperature}"
+        )
     if train_labels.min() < 0 or train_labels.max() >= num_classes:
-        raise UserError(f"kNN train labels must lie in [0, {num_classes}); got range "
-                        f"[{int(train_labels.min())}, {int(train_labels.max())}]: use a labelled train split")
+        raise UserError(
+            f"kNN train labels must lie in [0, {num_classes}); got range "
+            f"[{int(train_labels.min())}, {int(train_labels.max())}]: use a labelled train split"
+        )
 
 
-def knn_predict(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, num_classes: int,
-                k: int = 200, temperature: float = 0.1, chunk_size: int = 1024) -> Tensor:
+def knn_predict(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> Tensor:
     """Class scores [N_test, num_classes] (float32, on the train features' device) for each test feature.
 
     Features are L2-normalised, so the dot product is the cosine similarity. The test set is processed
@@ -44,22 +60,31 @@ def knn_predict(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, n
     k = min(k, bank.shape[0])
     scores = torch.zeros(test_feats.shape[0], num_classes, device=device)
     for start in range(0, test_feats.shape[0], chunk_size):
-        query = F.normalize(test_feats[start:start + chunk_size].to(device).float(), dim=1)
+        query = F.normalize(test_feats[start : start + chunk_size].to(device).float(), dim=1)
         sim, idx = (query @ bank.T).topk(k, dim=1)
         weights = (sim / temperature).exp()
-        scores[start:start + query.shape[0]].scatter_add_(1, labels[idx], weights)
+        scores[start : start + query.shape[0]].scatter_add_(1, labels[idx], weights)
     return scores
 
 
-def knn_accuracy(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
-                 num_classes: int, k: int = 200, temperature: float = 0.1) -> dict[str, float]:
+def knn_accuracy(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> dict[str, float]:
     """Top-1 and top-5 accuracy in percent of the weighted kNN classifier.
 
     Top-5 uses min(5, num_classes) guesses, so it is defined (and 100%) for datasets with fewer classes.
     """
     if test_labels.shape != (test_feats.shape[0],) or test_feats.shape[0] == 0:
-        raise UserError(f"kNN needs a non-empty test set with one label per feature; got "
-                        f"{test_feats.shape[0]} features and labels of shape {tuple(test_labels.shape)}")
+        raise UserError(
+            f"kNN needs a non-empty test set with one label per feature; got "
+            f"{test_feats.shape[0]} features and labels of shape {tuple(test_labels.shape)}"
+        )
     scores = knn_predict(train_feats, train_labels, test_feats, num_classes, k, temperature)
     return topk_accuracy(scores, test_labels)
 

@@ -17,11 +17,22 @@ from selfsup.errors import UserError
 from selfsup.eval.knn import topk_accuracy
 
 
-def train_linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
-                       num_classes: int, epochs: int = 90, batch_size: int = 256, lr: float = 0.1,
-                       momentum: float = 0.9, weight_decay: float = 0.0, normalize: bool = True,
-                       seed: int = 0, device: str | torch.device = "cpu", progress: bool = False
-                       ) -> dict[str, float]:
+def train_linear_probe(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    epochs: int = 90,
+    batch_size: int = 256,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    normalize: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
     """Train a linear classifier on frozen features and report test accuracy in percent.
 
     `lr` is the base lr for a batch of 256; the effective lr (lr * batch_size / 256) is returned under "lr".
@@ -37,19 +48,25 @@ def train_linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Te
     epoch), epochs, lr (effective), base_lr and batch_size.
     """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
-        raise UserError(f"linear probe needs 2-D features of equal width; got train "
-                        f"{tuple(train_feats.shape)} and test {tuple(test_feats.shape)}")
+        raise UserError(
+            f"linear probe needs 2-D features of equal width; got train "
+            f"{tuple(train_feats.shape)} and test {tuple(test_feats.shape)}"
+        )
     if train_labels.shape != (train_feats.shape[0],) or test_labels.shape != (test_feats.shape[0],):
         raise UserError("linear probe needs one label per feature in both splits")
     if train_feats.shape[0] == 0 or test_feats.shape[0] == 0:
         raise UserError("linear probe needs non-empty train and test splits")
     if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise UserError(f"linear probe needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={epochs}, "
-                        f"batch_size={batch_size}, lr={lr}")
+        raise UserError(
+            f"linear probe needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={epochs}, "
+            f"batch_size={batch_size}, lr={lr}"
+        )
     for name, labels in (("train", train_labels), ("test", test_labels)):
         if labels.min() < 0 or labels.max() >= num_classes:
-            raise UserError(f"linear probe {name} labels must lie in [0, {num_classes}); got range "
-                            f"[{int(labels.min())}, {int(labels.max())}]: use labelled splits")
+            raise UserError(
+                f"linear probe {name} labels must lie in [0, {num_classes}); got range "
+                f"[{int(labels.min())}, {int(labels.max())}]: use labelled splits"
+            )
 
     x_train = train_feats.to(device, torch.float32)
     x_test = test_feats.to(device, torch.float32)
@@ -65,8 +82,7 @@ def train_linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Te
         classifier.bias.zero_()
     classifier.to(device)
     effective_lr = lr * batch_size / 256
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=effective_lr, momentum=momentum,
-                                weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=effective_lr, momentum=momentum, weight_decay=weight_decay)
 
     n = x_train.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -78,7 +94,7 @@ def train_linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Te
         order = torch.randperm(n, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = effective_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
             loss = F.cross_entropy(classifier(x_train[idx]), y_train[idx])
@@ -92,5 +108,11 @@ def train_linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Te
 
     with torch.no_grad():
         scores = torch.cat([classifier(chunk) for chunk in x_test.split(4096)])
-    return {**topk_accuracy(scores, test_labels), "train_loss": epoch_loss, "epochs": epochs,
-            "lr": effective_lr, "base_lr": lr, "batch_size": batch_size}
+    return {
+        **topk_accuracy(scores, test_labels),
+        "train_loss": epoch_loss,
+        "epochs": epochs,
+        "lr": effective_lr,
+        "base_lr": lr,
+        "batch_size": batch_size,
+    }

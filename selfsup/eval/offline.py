@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.config import apply_overrides, load_run_config
+from selfsup.data.loader import resolve_num_workers
 from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features, labeled_split, split_mean_std
 from selfsup.eval.knn import knn_accuracy
@@ -44,6 +45,7 @@ def cached_features(
         "dataset": cfg.data.name,
         "root": str(cfg.data.root),
         "split": cfg.data[split_key],
+        "subset": cfg.eval.train_subset if split_key == "eval_train_split" else None,
         "crop_size": cfg.views.crop_size,
         "mean": list(mean),
         "std": list(std),
@@ -53,9 +55,15 @@ def cached_features(
         cached = torch.load(path, map_location="cpu", weights_only=True)
         if cached.get("key") == key:
             return Features(cached["features"], cached["labels"])
-    dataset = labeled_split(cfg.data, split_key, cfg.views.crop_size)
+    dataset = labeled_split(cfg.data, split_key, cfg.views.crop_size, key["subset"], cfg.seed)
     feats = extract_features(
-        backbone, dataset, mean, std, device, batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers
+        backbone,
+        dataset,
+        mean,
+        std,
+        device,
+        batch_size=cfg.eval.batch_size,
+        num_workers=resolve_num_workers(cfg.trainer.num_workers, device.type, 1),
     )
     atomic_torch_save({"key": key, "features": feats.features, "labels": feats.labels}, path)
     return feats

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from selfsup.config import save_config
-from selfsup.data.loader import Transformed, pretrain_dataset, train_loader
+from selfsup.data.loader import Transformed, pretrain_dataset, resolve_num_workers, train_loader
 from selfsup.data.views import BatchAugment, CropFlip
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split, split_mean_std
@@ -106,7 +106,7 @@ class KnnMonitor:
         self.channels_last = channels_last
         self.autocast_dtype = autocast_dtype
         self.mean, self.std = split_mean_std(cfg.data, cfg.views)
-        self.train = labeled_split(cfg.data, "eval_train_split", cfg.views.crop_size)
+        self.train = labeled_split(cfg.data, "eval_train_split", cfg.views.crop_size, cfg.eval.train_subset, cfg.seed)
         self.test = labeled_split(cfg.data, "test_split", cfg.views.crop_size)
 
     def __call__(self, backbone: torch.nn.Module) -> dict[str, float]:
@@ -115,7 +115,7 @@ class KnnMonitor:
             std=self.std,
             device=self.device,
             batch_size=self.cfg.eval.batch_size,
-            num_workers=self.cfg.trainer.num_workers,
+            num_workers=resolve_num_workers(self.cfg.trainer.num_workers, self.device.type, 1),
             channels_last=self.channels_last,
             autocast_dtype=self.autocast_dtype,
         )
@@ -160,8 +160,9 @@ def pretrain(cfg: DictConfig) -> Path:
     seed_everything(cfg.seed, verbose=False)
     local_batch = t.batch_size // (world * t.accumulate)
     dataset = Transformed(pretrain_dataset(cfg.data, cfg.seed), CropFlip(cfg.views))
+    num_workers = resolve_num_workers(t.num_workers, device_type, t.devices)
     loader, sampler = train_loader(
-        dataset, local_batch, t.num_workers, cfg.seed, rank, world, pin_memory=device_type == "cuda"
+        dataset, local_batch, num_workers, cfg.seed, rank, world, pin_memory=device_type == "cuda"
     )
     mean, std = split_mean_std(cfg.data, cfg.views)
     augment = BatchAugment(cfg.views, mean, std).to(fabric.device)
@@ -209,6 +210,8 @@ def pretrain(cfg: DictConfig) -> Path:
         fabric.print(f"resuming {out} from {last.name}: epoch {epoch}, step {step}")
     if is_main:
         save_config(cfg, out / "config.yaml")
+        if step == 0:  # the starting point: evaluations and reports measure progress from random init
+            save_checkpoint(training_state(method, optimizer, epoch, step, cost, cfg), ckpt_dir / "epoch-0000.pt")
     fabric.print(
         f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images), "
         f"{world} process(es) x {local_batch} per batch x {t.accumulate} accumulation = global batch {t.batch_size}; "
@@ -220,7 +223,6 @@ def pretrain(cfg: DictConfig) -> Path:
         return out
 
     log = MetricsLog(out, is_main)
-    commit = git_commit()
     cost.devices = world
     model.train()
     while step < total_steps and epoch < t.epochs:
@@ -257,7 +259,9 @@ def pretrain(cfg: DictConfig) -> Path:
             bar.update(1)
             if step % t.log_every == 0 or step == total_steps:
                 # The only host sync of the step, once per log interval.
-                reduced = fabric.all_reduce({k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean")
+                reduced = fabric.all_reduce(
+                    {k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean"
+                )
                 logs = {k: float(v) for k, v in reduced.items()}
                 if not math.isfinite(logs["loss"]):
                     raise RuntimeError(f"loss became {logs['loss']} at step {step}; lower optim.base_lr")
@@ -283,15 +287,7 @@ def pretrain(cfg: DictConfig) -> Path:
             epoch += 1
         # ---- checkpoint (rank 0) and online monitor -----------------------------------------------------
         if is_main:
-            state = {
-                "model": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "cost": cost.as_dict(),
-                "config": OmegaConf.to_container(cfg),
-                "git_commit": commit,
-            }
+            state = training_state(method, optimizer, epoch, step, cost, cfg)
             paths = [last]
             finished = step >= total_steps
             if epoch_done and (epoch % t.checkpoint_every == 0 or finished):
@@ -309,6 +305,21 @@ def pretrain(cfg: DictConfig) -> Path:
     log.close()
     fabric.print(f"finished {step} steps; run directory: {out}")
     return out
+
+
+def training_state(
+    method: Method, optimizer: torch.optim.Optimizer, epoch: int, step: int, cost: CostRecord, cfg: DictConfig
+) -> dict[str, Any]:
+    """Everything a checkpoint holds: weights, optimizer, position, cost record and provenance."""
+    return {
+        "model": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "cost": cost.as_dict(),
+        "config": OmegaConf.to_container(cfg),
+        "git_commit": git_commit(),
+    }
 
 
 def measure_flops(method: Method, cfg: DictConfig) -> float | None:
