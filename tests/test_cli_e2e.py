@@ -169,3 +169,29 @@ def test_gradient_accumulation_steps_once_per_global_batch(tmp_path: Path, capsy
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 2 and state["cost"]["images_seen"] == 64
     assert [r["step"] for r in read_metrics(run) if "train/loss" in r] == [1, 2]
+
+
+def test_stop_mid_epoch_then_continue_from_the_same_position(tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    base = ["pretrain", *SMALL, "trainer.epochs=2", "trainer.checkpoint_every=1", f"output_dir={run}"]
+    assert main([*base, "trainer.max_steps=2"]) == 0  # half of epoch 1 (4 steps per epoch)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert not (run / "checkpoints" / "epoch-0001.pt").exists()
+    assert main([*base, "trainer.max_steps=6"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert load_checkpoint(run / "checkpoints" / "epoch-0001.pt")["step"] == 4
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["step"], last["cost"]["images_seen"]) == (1, 6, 6 * 32)
+    assert [r["step"] for r in read_metrics(run) if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resumable_sampler_continues_the_epoch_order():
+    from selfsup.data.loader import ResumableSampler
+
+    sampler = ResumableSampler(range(20), num_replicas=2, rank=1, shuffle=True, seed=3, drop_last=True)
+    sampler.set_position(epoch=4, start=0)
+    full = list(sampler)
+    sampler.set_position(epoch=4, start=6)
+    assert list(sampler) == full[6:] and len(sampler) == 4
+    sampler.set_position(epoch=5, start=0)
+    assert list(sampler) != full  # another epoch, another order

@@ -281,7 +281,7 @@ def test_per_view_probabilities_select_by_view():
         ({"solarize_p": [0.0, -0.1]}, "views.solarize_p"),
         ({"crop_scale": [1.0, 0.5]}, "views.crop_scale"),
         ({"jitter_strength": 3.0}, "views.jitter_strength"),
-        ({"blur_prob": 0.5}, "did you mean views.blur_p"),
+        ({"blur_prob": 0.5}, "did you mean 'views.blur_p'"),
         ({"std": [0.5, 0.0, 0.5]}, "views.std"),
         ({"mean": [0.5, 0.5]}, "views.mean"),
     ],

@@ -59,16 +59,35 @@ def pretrain_dataset(data_cfg: DictConfig, seed: int) -> ImageDataset | Subset:
     return dataset
 
 
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way, so a resumed run continues where it stopped."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        """Epoch `epoch`'s order (the same as any run with this seed), from its `start`-th sample."""
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
 def train_loader(
     dataset: Dataset, batch_size: int, num_workers: int, seed: int, rank: int, world: int, pin_memory: bool
-) -> tuple[DataLoader, DistributedSampler]:
-    """Shuffled, drop-last loader over this process's shard; call `sampler.set_epoch(e)` each epoch."""
+) -> tuple[DataLoader, ResumableSampler]:
+    """Shuffled, drop-last loader over this process's shard; call `sampler.set_position(epoch, start)`."""
     if len(dataset) < batch_size * world:  # type: ignore[arg-type]
         raise UserError(
             f"the dataset has {len(dataset)} images, fewer than one global batch of {batch_size * world}; "  # type: ignore[arg-type]
             "lower trainer.batch_size"
         )
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

@@ -8,7 +8,6 @@ own dataset classes, after which the same structural reader runs.
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import inspect
 import os
@@ -26,6 +25,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from selfsup.data.subsets import IMAGENET50, IMAGENET100, IMAGENET200
 from selfsup.errors import UserError
+from selfsup.registry import Registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -102,7 +102,7 @@ class _Entry:
     spec: DatasetSpec
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: Registry[_Entry] = Registry("dataset")
 
 
 def register(spec: DatasetSpec) -> Callable[[Builder], Builder]:
@@ -110,9 +110,7 @@ def register(spec: DatasetSpec) -> Callable[[Builder], Builder]:
     `spec.name`; its keyword-only parameters are the options build_dataset passes through."""
 
     def add(builder: Builder) -> Builder:
-        if spec.name in _REGISTRY:
-            raise ValueError(f"dataset {spec.name!r} registered twice")
-        _REGISTRY[spec.name] = _Entry(builder, spec)
+        _REGISTRY.register(spec.name)(_Entry(builder, spec))
         return builder
 
     return add
@@ -120,15 +118,11 @@ def register(spec: DatasetSpec) -> Callable[[Builder], Builder]:
 
 def dataset_names() -> list[str]:
     """Every registered dataset name, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, dataset_names(), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UserError(f"unknown dataset {name!r}; {hint}known datasets: {', '.join(dataset_names())}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -16,7 +16,6 @@ table 6).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from selfsup.errors import UserError
+from selfsup.registry import close_matches_hint
 
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 """Names of the colour-jitter ops; `params["order"]` indexes this tuple."""
@@ -70,9 +70,8 @@ def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> Vi
     known = [f.name for f in dataclasses.fields(ViewsConfig)]
     for key in raw:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean views.{close[0]}?" if close else f"known keys: {', '.join(known)}"
-            raise UserError(f"unknown option views.{key}: {hint}")
+            hint = close_matches_hint(f"views.{key}", [f"views.{k}" for k in known])
+            raise UserError(f"unknown option views.{key}{hint} (known keys: {', '.join(known)})")
     values = {**dataclasses.asdict(ViewsConfig()), **raw}
 
     num = _integer(values["num"], "num")

@@ -153,8 +153,7 @@ def pretrain(cfg: DictConfig) -> Path:
     is_main = rank == 0
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
-    if is_main:
-        check_output_dir(cfg, out)
+    check_output_dir(cfg, out)
 
     # ---- data: crop/flip per sample in workers; colour ops batched on the device -------------------
     seed_everything(cfg.seed, verbose=False)
@@ -199,19 +198,19 @@ def pretrain(cfg: DictConfig) -> Path:
         )
 
     # ---- resume ----------------------------------------------------------------------------------------
-    epoch, step = 0, 0
+    step = 0
     last = ckpt_dir / "last.pt"
     if last.is_file():
         state = load_checkpoint(last)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        epoch, step = state["epoch"], state["step"]
+        step = state["step"]
         cost = CostRecord.from_dict(state["cost"])
-        fabric.print(f"resuming {out} from {last.name}: epoch {epoch}, step {step}")
+        fabric.print(f"resuming {out} from {last.name}: epoch {state['epoch']}, step {step}")
     if is_main:
         save_config(cfg, out / "config.yaml")
         if step == 0:  # the starting point: evaluations and reports measure progress from random init
-            save_checkpoint(training_state(method, optimizer, epoch, step, cost, cfg), ckpt_dir / "epoch-0000.pt")
+            save_checkpoint(training_state(method, optimizer, 0, 0, cost, cfg), ckpt_dir / "epoch-0000.pt")
     fabric.print(
         f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images), "
         f"{world} process(es) x {local_batch} per batch x {t.accumulate} accumulation = global batch {t.batch_size}; "
@@ -225,10 +224,13 @@ def pretrain(cfg: DictConfig) -> Path:
     log = MetricsLog(out, is_main)
     cost.devices = world
     model.train()
-    while step < total_steps and epoch < t.epochs:
-        sampler.set_epoch(epoch)
+    while step < total_steps:
+        # Position from the step count alone, so a run resumed mid-epoch continues that epoch's order.
+        epoch, done_in_epoch = divmod(step, steps_per_epoch)
+        sampler.set_position(epoch, done_in_epoch * t.accumulate * local_batch)
         bar = tqdm(
             total=steps_per_epoch,
+            initial=done_in_epoch,
             desc=f"epoch {epoch + 1}/{t.epochs}",
             disable=not (is_main and t.progress),
             dynamic_ncols=True,
@@ -238,7 +240,7 @@ def pretrain(cfg: DictConfig) -> Path:
         cost.start()
         window_start, window_images = time.perf_counter(), 0
         batches = iter(loader)
-        for _ in range(steps_per_epoch):
+        for _ in range(steps_per_epoch - done_in_epoch):
             lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr, cfg.optim.final_lr)
             set_lr(optimizer, lr)
             for micro in range(t.accumulate):
@@ -282,9 +284,7 @@ def pretrain(cfg: DictConfig) -> Path:
         bar.close()
         cost.stop()
         cost.update_memory(fabric.device)
-        epoch_done = step % steps_per_epoch == 0
-        if epoch_done:
-            epoch += 1
+        epoch, epoch_done = step // steps_per_epoch, step % steps_per_epoch == 0
         # ---- checkpoint (rank 0) and online monitor -----------------------------------------------------
         if is_main:
             state = training_state(method, optimizer, epoch, step, cost, cfg)

@@ -4,7 +4,6 @@ Schedules are pure functions of the step so the training loop sets the lr explic
 `set_lr`) and a resumed run lands on exactly the same lr, with no scheduler state to checkpoint.
 """
 
-import difflib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from selfsup.errors import UserError
+from selfsup.registry import Registry
 
 
 class LARS(torch.optim.Optimizer):
@@ -102,11 +102,10 @@ def _adamw(params: Any, lr: float, momentum: float, weight_decay: float) -> torc
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-OPTIMIZERS: dict[str, Callable[[Any, float, float, float], torch.optim.Optimizer]] = {
-    "sgd": _sgd,
-    "lars": _lars,
-    "adamw": _adamw,
-}
+OPTIMIZERS: Registry[Callable[[Any, float, float, float], torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.register("sgd")(_sgd)
+OPTIMIZERS.register("lars")(_lars)
+OPTIMIZERS.register("adamw")(_adamw)
 
 
 def build_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -115,17 +114,13 @@ def build_optimizer(name: str, params: Any, lr: float, momentum: float, weight_d
     Per-group keys from `param_groups` (weight_decay, lars_exclude, lr_scale) override the defaults given
     here; keys an optimiser does not know are carried along untouched.
     """
-    key = name.lower()
-    if key not in OPTIMIZERS:
-        close = difflib.get_close_matches(key, OPTIMIZERS, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"unknown optimizer '{name}'{hint}; set optim.name to one of {', '.join(OPTIMIZERS)}")
+    factory = OPTIMIZERS.get(name.lower())
     if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0:
         raise UserError(
             f"optimizer needs lr >= 0, 0 <= momentum < 1 and weight_decay >= 0; got lr={lr}, "
             f"momentum={momentum}, weight_decay={weight_decay}"
         )
-    return OPTIMIZERS[key](params, lr, momentum, weight_decay)
+    return factory(params, lr, momentum, weight_decay)
 
 
 def scaled_lr(base_lr: float, batch_size: int, rule: str = "linear") -> float:
