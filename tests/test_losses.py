@@ -69,4 +69,6 @@ def test_nt_xent_bf16_inputs_computed_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = nt_xent(z1.bfloat16(), z2.bfloat16(), 0.5)
     assert low.dtype == torch.float32
+    # Exactly the float32 loss of the bf16-rounded inputs: no bf16 matmul inside.
+    assert low.item() == pytest.approx(nt_xent(z1.bfloat16().float(), z2.bfloat16().float(), 0.5).item(), rel=1e-6)
     assert low.item() == pytest.approx(full.item(), rel=2e-2)
