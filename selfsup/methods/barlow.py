@@ -1,0 +1,28 @@
+"""Barlow Twins (Zbontar et al. 2021): the cross-correlation of two views' embeddings driven to identity."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from selfsup.dist import gather_with_grad
+from selfsup.losses import barlow_twins
+from selfsup.methods.base import METHODS, Method
+from selfsup.nets.heads import mlp
+
+
+@METHODS.register("barlow")
+class BarlowTwins(Method):
+    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, feature_dim)
+        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=cfg.proj_layers)
+        self.lambd = float(cfg.lambd)
+
+    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(views) != 2:
+            raise ValueError(f"Barlow Twins uses 2 views, got {len(views)} (set views.num=2)")
+        z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
+        # The cross-correlation is over the global batch (the official code all-reduces it).
+        loss = barlow_twins(gather_with_grad(z1), gather_with_grad(z2), self.lambd)
+        return {"loss": loss, "z_std": torch.nn.functional.normalize(z1.detach().float(), dim=1).std(dim=0).mean()}

@@ -1,0 +1,29 @@
+"""SimSiam (Chen & He 2021): BYOL without the momentum target; the stop-gradient alone avoids collapse."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from selfsup.losses import negative_cosine
+from selfsup.methods.base import METHODS, Method
+from selfsup.nets.heads import mlp
+
+
+@METHODS.register("simsiam")
+class SimSiam(Method):
+    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, feature_dim)
+        # Projector: 3 layers with BN on the output (paper section 4.1); predictor: a 2-layer bottleneck.
+        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=3, last_bn=True)
+        self.predictor = mlp(cfg.proj_output_dim, cfg.pred_hidden_dim, cfg.proj_output_dim, num_layers=2)
+
+    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(views) != 2:
+            raise ValueError(f"SimSiam uses 2 views, got {len(views)} (set views.num=2)")
+        z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
+        p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
+        # negative_cosine detaches its target: the stop-gradient of eq. 3.
+        loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+        return {"loss": loss, "z_std": torch.nn.functional.normalize(z1.detach().float(), dim=1).std(dim=0).mean()}
