@@ -39,31 +39,52 @@ def write_cifar10(root: str | Path, n_per_batch: int = 4, seed: int = 0) -> dict
     out: dict[str, list[Split]] = {"train": [], "test": []}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         images, labels = _images(rng, n_per_batch, 32), _labels(rng, n_per_batch, 10)
-        _pickle(folder / name, {"batch_label": f"{name} of 6", "labels": labels.tolist(),
-                                "data": images.reshape(n_per_batch, 3072),
-                                "filenames": [f"{name}_{i}.png" for i in range(n_per_batch)]})
+        _pickle(
+            folder / name,
+            {
+                "batch_label": f"{name} of 6",
+                "labels": labels.tolist(),
+                "data": images.reshape(n_per_batch, 3072),
+                "filenames": [f"{name}_{i}.png" for i in range(n_per_batch)],
+            },
+        )
         out["test" if name == "test_batch" else "train"].append((images, labels))
-    _pickle(folder / "batches.meta", {"num_cases_per_batch": n_per_batch, "num_vis": 3072,
-                                      "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog",
-                                                      "frog", "horse", "ship", "truck"]})
-    return {split: (np.concatenate([i for i, _ in parts]), np.concatenate([lab for _, lab in parts]))
-            for split, parts in out.items()}
+    _pickle(
+        folder / "batches.meta",
+        {
+            "num_cases_per_batch": n_per_batch,
+            "num_vis": 3072,
+            "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        },
+    )
+    return {
+        split: (np.concatenate([i for i, _ in parts]), np.concatenate([lab for _, lab in parts]))
+        for split, parts in out.items()
+    }
 
 
-def write_cifar100(root: str | Path, n_train: int = 200, n_test: int = 100,
-                   seed: int = 0) -> dict[str, Split]:
+def write_cifar100(root: str | Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> dict[str, Split]:
     """root/cifar-100-python/train, test, meta (dicts with data [N, 3072], fine_labels, coarse_labels)."""
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-100-python"
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
         images, labels = _images(rng, n, 32), _labels(rng, n, 100)
-        _pickle(folder / split, {"filenames": [f"{i}.png" for i in range(n)], "batch_label": split,
-                                 "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(),
-                                 "data": images.reshape(n, 3072)})
+        _pickle(
+            folder / split,
+            {
+                "filenames": [f"{i}.png" for i in range(n)],
+                "batch_label": split,
+                "fine_labels": labels.tolist(),
+                "coarse_labels": (labels // 5).tolist(),
+                "data": images.reshape(n, 3072),
+            },
+        )
         out[split] = (images, labels)
-    _pickle(folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)],
-                              "coarse_label_names": [f"s{i}" for i in range(20)]})
+    _pickle(
+        folder / "meta",
+        {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": [f"s{i}" for i in range(20)]},
+    )
     return out
 
 
@@ -82,8 +103,9 @@ def write_svhn(root: str | Path, n_train: int = 30, n_test: int = 20, seed: int 
     return out
 
 
-def write_stl10(root: str | Path, n_train: int = 20, n_test: int = 10, n_unlabeled: int = 7,
-                seed: int = 0) -> dict[str, Split]:
+def write_stl10(
+    root: str | Path, n_train: int = 20, n_test: int = 10, n_unlabeled: int = 7, seed: int = 0
+) -> dict[str, Split]:
     """root/stl10_binary/{train,test,unlabeled}_X.bin (each image 3x96x96 in column-major order, i.e. each
     channel stored transposed), {train,test}_y.bin (uint8 labels 1..10), class_names.txt."""
     rng = np.random.default_rng(seed)
@@ -99,8 +121,10 @@ def write_stl10(root: str | Path, n_train: int = 20, n_test: int = 10, n_unlabel
         out[part] = (images, labels)
     names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
     (folder / "class_names.txt").write_text("\n".join(names) + "\n")
-    out["train+unlabeled"] = (np.concatenate([out["train"][0], out["unlabeled"][0]]),
-                              np.concatenate([out["train"][1], out["unlabeled"][1]]))
+    out["train+unlabeled"] = (
+        np.concatenate([out["train"][0], out["unlabeled"][0]]),
+        np.concatenate([out["train"][1], out["unlabeled"][1]]),
+    )
     return out
 
 
@@ -109,8 +133,9 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_fashion_mnist(root: str | Path, n_train: int = 30, n_test: int = 20, seed: int = 0,
-                        gz: bool = False) -> dict[str, Split]:
+def write_fashion_mnist(
+    root: str | Path, n_train: int = 30, n_test: int = 20, seed: int = 0, gz: bool = False
+) -> dict[str, Split]:
     """root/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (or .gz); returned images are the
     28x28 grayscale planes repeated to 3 channels, as the reader serves them."""
     rng = np.random.default_rng(seed)
@@ -130,9 +155,15 @@ def write_fashion_mnist(root: str | Path, n_train: int = 30, n_test: int = 20, s
     return out
 
 
-def write_imagefolder(root: str | Path, classes: list[str], n_per_class: int, ext: str = "png",
-                      splits: tuple[str, ...] = ("train", "val"), size: tuple[int, int] = (12, 20),
-                      seed: int = 0) -> dict[str, list[tuple[str, int, np.ndarray]]]:
+def write_imagefolder(
+    root: str | Path,
+    classes: list[str],
+    n_per_class: int,
+    ext: str = "png",
+    splits: tuple[str, ...] = ("train", "val"),
+    size: tuple[int, int] = (12, 20),
+    seed: int = 0,
+) -> dict[str, list[tuple[str, int, np.ndarray]]]:
     """root/<split>/<class>/<i>.<ext>, each image random RGB of `size` (H, W); returns per split a list of
     (path relative to root/<split>, class index in `classes`, the HWC uint8 pixels that were encoded)."""
     rng = np.random.default_rng(seed)

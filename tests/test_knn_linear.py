@@ -10,8 +10,9 @@ from selfsup.eval.knn import knn_accuracy, knn_predict
 from selfsup.eval.linear import train_linear_probe
 
 
-def reference_knn_scores(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, num_classes: int,
-                         k: int, temperature: float) -> list[list[float]]:
+def reference_knn_scores(
+    train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, num_classes: int, k: int, temperature: float
+) -> list[list[float]]:
     """InstDisc weighted kNN written with Python loops: cosine similarity, top-k, sum of exp(sim / T)."""
     train_rows, test_rows, label_list = train.tolist(), test.tolist(), labels.tolist()
     out = []
@@ -59,8 +60,9 @@ def test_knn_predict_chunking_does_not_change_scores(random_set):
     whole = knn_predict(train, train_labels, test, 10, k=5, chunk_size=1024)
     for chunk in (1, 3, 24, 25):
         # Only float32 matmul blocking may differ between chunk sizes.
-        torch.testing.assert_close(knn_predict(train, train_labels, test, 10, k=5, chunk_size=chunk), whole,
-                                   rtol=1e-5, atol=0)
+        torch.testing.assert_close(
+            knn_predict(train, train_labels, test, 10, k=5, chunk_size=chunk), whole, rtol=1e-5, atol=0
+        )
 
 
 def test_knn_predict_hand_checked():
@@ -68,13 +70,14 @@ def test_knn_predict_hand_checked():
     labels = torch.tensor([0, 1, 2])
     test = torch.tensor([[2.0, 0.0]])  # cosine similarities 1, 0, -1 (scale does not matter)
     e = math.e
-    torch.testing.assert_close(knn_predict(train, labels, test, 3, k=2, temperature=1.0),
-                               torch.tensor([[e, 1.0, 0.0]]))
+    torch.testing.assert_close(knn_predict(train, labels, test, 3, k=2, temperature=1.0), torch.tensor([[e, 1.0, 0.0]]))
     # k larger than the train set is clamped to all 3 neighbours.
-    torch.testing.assert_close(knn_predict(train, labels, test, 3, k=200, temperature=1.0),
-                               torch.tensor([[e, 1.0, 1 / e]]))
-    torch.testing.assert_close(knn_predict(train, labels, test, 3, k=1, temperature=0.5),
-                               torch.tensor([[e**2, 0.0, 0.0]]))
+    torch.testing.assert_close(
+        knn_predict(train, labels, test, 3, k=200, temperature=1.0), torch.tensor([[e, 1.0, 1 / e]])
+    )
+    torch.testing.assert_close(
+        knn_predict(train, labels, test, 3, k=1, temperature=0.5), torch.tensor([[e**2, 0.0, 0.0]])
+    )
 
 
 def test_knn_accuracy_hand_checked_with_fewer_than_five_classes():
@@ -130,8 +133,9 @@ def blobs(n_per_class: int, num_classes: int, dim: int, seed: int) -> tuple[torc
 def test_linear_probe_separates_blobs(normalize):
     x_train, y_train = blobs(100, 5, 16, seed=0)
     x_test, y_test = blobs(40, 5, 16, seed=1)
-    result = train_linear_probe(x_train, y_train, x_test, y_test, 5, epochs=15, batch_size=64, lr=0.1,
-                                normalize=normalize)
+    result = train_linear_probe(
+        x_train, y_train, x_test, y_test, 5, epochs=15, batch_size=64, lr=0.1, normalize=normalize
+    )
     assert result["top1"] == 100.0
     assert result["top5"] == 100.0
     assert result["train_loss"] < 0.05
@@ -142,8 +146,17 @@ def test_linear_probe_normalize_handles_badly_scaled_features():
     x_train, y_train = blobs(100, 5, 16, seed=0)
     x_test, y_test = blobs(40, 5, 16, seed=1)
     scale = torch.logspace(-2, 2, 16)
-    result = train_linear_probe(x_train * scale + 500, y_train, x_test * scale + 500, y_test, 5, epochs=15,
-                                batch_size=64, lr=0.1, normalize=True)
+    result = train_linear_probe(
+        x_train * scale + 500,
+        y_train,
+        x_test * scale + 500,
+        y_test,
+        5,
+        epochs=15,
+        batch_size=64,
+        lr=0.1,
+        normalize=True,
+    )
     assert result["top1"] == 100.0
 
 

@@ -32,8 +32,15 @@ def test_lars_weight_decay_and_trust_ratio_by_hand():
     torch.testing.assert_close(p.detach(), expected)
 
 
-def reference_lars(params: list[torch.Tensor], grads: list[list[torch.Tensor]], excluded: list[bool],
-                   lr: float, momentum: float, weight_decay: float, eta: float) -> list[torch.Tensor]:
+def reference_lars(
+    params: list[torch.Tensor],
+    grads: list[list[torch.Tensor]],
+    excluded: list[bool],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    eta: float,
+) -> list[torch.Tensor]:
     """LARS written out step by step, one tensor at a time, in float64."""
     params = [p.clone().double() for p in params]
     buffers = [torch.zeros_like(p) for p in params]
@@ -56,15 +63,19 @@ def test_lars_matches_reference_with_excluded_group_and_zero_param():
     zero = nn.Parameter(torch.zeros(3, 3))  # ||p|| = 0: the trust ratio falls back to 1
     bias = nn.Parameter(torch.randn(4, generator=gen))
     start = [weight.detach().clone(), zero.detach().clone(), bias.detach().clone()]
-    opt = LARS([{"params": [weight, zero]}, {"params": [bias], "weight_decay": 0.0, "lars_exclude": True}],
-               lr=0.3, momentum=0.9, weight_decay=1e-2, eta=0.01)
+    opt = LARS(
+        [{"params": [weight, zero]}, {"params": [bias], "weight_decay": 0.0, "lars_exclude": True}],
+        lr=0.3,
+        momentum=0.9,
+        weight_decay=1e-2,
+        eta=0.01,
+    )
     grads = [[torch.randn(p.shape, generator=gen) for p in (weight, zero, bias)] for _ in range(4)]
     for step_grads in grads:
         for p, g in zip((weight, zero, bias), step_grads, strict=True):
             p.grad = g.clone()
         opt.step()
-    expected = reference_lars(start, grads, [False, False, True], lr=0.3, momentum=0.9, weight_decay=1e-2,
-                              eta=0.01)
+    expected = reference_lars(start, grads, [False, False, True], lr=0.3, momentum=0.9, weight_decay=1e-2, eta=0.01)
     for p, ref in zip((weight, zero, bias), expected, strict=True):
         torch.testing.assert_close(p.detach().double(), ref, rtol=1e-5, atol=1e-6)
 
@@ -111,8 +122,7 @@ def test_lars_rejects_bad_hyperparameters():
 
 
 def small_model() -> nn.Module:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3),
-                          nn.LayerNorm(3))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3), nn.LayerNorm(3))
     model[0].bias.requires_grad_(False)  # frozen parameters are not optimised
     return model
 
@@ -202,7 +212,8 @@ def test_warmup_cosine_rejects_bad_schedule():
 
 def test_set_lr_honours_lr_scale():
     a, b = nn.Parameter(torch.ones(1)), nn.Parameter(torch.ones(1))
-    opt = build_optimizer("sgd", [{"params": [a]}, {"params": [b], "lr_scale": 10.0}], lr=1.0, momentum=0.9,
-                          weight_decay=0.0)
+    opt = build_optimizer(
+        "sgd", [{"params": [a]}, {"params": [b], "lr_scale": 10.0}], lr=1.0, momentum=0.9, weight_decay=0.0
+    )
     set_lr(opt, 0.03)
     assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.03), pytest.approx(0.3)]

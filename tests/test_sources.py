@@ -64,9 +64,22 @@ def _user_error(match: str, fn, *args, **kwargs) -> str:
 
 
 def test_registry_names_and_specs():
-    assert dataset_names() == sorted([
-        "cifar10", "cifar100", "svhn", "stl10", "imagenet", "imagenet50", "imagenet100", "imagenet200",
-        "fashion_mnist", "imagefolder", "folder", "synthetic"])
+    assert dataset_names() == sorted(
+        [
+            "cifar10",
+            "cifar100",
+            "svhn",
+            "stl10",
+            "imagenet",
+            "imagenet50",
+            "imagenet100",
+            "imagenet200",
+            "fashion_mnist",
+            "imagefolder",
+            "folder",
+            "synthetic",
+        ]
+    )
     cifar10 = dataset_spec("cifar10")
     assert (cifar10.mean, cifar10.std) == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     assert (cifar10.num_classes, cifar10.image_size, cifar10.splits) == (10, 32, ("train", "test"))
@@ -74,12 +87,20 @@ def test_registry_names_and_specs():
     assert dataset_spec("svhn").mean == (0.4377, 0.4438, 0.4728)
     stl = dataset_spec("stl10")
     assert (stl.pretrain_split, stl.train_split, stl.test_split, stl.image_size) == (
-        "train+unlabeled", "train", "test", 96)
+        "train+unlabeled",
+        "train",
+        "test",
+        96,
+    )
     assert set(stl.splits) == {"train", "test", "unlabeled", "train+unlabeled"}
     for name, k in (("imagenet", 1000), ("imagenet50", 50), ("imagenet100", 100), ("imagenet200", 200)):
         spec = dataset_spec(name)
         assert (spec.num_classes, spec.mean, spec.std, spec.test_split) == (
-            k, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "val")
+            k,
+            (0.485, 0.456, 0.406),
+            (0.229, 0.224, 0.225),
+            "val",
+        )
     assert dataset_spec("fashion_mnist").image_size == 28
     assert all(dataset_spec(n).pretrain_split == "train" for n in dataset_names() if n != "stl10")
 
@@ -244,12 +265,12 @@ def test_imagenet_subsets_pick_their_wnids(tmp_path):
 
 
 def test_missing_dataset_names_path_and_fix(tmp_path):
-    message = _user_error(str(tmp_path / "cifar-10-batches-py" / "data_batch_1"), build_dataset, "cifar10",
-                          tmp_path, "train")
+    message = _user_error(
+        str(tmp_path / "cifar-10-batches-py" / "data_batch_1"), build_dataset, "cifar10", tmp_path, "train"
+    )
     assert "data.root=" in message and "data.download=true" in message
     _user_error(str(tmp_path / "train_32x32.mat"), build_dataset, "svhn", tmp_path, "train")
-    _user_error(str(tmp_path / "stl10_binary" / "unlabeled_X.bin"), build_dataset, "stl10", tmp_path,
-                "unlabeled")
+    _user_error(str(tmp_path / "stl10_binary" / "unlabeled_X.bin"), build_dataset, "stl10", tmp_path, "unlabeled")
     _user_error("t10k-images-idx3-ubyte", build_dataset, "fashion_mnist", tmp_path, "test")
 
 
@@ -262,11 +283,13 @@ def test_cifar_structural_errors(tmp_path):
     good = (folder / "test_batch").read_bytes()
     (folder / "test_batch").write_bytes(good[: len(good) // 2])  # truncated
     _user_error(str(folder / "test_batch"), build_dataset, "cifar10", tmp_path, "test")
-    for bad in ({"data": np.zeros((3, 100), np.uint8), "labels": [0, 1, 2]},  # wrong shape
-                {"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 10]},  # label out of range
-                {"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1]},  # label count
-                {"data": np.zeros((3, 3072), np.uint8)},  # no labels
-                [1, 2, 3]):  # not a dict
+    for bad in (
+        {"data": np.zeros((3, 100), np.uint8), "labels": [0, 1, 2]},  # wrong shape
+        {"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 10]},  # label out of range
+        {"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1]},  # label count
+        {"data": np.zeros((3, 3072), np.uint8)},  # no labels
+        [1, 2, 3],
+    ):  # not a dict
         (folder / "test_batch").write_bytes(pickle.dumps(bad))
         _user_error(str(folder / "test_batch"), build_dataset, "cifar10", tmp_path, "test")
 
@@ -275,8 +298,10 @@ def test_other_structural_errors(tmp_path):
     from scipy.io import savemat
 
     write_svhn(tmp_path, 10, 10)
-    savemat(str(tmp_path / "test_32x32.mat"), {"X": np.zeros((32, 32, 3, 4), np.uint8),
-                                               "y": np.array([[1], [2], [11], [3]], np.uint8)})
+    savemat(
+        str(tmp_path / "test_32x32.mat"),
+        {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.array([[1], [2], [11], [3]], np.uint8)},
+    )
     _user_error("expected [1, 10]", build_dataset, "svhn", tmp_path, "test")
     savemat(str(tmp_path / "test_32x32.mat"), {"X": np.zeros((28, 28, 3, 4), np.uint8), "y": np.ones((4, 1))})
     _user_error(str(tmp_path / "test_32x32.mat"), build_dataset, "svhn", tmp_path, "test")

@@ -180,8 +180,9 @@ def _fetch_hint(folder: str) -> str:
     return f"set data.root=DIR to the folder that holds {folder} or data.download=true"
 
 
-def _read_or_download(read: Callable[[], ImageDataset], fetch: Callable[[], object], download: bool,
-                      root: Path) -> ImageDataset:
+def _read_or_download(
+    read: Callable[[], ImageDataset], fetch: Callable[[], object], download: bool, root: Path
+) -> ImageDataset:
     """Read; if that fails and download is on, let torchvision download into root, then read again."""
     try:
         return read()
@@ -212,9 +213,7 @@ def _check_labels(labels: np.ndarray, count: int, low: int, high: int, path: Pat
     if labels.size != count:
         raise UserError(f"{path} holds {count} images but {labels.size} labels; {hint}")
     if labels.size and (labels.min() < low or labels.max() > high):
-        raise UserError(
-            f"{path} has labels in [{labels.min()}, {labels.max()}], expected [{low}, {high}]; {hint}"
-        )
+        raise UserError(f"{path} has labels in [{labels.min()}, {labels.max()}], expected [{low}, {high}]; {hint}")
     return labels.astype(np.int64)
 
 
@@ -223,8 +222,11 @@ def _class_dirs(folder: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder)
-                  if e.is_file(follow_symlinks=True) and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(
+        e.name
+        for e in os.scandir(folder)
+        if e.is_file(follow_symlinks=True) and e.name.lower().endswith(IMAGE_EXTENSIONS)
+    )
 
 
 def _labelled_folder(split_dir: Path, classes: Sequence[str], hint: str) -> ImageDataset:
@@ -246,16 +248,105 @@ def _labelled_folder(split_dir: Path, classes: Sequence[str], hint: str) -> Imag
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl",
-    "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair",
-    "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin",
-    "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp",
-    "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
-    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck",
-    "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
-    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
-    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
-    "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
     "worm",
 )
 
@@ -268,8 +359,7 @@ def _read_cifar(folder: Path, batches: Sequence[str], label_key: str, classes: S
         entry = _unpickle(path, hint)
         data = entry.get("data") if isinstance(entry, dict) else None
         if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (3072,)):
-            raise UserError(f"malformed CIFAR batch {path}: expected a dict with 'data' uint8 [N, 3072]; "
-                            f"{hint}")
+            raise UserError(f"malformed CIFAR batch {path}: expected a dict with 'data' uint8 [N, 3072]; {hint}")
         if label_key not in entry:
             raise UserError(f"malformed CIFAR batch {path}: no {label_key!r} key; {hint}")
         labels.append(_check_labels(entry[label_key], len(data), 0, len(classes) - 1, path, hint))
@@ -280,24 +370,36 @@ def _read_cifar(folder: Path, batches: Sequence[str], label_key: str, classes: S
 _CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
-@register(DatasetSpec("cifar10", ("train", "test"), 10, mean=(0.4914, 0.4822, 0.4465),
-                      std=(0.2470, 0.2435, 0.2616), image_size=32))
+@register(
+    DatasetSpec(
+        "cifar10", ("train", "test"), 10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), image_size=32
+    )
+)
 def _cifar10(root: Path, split: str, download: bool) -> ImageDataset:
     from torchvision.datasets import CIFAR10
 
     return _read_or_download(
         lambda: _read_cifar(root / "cifar-10-batches-py", _CIFAR10_BATCHES[split], "labels", CIFAR10_CLASSES),
-        lambda: CIFAR10(str(root), train=split == "train", download=True), download, root)
+        lambda: CIFAR10(str(root), train=split == "train", download=True),
+        download,
+        root,
+    )
 
 
-@register(DatasetSpec("cifar100", ("train", "test"), 100, mean=(0.5071, 0.4865, 0.4409),
-                      std=(0.2673, 0.2564, 0.2762), image_size=32))
+@register(
+    DatasetSpec(
+        "cifar100", ("train", "test"), 100, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), image_size=32
+    )
+)
 def _cifar100(root: Path, split: str, download: bool) -> ImageDataset:
     from torchvision.datasets import CIFAR100
 
     return _read_or_download(
         lambda: _read_cifar(root / "cifar-100-python", [split], "fine_labels", CIFAR100_CLASSES),
-        lambda: CIFAR100(str(root), train=split == "train", download=True), download, root)
+        lambda: CIFAR100(str(root), train=split == "train", download=True),
+        download,
+        root,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -325,21 +427,37 @@ def _read_svhn(path: Path) -> ImageDataset:
     return ImageDataset(labels, [str(d) for d in range(10)], images=images)
 
 
-@register(DatasetSpec("svhn", ("train", "test", "extra"), 10, mean=(0.4377, 0.4438, 0.4728),
-                      std=(0.1980, 0.2010, 0.1970), image_size=32))
+@register(
+    DatasetSpec(
+        "svhn",
+        ("train", "test", "extra"),
+        10,
+        mean=(0.4377, 0.4438, 0.4728),
+        std=(0.1980, 0.2010, 0.1970),
+        image_size=32,
+    )
+)
 def _svhn(root: Path, split: str, download: bool) -> ImageDataset:
     from torchvision.datasets import SVHN
 
-    return _read_or_download(lambda: _read_svhn(root / f"{split}_32x32.mat"),
-                             lambda: SVHN(str(root), split=split, download=True), download, root)
+    return _read_or_download(
+        lambda: _read_svhn(root / f"{split}_32x32.mat"),
+        lambda: SVHN(str(root), split=split, download=True),
+        download,
+        root,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # STL-10: binary files root/stl10_binary/<part>_X.bin (3x96x96 column-major per image), <part>_y.bin (1..10)
 
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
-_STL10_PARTS = {"train": ["train"], "test": ["test"], "unlabeled": ["unlabeled"],
-                "train+unlabeled": ["train", "unlabeled"]}
+_STL10_PARTS = {
+    "train": ["train"],
+    "test": ["test"],
+    "unlabeled": ["unlabeled"],
+    "train+unlabeled": ["train", "unlabeled"],
+}
 _STL10_RECORD = 3 * 96 * 96
 
 
@@ -352,39 +470,56 @@ def _read_stl10(folder: Path, parts: Sequence[str]) -> ImageDataset:
             raise UserError(f"missing file: expected STL-10 images {path}; {hint}")
         size = path.stat().st_size
         if size == 0 or size % _STL10_RECORD:
-            raise UserError(f"malformed STL-10 file {path}: {size} bytes, not a positive multiple of "
-                            f"{_STL10_RECORD}; {hint}")
+            raise UserError(
+                f"malformed STL-10 file {path}: {size} bytes, not a positive multiple of {_STL10_RECORD}; {hint}"
+            )
         counts.append(size // _STL10_RECORD)
     images = np.empty((sum(counts), 3, 96, 96), dtype=np.uint8)
     labels = np.full(sum(counts), -1, dtype=np.int64)
     start = 0
     for part, count in zip(parts, counts, strict=True):
         raw = np.memmap(folder / f"{part}_X.bin", dtype=np.uint8, mode="r", shape=(count, 3, 96, 96))
-        images[start:start + count] = raw.transpose(0, 1, 3, 2)
+        images[start : start + count] = raw.transpose(0, 1, 3, 2)
         if part != "unlabeled":
             path = folder / f"{part}_y.bin"
             if not path.is_file():
                 raise UserError(f"missing file: expected STL-10 labels {path}; {hint}")
-            labels[start:start + count] = _check_labels(np.fromfile(path, dtype=np.uint8), count, 1, 10, path,
-                                                        hint) - 1
+            labels[start : start + count] = (
+                _check_labels(np.fromfile(path, dtype=np.uint8), count, 1, 10, path, hint) - 1
+            )
         start += count
     return ImageDataset(labels, STL10_CLASSES, images=images)
 
 
-@register(DatasetSpec("stl10", tuple(_STL10_PARTS), 10, IMAGENET_MEAN, IMAGENET_STD, 96,
-                      pretrain_split="train+unlabeled"))
+@register(
+    DatasetSpec("stl10", tuple(_STL10_PARTS), 10, IMAGENET_MEAN, IMAGENET_STD, 96, pretrain_split="train+unlabeled")
+)
 def _stl10(root: Path, split: str, download: bool) -> ImageDataset:
     from torchvision.datasets import STL10
 
-    return _read_or_download(lambda: _read_stl10(root / "stl10_binary", _STL10_PARTS[split]),
-                             lambda: STL10(str(root), split=split, download=True), download, root)
+    return _read_or_download(
+        lambda: _read_stl10(root / "stl10_binary", _STL10_PARTS[split]),
+        lambda: STL10(str(root), split=split, download=True),
+        download,
+        root,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Fashion-MNIST: idx files root/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def _read_idx(path: Path, item_shape: tuple[int, ...], hint: str) -> np.ndarray:
@@ -402,12 +537,13 @@ def _read_idx(path: Path, item_shape: tuple[int, ...], hint: str) -> np.ndarray:
     ndim = 1 + len(item_shape)
     header = 4 + 4 * ndim
     if len(data) < header or data[:2] != b"\0\0" or data[2] != 0x08 or data[3] != ndim:
-        raise UserError(f"malformed idx file {candidate}: expected a uint8 idx header with {ndim} dims; "
-                        f"{hint}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        raise UserError(f"malformed idx file {candidate}: expected a uint8 idx header with {ndim} dims; {hint}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if dims[1:] != item_shape or len(data) != header + int(np.prod(dims)):
-        raise UserError(f"malformed idx file {candidate}: dims {dims} and {len(data)} bytes, expected items "
-                        f"of shape {item_shape}; {hint}")
+        raise UserError(
+            f"malformed idx file {candidate}: dims {dims} and {len(data)} bytes, expected items "
+            f"of shape {item_shape}; {hint}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -425,15 +561,18 @@ def _fashion_mnist(root: Path, split: str, download: bool) -> ImageDataset:
         gray3 = np.repeat(images[:, None], 3, axis=1)
         return ImageDataset(labels, FASHION_MNIST_CLASSES, images=gray3)
 
-    return _read_or_download(read, lambda: FashionMNIST(str(root), train=split == "train", download=True),
-                             download, root)
+    return _read_or_download(
+        read, lambda: FashionMNIST(str(root), train=split == "train", download=True), download, root
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # ImageNet and its class subsets: root/{train,val}/<wnid>/*.JPEG
 
-_IMAGENET_HINT = ("download from image-net.org and lay out as {root}/train/<wnid>/*.JPEG and "
-                  "{root}/val/<wnid>/*.JPEG, then set data.root=DIR")
+_IMAGENET_HINT = (
+    "download from image-net.org and lay out as {root}/train/<wnid>/*.JPEG and "
+    "{root}/val/<wnid>/*.JPEG, then set data.root=DIR"
+)
 
 
 def _imagenet(root: Path, split: str, wnids: Sequence[str]) -> ImageDataset:
@@ -446,8 +585,10 @@ def _imagenet(root: Path, split: str, wnids: Sequence[str]) -> ImageDataset:
     classes = sorted(wnids) or _class_dirs(root / "train" if (root / "train").is_dir() else split_dir)
     missing = [w for w in classes if not (split_dir / w).is_dir()]
     if missing:
-        raise UserError(f"ImageNet {split} lacks {len(missing)} of {len(classes)} class folders, e.g. "
-                        f"{split_dir / missing[0]}; {hint}")
+        raise UserError(
+            f"ImageNet {split} lacks {len(missing)} of {len(classes)} class folders, e.g. "
+            f"{split_dir / missing[0]}; {hint}"
+        )
     return _labelled_folder(split_dir, classes, hint)
 
 
@@ -458,10 +599,15 @@ def _imagenet_builder(wnids: Sequence[str]) -> Builder:
     return build
 
 
-for _name, _wnids, _num_classes in (("imagenet", (), 1000), ("imagenet50", IMAGENET50, 50),
-                                    ("imagenet100", IMAGENET100, 100), ("imagenet200", IMAGENET200, 200)):
-    register(DatasetSpec(_name, ("train", "val"), _num_classes, IMAGENET_MEAN, IMAGENET_STD, 224,
-                         test_split="val"))(_imagenet_builder(_wnids))
+for _name, _wnids, _num_classes in (
+    ("imagenet", (), 1000),
+    ("imagenet50", IMAGENET50, 50),
+    ("imagenet100", IMAGENET100, 100),
+    ("imagenet200", IMAGENET200, 200),
+):
+    register(DatasetSpec(_name, ("train", "val"), _num_classes, IMAGENET_MEAN, IMAGENET_STD, 224, test_split="val"))(
+        _imagenet_builder(_wnids)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -490,11 +636,13 @@ def _folder(root: Path, split: str, download: bool) -> ImageDataset:
     files = sorted(
         os.path.relpath(os.path.join(d, f), root)
         for d, _, names in os.walk(root, followlinks=True)
-        for f in names if f.lower().endswith(IMAGE_EXTENSIONS)
+        for f in names
+        if f.lower().endswith(IMAGE_EXTENSIONS)
     )
     if not files:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
-                        "set data.root=DIR to a folder of images")
+        raise UserError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; set data.root=DIR to a folder of images"
+        )
     return ImageDataset(np.full(len(files), -1), [], root=root, files=files)
 
 
@@ -503,10 +651,21 @@ def _folder(root: Path, split: str, download: bool) -> ImageDataset:
 
 SYNTHETIC_SIZES = {"train": 2000, "test": 500}
 # One foreground colour per class; jittered per image, so colour is a cue but shape carries the class too.
-_PALETTE = np.array([
-    [0.9, 0.2, 0.2], [0.2, 0.8, 0.2], [0.2, 0.3, 0.9], [0.9, 0.8, 0.2], [0.8, 0.2, 0.8],
-    [0.2, 0.8, 0.8], [0.95, 0.55, 0.1], [0.6, 0.4, 0.9], [0.9, 0.9, 0.9], [0.5, 0.7, 0.3],
-], dtype=np.float32)
+_PALETTE = np.array(
+    [
+        [0.9, 0.2, 0.2],
+        [0.2, 0.8, 0.2],
+        [0.2, 0.3, 0.9],
+        [0.9, 0.8, 0.2],
+        [0.8, 0.2, 0.8],
+        [0.2, 0.8, 0.8],
+        [0.95, 0.55, 0.1],
+        [0.6, 0.4, 0.9],
+        [0.9, 0.9, 0.9],
+        [0.5, 0.7, 0.3],
+    ],
+    dtype=np.float32,
+)
 
 
 def _wave(t: np.ndarray, freq: np.ndarray, phase: np.ndarray) -> np.ndarray:
@@ -565,9 +724,7 @@ def make_synthetic(n: int, seed: int, split_key: int = 0, side: int = 32) -> Ima
 
 # mean/std measured on the default train split (seed 0).
 @register(DatasetSpec("synthetic", ("train", "test"), 10, (0.31, 0.30, 0.27), (0.25, 0.23, 0.22), 32))
-def _synthetic(
-    root: Path, split: str, download: bool, *, size: int | None = None, seed: int = 0
-) -> ImageDataset:
+def _synthetic(root: Path, split: str, download: bool, *, size: int | None = None, seed: int = 0) -> ImageDataset:
     """Generated in memory (root unused); each split is an independent stream, sized by SYNTHETIC_SIZES."""
     n = SYNTHETIC_SIZES[split] if size is None else size
     if n < 1:
