@@ -17,6 +17,7 @@ SMALL_HEADS = {
     "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=8"],
     "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
     "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
+    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=64"],
 }
 
 
@@ -39,8 +40,8 @@ def test_training_step_updates_online_network_only(name):
             assert p.grad is None, f"{n} is a target parameter and must get no gradient"
         else:
             assert p.grad is not None, f"{n} gets no gradient"
-    assert all(n.startswith("target_") for n in frozen)
-    assert bool(frozen) == (name == "byol")
+    assert all(n.startswith(("target_", "key_")) for n in frozen)
+    assert bool(frozen) == (name in ("byol", "moco"))
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     opt.step()
@@ -80,3 +81,33 @@ def test_ema_update_math_and_buffers():
     torch.testing.assert_close(target.running_mean, torch.full((3,), 5.0))
     copy = frozen_copy(online)
     assert not any(p.requires_grad for p in copy.parameters())
+
+
+def test_moco_queue_is_a_ring_buffer_of_keys():
+    cfg = load_config(["method=moco", "views.crop_size=16", *SMALL_HEADS["moco"], "method.moco_k=8"])
+    model = build_model(cfg)
+    first, second = torch.randn(5, 16), torch.randn(5, 16)
+    model.enqueue(first)
+    assert int(model.queue_ptr) == 5 and torch.equal(model.queue[:5], first)
+    model.enqueue(second)
+    assert int(model.queue_ptr) == 2
+    torch.testing.assert_close(model.queue[5:], second[:3])
+    torch.testing.assert_close(model.queue[:2], second[3:])
+    torch.testing.assert_close(model.queue[2:5], first[2:])
+
+
+def test_moco_step_scores_against_the_old_queue_then_enqueues_its_keys():
+    torch.manual_seed(0)
+    cfg = load_config(["method=moco", "views.crop_size=16", *SMALL_HEADS["moco"], "method.moco_k=16"])
+    model = build_model(cfg)
+    views = [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    old_queue = model.queue.clone()
+    loss = model(views)["loss"]
+    keys = model.keys(views[1])  # the key encoder is deterministic here: no shuffle with one process
+    torch.testing.assert_close(model.queue[:4], keys)
+    torch.testing.assert_close(model.queue[4:], old_queue[4:])
+    from selfsup.losses import info_nce
+
+    expected = info_nce(model.projector(model.backbone(views[0])), keys, old_queue, 0.2)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()  # the enqueue after the forward does not break the graph

@@ -1,0 +1,87 @@
+"""MoCo v2 (He et al. 2020; Chen et al. 2020): a momentum key encoder and a queue of negative keys."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from selfsup.dist import world_info
+from selfsup.losses import info_nce
+from selfsup.methods.base import METHODS, Method
+from selfsup.methods.momentum import ema_update, frozen_copy
+from selfsup.nets.heads import mlp
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """All processes' `x` concatenated along dim 0 (keys and key images carry no gradient)."""
+    _, world = world_info()
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+@METHODS.register("moco")
+class MoCo(Method):
+    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, feature_dim)
+        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
+        self.key_backbone = frozen_copy(backbone)
+        self.key_projector = frozen_copy(self.projector)
+        self.momentum = float(cfg.moco_m)
+        self.temperature = float(cfg.moco_t)
+        self.symmetric = bool(cfg.symmetric)
+        self.register_buffer("queue", F.normalize(torch.randn(cfg.moco_k, cfg.proj_output_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Key embeddings with shuffled BatchNorm (MoCo section 3.3): under data parallelism the key batch
+        is permuted across processes so that a query and its key never share BatchNorm statistics. With
+        one process there is nothing to shuffle across and the key batch is encoded as it is."""
+        rank, world = world_info()
+        if world == 1:
+            return F.normalize(self.key_projector(self.key_backbone(x)), dim=1)
+        images = gather_no_grad(x)
+        perm = torch.randperm(images.shape[0], device=x.device)
+        dist.broadcast(perm, src=0)
+        n = x.shape[0]
+        local = perm[rank * n : (rank + 1) * n]
+        shuffled_keys = gather_no_grad(F.normalize(self.key_projector(self.key_backbone(images[local])), dim=1))
+        keys = torch.empty_like(shuffled_keys)
+        keys[perm] = shuffled_keys
+        return keys[rank * n : (rank + 1) * n]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest entries of the queue with the keys of every process (a ring buffer)."""
+        size = self.queue.shape[0]
+        keys = gather_no_grad(keys).to(self.queue.dtype)[-size:]
+        index = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[index] = keys
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+
+    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(views) != 2:
+            raise ValueError(f"MoCo uses 2 views, got {len(views)} (set views.num=2)")
+        # The loss reads a copy of the queue: enqueueing this step's keys must not alter its graph.
+        queue = self.queue.clone()
+        if self.symmetric:
+            q1, q2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
+            k1, k2 = self.keys(views[0]), self.keys(views[1])
+            loss = 0.5 * (info_nce(q1, k2, queue, self.temperature) + info_nce(q2, k1, queue, self.temperature))
+            self.enqueue(torch.cat([k1, k2]))
+        else:
+            q1 = self.projector(self.backbone(views[0]))
+            k2 = self.keys(views[1])
+            loss = info_nce(q1, k2, queue, self.temperature)
+            self.enqueue(k2)
+        return {"loss": loss, "z_std": F.normalize(q1.detach().float(), dim=1).std(dim=0).mean()}
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        ema_update(self.key_backbone, self.backbone, self.momentum)
+        ema_update(self.key_projector, self.projector, self.momentum)
