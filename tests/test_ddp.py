@@ -116,3 +116,72 @@ def test_cli_runs_two_cpu_processes(tmp_path: Path):
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 2 and state["cost"]["devices"] == 2 and state["cost"]["images_seen"] == 64
+
+
+# Every method, two processes vs one: with BatchNorm in eval mode the network is a per-sample function,
+# so whatever couples samples (negatives gathered across processes, batch statistics of the loss, the
+# MoCo queue) is the only thing that can make the two runs differ.
+METHOD_HEADS = {
+    "simclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
+    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=32"],
+    "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
+    "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=8"],
+    "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
+    "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
+}
+
+
+def build_eval_mode(name: str):
+    from selfsup.config import load_config
+    from selfsup.train.loop import build_model
+
+    torch.manual_seed(0)
+    model = build_model(load_config([f"method={name}", "views.crop_size=8", *METHOD_HEADS[name]]))
+    return model.eval()
+
+
+def method_step(model, views) -> dict:
+    loss = model(views)["loss"]
+    loss.backward()
+    module = getattr(model, "module", model)
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    queue = module.queue.clone() if hasattr(module, "queue") else None
+    return {"loss": loss.detach(), "grads": grads, "queue": queue}
+
+
+def _methods_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        results = {}
+        for name in METHOD_HEADS:
+            model = DistributedDataParallel(build_eval_mode(name))
+            views = [v[rank * LOCAL : (rank + 1) * LOCAL, :, :8, :8] for v in global_views()]
+            result = method_step(model, views)
+            dist.all_reduce(result["loss"])
+            result["loss"] /= WORLD
+            results[name] = result
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_method_two_processes_match_one_process(tmp_path: Path):
+    out = tmp_path / "methods.pt"
+    mp.spawn(_methods_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    ddp = torch.load(out, weights_only=True)
+    for name in METHOD_HEADS:
+        ref = method_step(build_eval_mode(name), [v[:, :, :8, :8] for v in global_views()])
+        torch.testing.assert_close(ddp[name]["loss"], ref["loss"], rtol=1e-5, atol=1e-6, msg=name)
+        assert ddp[name]["grads"].keys() == ref["grads"].keys()
+        # Gradients that are zero in exact arithmetic (the last bias under Barlow's batch standardisation)
+        # carry float32 noise, so the absolute tolerance is relative to the model's largest gradient.
+        scale = max(g.abs().max().item() for g in ref["grads"].values())
+        for key, grad in ref["grads"].items():
+            torch.testing.assert_close(
+                ddp[name]["grads"][key], grad, rtol=1e-4, atol=1e-4 * scale, msg=f"{name} {key}"
+            )
+        if ref["queue"] is not None:  # MoCo enqueues the keys of both processes, in global order
+            torch.testing.assert_close(ddp[name]["queue"], ref["queue"], msg=name)
