@@ -5,6 +5,7 @@ on each half separately (exactly what the two processes compute) and the loss ov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -44,11 +45,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+@contextlib.contextmanager
+def gloo_group(rank: int, port: int):
+    """This spawned process as rank `rank` of a WORLD-process gloo group on localhost."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    with gloo_group(rank, port):
         model = DistributedDataParallel(make_model())
         views = [v[rank * LOCAL : (rank + 1) * LOCAL] for v in global_views()]
         loss = model(views)["loss"]
@@ -59,8 +69,6 @@ def _worker(rank: int, port: int, out: str) -> None:
         if rank == 0:
             grads = {n: p.grad for n, p in model.module.named_parameters()}
             torch.save({"loss": mean_loss / WORLD, "grads": grads, "gathered": gathered}, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path):
@@ -150,10 +158,7 @@ def method_step(model, views) -> dict:
 
 
 def _methods_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, port):
         results = {}
         for name in METHOD_HEADS:
             model = DistributedDataParallel(build_eval_mode(name))
@@ -164,8 +169,6 @@ def _methods_worker(rank: int, port: int, out: str) -> None:
             results[name] = result
         if rank == 0:
             torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_every_method_two_processes_match_one_process(tmp_path: Path):
@@ -180,8 +183,6 @@ def test_every_method_two_processes_match_one_process(tmp_path: Path):
         # carry float32 noise, so the absolute tolerance is relative to the model's largest gradient.
         scale = max(g.abs().max().item() for g in ref["grads"].values())
         for key, grad in ref["grads"].items():
-            torch.testing.assert_close(
-                ddp[name]["grads"][key], grad, rtol=1e-4, atol=1e-4 * scale, msg=f"{name} {key}"
-            )
+            torch.testing.assert_close(ddp[name]["grads"][key], grad, rtol=1e-4, atol=1e-4 * scale, msg=f"{name} {key}")
         if ref["queue"] is not None:  # MoCo enqueues the keys of both processes, in global order
             torch.testing.assert_close(ddp[name]["queue"], ref["queue"], msg=name)
