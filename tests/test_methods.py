@@ -111,3 +111,20 @@ def test_moco_step_scores_against_the_old_queue_then_enqueues_its_keys():
     expected = info_nce(model.projector(model.backbone(views[0])), keys, old_queue, 0.2)
     torch.testing.assert_close(loss, expected)
     loss.backward()  # the enqueue after the forward does not break the graph
+
+
+def test_simsiam_predictor_trains_at_a_fixed_lr(tmp_path):
+    from selfsup.cli import main
+    from selfsup.train.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    args = ["pretrain", "method=simsiam", "data=synthetic", "data.subset=64", "views.crop_size=16",
+            "trainer.batch_size=32", "trainer.max_steps=2", "trainer.progress=false", "eval.every=0",
+            *SMALL_HEADS["simsiam"], f"output_dir={run}"]  # fmt: skip
+    assert main(args) == 0
+    groups = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    peak = 0.03 * 32 / 256
+    fixed = [g for g in groups if g.get("fixed_lr")]
+    scheduled = [g for g in groups if not g.get("fixed_lr")]
+    assert fixed and all(g["lr"] == pytest.approx(peak) for g in fixed)
+    assert scheduled and all(g["lr"] < peak for g in scheduled)  # cosine-decayed at step 2 of 2

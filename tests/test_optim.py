@@ -217,3 +217,18 @@ def test_set_lr_honours_lr_scale():
     )
     set_lr(opt, 0.03)
     assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.03), pytest.approx(0.3)]
+
+
+def test_fixed_lr_modules_get_their_own_groups_that_stay_at_peak():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    groups = param_groups(model, weight_decay=1e-4, fixed_lr_modules=[model[2]])
+    fixed = [g for g in groups if g.get("fixed_lr")]
+    assert {id(p) for g in fixed for p in g["params"]} == {id(p) for p in model[2].parameters()}
+    assert sorted(g["weight_decay"] for g in fixed) == [0.0, 1e-4]  # weight decayed, bias not
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    opt = build_optimizer("sgd", groups, lr=0.5, momentum=0.9, weight_decay=1e-4)
+    set_lr(opt, 0.01, peak_lr=0.5)
+    assert sorted({g["lr"] for g in opt.param_groups}) == [0.01, 0.5]
+    assert all(g["lr"] == 0.5 for g in opt.param_groups if g.get("fixed_lr"))
+    with pytest.raises(ValueError, match="peak_lr"):
+        set_lr(opt, 0.01)

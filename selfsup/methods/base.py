@@ -30,6 +30,10 @@ class Method(nn.Module):
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Momentum / EMA updates; nothing for methods without them."""
 
+    def fixed_lr_modules(self) -> list[nn.Module]:
+        """Modules trained at the peak lr throughout instead of the schedule (SimSiam's predictor)."""
+        return []
+
 
 METHODS: Registry[Callable[[DictConfig, nn.Module, int], Method]] = Registry("method")
 

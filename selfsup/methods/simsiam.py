@@ -18,6 +18,7 @@ class SimSiam(Method):
         # Projector: 3 layers with BN on the output (paper section 4.1); predictor: a 2-layer bottleneck.
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=3, last_bn=True)
         self.predictor = mlp(cfg.proj_output_dim, cfg.pred_hidden_dim, cfg.proj_output_dim, num_layers=2)
+        self.fixed_predictor_lr = bool(cfg.fixed_predictor_lr)
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         if len(views) != 2:
@@ -27,3 +28,7 @@ class SimSiam(Method):
         # negative_cosine detaches its target: the stop-gradient of eq. 3.
         loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
         return {"loss": loss, "z_std": torch.nn.functional.normalize(z1.detach().float(), dim=1).std(dim=0).mean()}
+
+    def fixed_lr_modules(self) -> list[nn.Module]:
+        # Paper section 4.1: "the learning rate of the predictor is not decayed" (it helps, table 1 note).
+        return [self.predictor] if self.fixed_predictor_lr else []

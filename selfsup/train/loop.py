@@ -181,7 +181,7 @@ def pretrain(cfg: DictConfig) -> Path:
     peak_lr = scaled_lr(cfg.optim.base_lr, t.batch_size, cfg.optim.lr_scaling)
     optimizer = build_optimizer(
         cfg.optim.name,
-        param_groups(method, cfg.optim.weight_decay, cfg.optim.exclude_bias_and_norm),
+        param_groups(method, cfg.optim.weight_decay, cfg.optim.exclude_bias_and_norm, method.fixed_lr_modules()),
         lr=peak_lr,
         momentum=cfg.optim.momentum,
         weight_decay=cfg.optim.weight_decay,
@@ -242,7 +242,7 @@ def pretrain(cfg: DictConfig) -> Path:
         batches = iter(loader)
         for _ in range(steps_per_epoch - done_in_epoch):
             lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr, cfg.optim.final_lr)
-            set_lr(optimizer, lr)
+            set_lr(optimizer, lr, peak_lr)
             for micro in range(t.accumulate):
                 batch, _labels = next(batches)
                 batch = batch.to(fabric.device, non_blocking=True)

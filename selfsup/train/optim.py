@@ -5,7 +5,7 @@ Schedules are pure functions of the step so the training loop sets the lr explic
 """
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -70,22 +70,32 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool = True) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    exclude_bias_and_norm: bool = True,
+    fixed_lr_modules: Sequence[nn.Module] = (),
+) -> list[dict]:
     """Split trainable parameters into a decayed group and a group of 1-D tensors (biases, norm weights).
 
     Decaying biases and BatchNorm/LayerNorm scales only shrinks them towards values that the following
     layers must undo, and LARS's trust ratio is meaningless for them (BYOL, SimCLR, Barlow Twins exclude
-    them), so the 1-D group gets weight_decay=0 and lars_exclude=True. Empty groups are left out.
+    them), so the 1-D group gets weight_decay=0 and lars_exclude=True. Parameters of `fixed_lr_modules`
+    (SimSiam's predictor) get groups of their own marked `fixed_lr=True`, which `set_lr` keeps at the peak
+    lr instead of following the schedule. Empty groups are left out.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not exclude_bias_and_norm:
-        return [{"params": params, "weight_decay": weight_decay}]
-    decayed = [p for p in params if p.ndim > 1]
-    excluded = [p for p in params if p.ndim <= 1]
-    groups = [
-        {"params": decayed, "weight_decay": weight_decay},
-        {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+    fixed_ids = {id(p) for module in fixed_lr_modules for p in module.parameters()}
+    groups = []
+    for fixed in (False, True):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fixed_ids) == fixed]
+        extra = {"fixed_lr": True} if fixed else {}
+        if not exclude_bias_and_norm:
+            groups.append({"params": params, "weight_decay": weight_decay, **extra})
+            continue
+        groups += [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **extra},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True, **extra},
+        ]
     return [g for g in groups if g["params"]]
 
 
@@ -161,8 +171,13 @@ def warmup_cosine(
     return final_lr + (base_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float | None = None) -> None:
     """Set every group's lr to lr * group.get("lr_scale", 1.0), so a group (e.g. a predictor) can run at
-    a fixed multiple of the scheduled lr."""
+    a fixed multiple of the scheduled lr; groups marked `fixed_lr` get peak_lr * lr_scale instead."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        base = lr
+        if group.get("fixed_lr"):
+            if peak_lr is None:
+                raise ValueError("a fixed_lr parameter group needs set_lr(..., peak_lr=...)")
+            base = peak_lr
+        group["lr"] = base * group.get("lr_scale", 1.0)
