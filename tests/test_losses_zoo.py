@@ -259,16 +259,17 @@ def test_vicreg_hand_checkable_cases():
     assert terms["covariance"].item() == 0.0 and terms["invariance"].item() == 0.0
 
 
-def test_vicreg_needs_two_samples_permutation_and_gradients():
+@pytest.mark.parametrize("loss_fn,n,d,seed", [(vicreg, 6, 4, 2), (barlow_twins, 7, 5, 3)])
+def test_batch_statistics_losses_need_two_samples_permutation_and_gradients(loss_fn, n, d, seed):
     with pytest.raises(ValueError, match="at least 2"):
-        vicreg(torch.randn(1, 4), torch.randn(1, 4))
-    torch.manual_seed(2)
-    z1, z2 = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
-    loss = vicreg(z1, z2)
+        loss_fn(torch.randn(1, d), torch.randn(1, d))
+    torch.manual_seed(seed)
+    z1, z2 = torch.randn(n, d, requires_grad=True), torch.randn(n, d, requires_grad=True)
+    loss = loss_fn(z1, z2)
     loss.backward()
     assert z1.grad is not None and z2.grad is not None
-    perm = torch.randperm(6)
-    assert vicreg(z1[perm], z2[perm]).item() == pytest.approx(loss.item(), rel=1e-5)
+    perm = torch.randperm(n)
+    assert loss_fn(z1[perm], z2[perm]).item() == pytest.approx(loss.item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,18 +291,6 @@ def test_barlow_hand_checkable_cases():
     assert barlow_twins(z, -z).item() == pytest.approx(8.0, rel=1e-4)
     # Invariant to per-dimension affine maps of either branch (standardisation).
     assert barlow_twins(3 * z + 1, z).item() == pytest.approx(0.0, abs=1e-9)
-
-
-def test_barlow_needs_two_samples_permutation_and_gradients():
-    with pytest.raises(ValueError, match="at least 2"):
-        barlow_twins(torch.randn(1, 3), torch.randn(1, 3))
-    torch.manual_seed(3)
-    z1, z2 = torch.randn(7, 5, requires_grad=True), torch.randn(7, 5, requires_grad=True)
-    loss = barlow_twins(z1, z2)
-    loss.backward()
-    assert z1.grad is not None and z2.grad is not None
-    perm = torch.randperm(7)
-    assert barlow_twins(z1[perm], z2[perm]).item() == pytest.approx(loss.item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------

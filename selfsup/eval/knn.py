@@ -13,28 +13,30 @@ from torch import Tensor
 from selfsup.errors import UserError
 
 
-def _check_inputs(
-    train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, num_classes: int, k: int, temperature: float
-) -> None:
-    if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
+def check_labeled_features(task: str, split: str, feats: Tensor, labels: Tensor, num_classes: int) -> None:
+    """Features of a split as [N, D] with N >= 1 and one label each in [0, num_classes); kNN and the
+    linear probe share this so both refuse the same bad input with the same words."""
+    if feats.ndim != 2:
         raise UserError(
-            f"kNN needs 2-D features of equal width; got train {tuple(train_feats.shape)} and "
+            f"{task} needs 2-D features of equal width; got {split} {tuple(feats.shape)}: pass features as [N, D]"
+        )
+    if feats.shape[0] == 0 or labels.shape != (feats.shape[0],):
+        raise UserError(
+            f"{task} needs a non-empty {split} set with one label per feature; got "
+            f"{feats.shape[0]} features and labels of shape {tuple(labels.shape)}"
+        )
+    if num_classes < 1 or labels.min() < 0 or labels.max() >= num_classes:
+        raise UserError(
+            f"{task} {split} labels must lie in [0, {num_classes}); got range "
+            f"[{int(labels.min())}, {int(labels.max())}]: use labelled splits (a labelled {split} split here)"
+        )
+
+
+def check_same_width(task: str, train_feats: Tensor, test_feats: Tensor) -> None:
+    if test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
+        raise UserError(
+            f"{task} needs 2-D features of equal width; got train {tuple(train_feats.shape)} and "
             f"test {tuple(test_feats.shape)}: pass features as [N, D] tensors"
-        )
-    if train_feats.shape[0] == 0 or train_labels.shape != (train_feats.shape[0],):
-        raise UserError(
-            f"kNN needs a non-empty train set with one label per feature; got "
-            f"{train_feats.shape[0]} features and labels of shape {tuple(train_labels.shape)}"
-        )
-    if num_classes < 1 or k < 1 or temperature <= 0:
-        raise UserError(
-            f"kNN needs num_classes >= 1, k >= 1 and temperature > 0; got num_classes="
-            f"{num_classes}, k={k}, temperature={temperature}"
-        )
-    if train_labels.min() < 0 or train_labels.max() >= num_classes:
-        raise UserError(
-            f"kNN train labels must lie in [0, {num_classes}); got range "
-            f"[{int(train_labels.min())}, {int(train_labels.max())}]: use a labelled train split"
         )
 
 
@@ -53,7 +55,10 @@ def knn_predict(
     `chunk_size` rows at a time so the similarity matrix never exceeds chunk_size x N_train.
     `k` is clamped to the train-set size.
     """
-    _check_inputs(train_feats, train_labels, test_feats, num_classes, k, temperature)
+    if k < 1 or temperature <= 0:
+        raise UserError(f"kNN needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}")
+    check_labeled_features("kNN", "train", train_feats, train_labels, num_classes)
+    check_same_width("kNN", train_feats, test_feats)
     device = train_feats.device
     bank = F.normalize(train_feats.float(), dim=1)
     labels = train_labels.to(device=device, dtype=torch.long)
@@ -80,11 +85,7 @@ def knn_accuracy(
 
     Top-5 uses min(5, num_classes) guesses, so it is defined (and 100%) for datasets with fewer classes.
     """
-    if test_labels.shape != (test_feats.shape[0],) or test_feats.shape[0] == 0:
-        raise UserError(
-            f"kNN needs a non-empty test set with one label per feature; got "
-            f"{test_feats.shape[0]} features and labels of shape {tuple(test_labels.shape)}"
-        )
+    check_labeled_features("kNN", "test", test_feats, test_labels, num_classes)
     scores = knn_predict(train_feats, train_labels, test_feats, num_classes, k, temperature)
     return topk_accuracy(scores, test_labels)
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from selfsup.errors import UserError
-from selfsup.eval.knn import topk_accuracy
+from selfsup.eval.knn import check_labeled_features, check_same_width, topk_accuracy
 
 
 def train_linear_probe(
@@ -47,26 +47,14 @@ def train_linear_probe(
     torch.Generator. Returns top1, top5 (min(5, num_classes) guesses), train_loss (mean over the last
     epoch), epochs, lr (effective), base_lr and batch_size.
     """
-    if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
-        raise UserError(
-            f"linear probe needs 2-D features of equal width; got train "
-            f"{tuple(train_feats.shape)} and test {tuple(test_feats.shape)}"
-        )
-    if train_labels.shape != (train_feats.shape[0],) or test_labels.shape != (test_feats.shape[0],):
-        raise UserError("linear probe needs one label per feature in both splits")
-    if train_feats.shape[0] == 0 or test_feats.shape[0] == 0:
-        raise UserError("linear probe needs non-empty train and test splits")
+    for split, feats, labels in (("train", train_feats, train_labels), ("test", test_feats, test_labels)):
+        check_labeled_features("linear probe", split, feats, labels, num_classes)
+    check_same_width("linear probe", train_feats, test_feats)
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise UserError(
             f"linear probe needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={epochs}, "
             f"batch_size={batch_size}, lr={lr}"
         )
-    for name, labels in (("train", train_labels), ("test", test_labels)):
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise UserError(
-                f"linear probe {name} labels must lie in [0, {num_classes}); got range "
-                f"[{int(labels.min())}, {int(labels.max())}]: use labelled splits"
-            )
 
     x_train = train_feats.to(device, torch.float32)
     x_test = test_feats.to(device, torch.float32)

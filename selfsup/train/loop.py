@@ -8,6 +8,7 @@ step, schedule, momentum hooks, logs) -> checkpoint with cost record -> online k
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import subprocess
@@ -39,8 +40,9 @@ from selfsup.train.precision import resolve_device, resolve_precision
 IDENTITY_KEYS = ("method.name", "backbone.name", "data.name", "views.crop_size")
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The source commit, recorded with every checkpoint and result for provenance."""
+    """The source commit, recorded with every checkpoint and result for provenance (asked once)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
