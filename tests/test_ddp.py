@@ -132,20 +132,43 @@ def test_cli_runs_two_cpu_processes(tmp_path: Path):
 METHOD_HEADS = {
     "simclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
     "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=32"],
-    "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
-    "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=8"],
+    "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=32"],
+    "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=8"],
     "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
     "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
+    "swav": [
+        "method.proj_hidden_dim=32",
+        "method.proj_output_dim=16",
+        "method.num_prototypes=12",
+        "method.freeze_prototypes_epochs=0",
+    ],
+    "dino": [
+        "method.proj_hidden_dim=32",
+        "method.bottleneck_dim=8",
+        "method.out_dim=24",
+        "method.freeze_last_layer_epochs=0",
+    ],
+    # Not coupled through the loss, but through F: every process must set the same predictor.
+    "directpred": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
 }
+
+
+# Buffers written from the whole batch: they must end up equal too.
+COUPLED_STATE = ("queue", "center", "predictor.corr", "predictor.weight")
 
 
 def build_eval_mode(name: str):
     from selfsup.config import load_config
+    from selfsup.nets.predictors import LinearPredictor
     from selfsup.train.loop import build_model
 
     torch.manual_seed(0)
     model = build_model(load_config([f"method={name}", "views.crop_size=8", *METHOD_HEADS[name]]))
-    return model.eval()
+    model.eval()
+    for module in model.modules():  # per-sample in training mode too (no BatchNorm); it updates F there
+        if isinstance(module, LinearPredictor):
+            module.train()
+    return model
 
 
 def method_step(model, views) -> dict:
@@ -153,8 +176,9 @@ def method_step(model, views) -> dict:
     loss.backward()
     module = getattr(model, "module", model)
     grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-    queue = module.queue.clone() if hasattr(module, "queue") else None
-    return {"loss": loss.detach(), "grads": grads, "queue": queue}
+    module.after_optimizer_step(0, 10)
+    state = {k: v.clone() for k, v in module.state_dict().items() if k in COUPLED_STATE}
+    return {"loss": loss.detach(), "grads": grads, "state": state}
 
 
 def _methods_worker(rank: int, port: int, out: str) -> None:
@@ -184,5 +208,7 @@ def test_every_method_two_processes_match_one_process(tmp_path: Path):
         scale = max(g.abs().max().item() for g in ref["grads"].values())
         for key, grad in ref["grads"].items():
             torch.testing.assert_close(ddp[name]["grads"][key], grad, rtol=1e-4, atol=1e-4 * scale, msg=f"{name} {key}")
-        if ref["queue"] is not None:  # MoCo enqueues the keys of both processes, in global order
-            torch.testing.assert_close(ddp[name]["queue"], ref["queue"], msg=name)
+        # MoCo's queue (keys of both processes in global order), DINO's center, DirectPred's F and predictor
+        assert ddp[name]["state"].keys() == ref["state"].keys()
+        for key, value in ref["state"].items():
+            torch.testing.assert_close(ddp[name]["state"][key], value, rtol=1e-4, atol=1e-6, msg=f"{name} {key}")

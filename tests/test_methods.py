@@ -13,11 +13,24 @@ from selfsup.train.loop import build_model
 
 SMALL_HEADS = {
     "simclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-    "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
-    "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=8"],
+    "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=32"],
+    "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=8"],
     "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
     "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
     "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=64"],
+    "directpred": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
+    "directcopy": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
+    "swav": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.num_prototypes=12"],
+    "dino": ["method.proj_hidden_dim=32", "method.bottleneck_dim=8", "method.out_dim=24"],
+    "beta_vae": ["method.latent_dim=8", "method.decoder_channels=32"],
+}
+# Parameters trained by no gradient: momentum targets, and DINO's fixed norms of its last layer.
+FROZEN_PREFIXES = {
+    "byol": ("target_",),
+    "directpred": ("target_",),
+    "directcopy": ("target_",),
+    "moco": ("key_",),
+    "dino": ("teacher_", "head.last_layer.parametrizations.weight.original0"),
 }
 
 
@@ -31,7 +44,7 @@ def test_training_step_updates_online_network_only(name):
     cfg = load_config([f"method={name}", "views.crop_size=16", *SMALL_HEADS[name]])
     model = build_model(cfg)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    views = [torch.randn(8, 3, 16, 16) for _ in range(cfg.views.num)]
     out = model(views)
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
@@ -40,8 +53,8 @@ def test_training_step_updates_online_network_only(name):
             assert p.grad is None, f"{n} is a target parameter and must get no gradient"
         else:
             assert p.grad is not None, f"{n} gets no gradient"
-    assert all(n.startswith(("target_", "key_")) for n in frozen)
-    assert bool(frozen) == (name in ("byol", "moco"))
+    prefixes = FROZEN_PREFIXES.get(name, ())
+    assert all(n.startswith(prefixes) for n in frozen) and bool(frozen) == bool(prefixes)
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     opt.step()

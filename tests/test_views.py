@@ -10,7 +10,15 @@ import torchvision.transforms.v2.functional as TF
 from omegaconf import OmegaConf
 
 from selfsup.data import views as V
-from selfsup.data.views import BatchAugment, CropFlip, ViewsConfig, eval_transform, normalize, views_config
+from selfsup.data.views import (
+    BatchAugment,
+    CropFlip,
+    ViewsConfig,
+    crops_of_batch,
+    eval_transform,
+    normalize,
+    views_config,
+)
 from selfsup.errors import UserError
 
 OFF = {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}
@@ -272,6 +280,31 @@ def test_per_view_probabilities_select_by_view():
         aug.sample_params(4, view=2)
 
 
+def test_local_crops_use_view_one_jitter_and_grayscale_local_blur_and_no_solarize():
+    cfg = {**OFF, "jitter_p": [1.0, 0.0], "grayscale_p": [1.0, 0.0], "solarize_p": 1.0, "local_crops": 2,
+           "local_blur_p": 1.0}  # fmt: skip
+    aug = BatchAugment(cfg, MEAN, STD)
+    local = aug.sample_params(32, view=3)
+    assert {"order", "grayscale", "sigma"} <= set(local) and "solarize" not in local
+    assert local["grayscale"].all() and (local["sigma"] > 0).all()
+    assert "sigma" not in aug.sample_params(32, view=1)
+    with pytest.raises(ValueError, match="view 4"):
+        aug.sample_params(4, view=4)
+
+
+def test_cropflip_multicrop_gives_global_and_local_groups_in_view_order():
+    crop = CropFlip({"num": 2, "crop_size": 16, "local_crops": 3, "local_crop_size": 8})
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    global_views, local_views = pickle.loads(pickle.dumps(crop))(image)
+    assert global_views.shape == (2, 3, 16, 16) and local_views.shape == (3, 3, 8, 8)
+    assert views_config({"local_crops": 3, "local_crop_size": 8}).sizes() == [32, 32, 8, 8, 8]
+    batch = torch.utils.data.default_collate([crop(image) for _ in range(4)])
+    crops = crops_of_batch(batch)
+    assert [tuple(c.shape) for c in crops] == [(4, 3, 16, 16)] * 2 + [(4, 3, 8, 8)] * 3
+    assert torch.equal(crops[3], batch[1][:, 1])
+    assert [tuple(c.shape) for c in crops_of_batch(batch[0])] == [(4, 3, 16, 16)] * 2
+
+
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
@@ -284,6 +317,9 @@ def test_per_view_probabilities_select_by_view():
         ({"blur_prob": 0.5}, "did you mean 'views.blur_p'"),
         ({"std": [0.5, 0.0, 0.5]}, "views.std"),
         ({"mean": [0.5, 0.5]}, "views.mean"),
+        ({"local_crops": -1}, "views.local_crops"),
+        ({"local_crop_scale": [0.5, 0.1]}, "views.local_crop_scale"),
+        ({"local_crop_size": 0}, "views.local_crop_size"),
     ],
 )
 def test_bad_config_is_a_user_error(cfg, message):

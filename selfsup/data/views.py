@@ -1,7 +1,8 @@
 """Multi-view augmentation for SimCLR/BYOL-style pretraining, split where each part is cheapest.
 
 * `CropFlip` runs per image in DataLoader workers on uint8: random resized crop and horizontal flip,
-  drawn independently for each of the `num` views.
+  drawn independently for each of the `num` views, plus `local_crops` small crops for multi-crop
+  methods (SwAV, Caron et al. 2020, section 3.2; DINO).
 * `BatchAugment` runs on the training device on a whole uint8 batch of one view: colour jitter,
   grayscale, Gaussian blur and solarize with per-sample random parameters (tensors of shape [B], no
   Python loop over samples), then normalisation.
@@ -48,8 +49,36 @@ class ViewsConfig:
     grayscale_p: tuple[float, ...] | float = 0.2
     blur_p: tuple[float, ...] | float = 0.0
     solarize_p: tuple[float, ...] | float = 0.0
+    # Multi-crop: small crops after the `num` global views. They use view 0's jitter and grayscale
+    # probabilities, `local_blur_p`, and no solarize (the SwAV and DINO recipes).
+    local_crops: int = 0
+    local_crop_size: int = 16
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
+    local_blur_p: float = 0.0
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+
+    @property
+    def total(self) -> int:
+        """Number of crops per image: global views then local crops."""
+        return self.num + self.local_crops
+
+    def sizes(self) -> list[int]:
+        """Side of every crop, in view order."""
+        return [self.crop_size] * self.num + [self.local_crop_size] * self.local_crops
+
+    def probabilities(self, view: int) -> dict[str, float]:
+        """The colour-op probabilities of crop `view` (global views 0..num-1, then local crops)."""
+        if not 0 <= view < self.total:
+            raise ValueError(f"view {view} out of range for {self.num} views + {self.local_crops} local crops")
+        if view < self.num:
+            return {key: getattr(self, key)[view] for key in _PER_VIEW}
+        return {
+            "jitter_p": self.jitter_p[0],
+            "grayscale_p": self.grayscale_p[0],
+            "blur_p": self.local_blur_p,
+            "solarize_p": 0.0,
+        }
 
 
 def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> ViewsConfig:
@@ -76,9 +105,10 @@ def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> Vi
 
     num = _integer(values["num"], "num")
     crop_size = _integer(values["crop_size"], "crop_size")
-    scale = _floats(values["crop_scale"], "crop_scale", 2)
-    if not 0 < scale[0] <= scale[1] <= 1:
-        raise UserError(f"views.crop_scale={list(scale)} must satisfy 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+    scale = _scale(values["crop_scale"], "crop_scale")
+    local_crops = values["local_crops"]
+    if isinstance(local_crops, bool) or not isinstance(local_crops, int) or local_crops < 0:
+        raise UserError(f"views.local_crops={local_crops!r} must be a non-negative integer")
     strength = _number(values["jitter_strength"], "jitter_strength")
     if not 0 <= strength <= 2.5:
         raise UserError(f"views.jitter_strength={strength} must be in [0, 2.5] (hue range 0.2*s <= 0.5)")
@@ -101,7 +131,11 @@ def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> Vi
     return ViewsConfig(
         num=num,
         crop_size=crop_size,
-        crop_scale=(scale[0], scale[1]),
+        crop_scale=scale,
+        local_crops=local_crops,
+        local_crop_size=_integer(values["local_crop_size"], "local_crop_size"),
+        local_crop_scale=_scale(values["local_crop_scale"], "local_crop_scale"),
+        local_blur_p=_probability(values["local_blur_p"], "local_blur_p"),
         flip_p=_probability(values["flip_p"], "flip_p"),
         jitter_strength=strength,
         mean=stats["mean"],
@@ -129,6 +163,13 @@ def _probability(value: Any, key: str) -> float:
     return p
 
 
+def _scale(value: Any, key: str) -> tuple[float, float]:
+    low, high = _floats(value, key, 2)
+    if not 0 < low <= high <= 1:
+        raise UserError(f"views.{key}={[low, high]} must satisfy 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+    return low, high
+
+
 def _floats(value: Any, key: str, length: int) -> tuple[float, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != length:
         raise UserError(f"views.{key}={value!r} must be a list of {length} numbers")
@@ -144,15 +185,27 @@ class CropFlip:
     def __init__(self, cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> None:
         c = views_config(cfg)
         self.num = c.num
+        self.local_crops = c.local_crops
         self.crop = v2.RandomResizedCrop(c.crop_size, scale=c.crop_scale, antialias=True)
+        self.local_crop = v2.RandomResizedCrop(c.local_crop_size, scale=c.local_crop_scale, antialias=True)
         self.flip = v2.RandomHorizontalFlip(c.flip_p)
 
-    def __call__(self, image: Tensor) -> Tensor:
-        """uint8 [3, H, W] -> uint8 [num, 3, S, S], each view with its own crop and flip."""
+    def __call__(self, image: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """uint8 [3, H, W] -> uint8 [num, 3, S, S], each view with its own crop and flip; with local
+        crops, a pair (that tensor, uint8 [local_crops, 3, s, s])."""
         if image.dtype != torch.uint8 or image.ndim != 3:
             got = f"{image.dtype} {tuple(image.shape)}"
             raise ValueError(f"CropFlip expects a uint8 [3, H, W] image, got {got}")
-        return torch.stack([self.flip(self.crop(image)) for _ in range(self.num)])
+        views = torch.stack([self.flip(self.crop(image)) for _ in range(self.num)])
+        if not self.local_crops:
+            return views
+        return views, torch.stack([self.flip(self.local_crop(image)) for _ in range(self.local_crops)])
+
+
+def crops_of_batch(batch: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """The collated `CropFlip` output as one uint8 [B, 3, S, S] tensor per crop, in view order."""
+    groups = [batch] if isinstance(batch, Tensor) else list(batch)
+    return [group[:, v] for group in groups for v in range(group.shape[1])]
 
 
 class EvalTransform:
@@ -330,24 +383,23 @@ class BatchAugment(nn.Module):
         sigma: [B] blur sigma (0 = not blurred).
         """
         c = self.cfg
-        if not 0 <= view < c.num:
-            raise ValueError(f"view {view} out of range for views.num={c.num}")
+        p = c.probabilities(view)
         u = torch.rand(9, batch, device=device)  # one draw for every random number of the batch
         params: dict[str, Tensor] = {}
         s = c.jitter_strength
-        if c.jitter_p[view] > 0 and s > 0:
-            on = u[0] < c.jitter_p[view]
+        if p["jitter_p"] > 0 and s > 0:
+            on = u[0] < p["jitter_p"]
             for row, name in enumerate(JITTER_OPS[:3], start=1):
                 low, high = max(0.0, 1 - 0.8 * s), 1 + 0.8 * s
                 params[name] = torch.where(on, low + (high - low) * u[row], 1.0)
             params["hue"] = torch.where(on, 0.2 * s * (2 * u[4] - 1), 0.0)
             params["order"] = torch.randperm(len(JITTER_OPS))
-        if c.grayscale_p[view] > 0:
-            params["grayscale"] = u[5] < c.grayscale_p[view]
-        if c.blur_p[view] > 0:
-            params["sigma"] = torch.where(u[6] < c.blur_p[view], 0.1 + 1.9 * u[7], 0.0)
-        if c.solarize_p[view] > 0:
-            params["solarize"] = u[8] < c.solarize_p[view]
+        if p["grayscale_p"] > 0:
+            params["grayscale"] = u[5] < p["grayscale_p"]
+        if p["blur_p"] > 0:
+            params["sigma"] = torch.where(u[6] < p["blur_p"], 0.1 + 1.9 * u[7], 0.0)
+        if p["solarize_p"] > 0:
+            params["solarize"] = u[8] < p["solarize_p"]
         return params
 
     def apply(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
@@ -364,7 +416,7 @@ class BatchAugment(nn.Module):
         return x
 
     def forward(self, x: Tensor, view: int) -> Tensor:
-        """uint8 [B, 3, S, S] -> normalised float32 [B, 3, S, S] for view `view` (selects per-view p)."""
+        """uint8 [B, 3, S, S] -> normalised float32 [B, 3, S, S] for crop `view` (selects its probabilities)."""
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"BatchAugment expects uint8 [B, 3, H, W], got {x.dtype} {tuple(x.shape)}")
         params = self.sample_params(x.shape[0], view, x.device)

@@ -24,7 +24,6 @@ from selfsup.eval.linear import train_linear_probe
 from selfsup.train.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
-    backbone_state,
     file_sha256,
     load_checkpoint,
     resolve_checkpoint,
@@ -69,16 +68,18 @@ def cached_features(
     return feats
 
 
-def load_backbone(cfg: DictConfig, ckpt_path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the run's backbone and load a checkpoint's weights into it (strictly: every key must match)."""
+def load_representation(cfg: DictConfig, ckpt_path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the run's model, load a checkpoint into it (strictly: every key must match) and return the
+    module evaluation measures (`Method.representation`: the backbone, or e.g. the VAE's posterior mean)."""
     state = load_checkpoint(ckpt_path)
-    backbone = build_model(cfg).backbone
-    missing, unexpected = backbone.load_state_dict(backbone_state(state), strict=False)
+    method = build_model(cfg)
+    missing, unexpected = method.load_state_dict(state["model"], strict=False)
     if missing or unexpected:
         raise UserError(
-            f"{ckpt_path} does not fit backbone {cfg.backbone.name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"{ckpt_path} does not fit {cfg.method.name} with backbone {cfg.backbone.name}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-    return backbone, state
+    return method.representation(), state
 
 
 def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list[str] | None = None) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list
     ckpt_path = resolve_checkpoint(run_dir, checkpoint)
     device = torch.device(resolve_device(cfg.device))
     started = time.perf_counter()
-    backbone, state = load_backbone(cfg, ckpt_path)
+    backbone, state = load_representation(cfg, ckpt_path)
     backbone.to(device)
     ckpt_hash = file_sha256(ckpt_path)
     out_dir = run_dir / "eval" / ckpt_path.stem

@@ -14,15 +14,30 @@ from selfsup.registry import Registry
 class Method(nn.Module):
     """A self-supervised method: composes a backbone, its heads and a loss function.
 
-    `forward(views)` takes the list of augmented views (each [B, 3, S, S]) and returns a dict with the
-    scalar `loss` and detached tensors to log. Methods with momentum encoders, queues or centers update
-    them in `after_optimizer_step`, which the loop calls once per optimizer step.
+    `forward(views)` takes the list of augmented views (each [B, 3, S, S]; multi-crop: the global views,
+    then the local crops) and returns a dict with the scalar `loss` and detached tensors to log. Methods
+    with momentum encoders, queues or centers update them in `after_optimizer_step`, which the loop calls
+    once per optimizer step. Before each step the loop sets `current_step`; `set_schedule` tells the
+    method the length of an epoch and of the run, so options given in epochs become steps.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
+        self.current_step = 0
+        self.steps_per_epoch = 1
+        self.total_steps = 1
+
+    def set_schedule(self, steps_per_epoch: int, total_steps: int) -> None:
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+
+    def epochs_to_steps(self, epochs: float) -> int:
+        return round(epochs * self.steps_per_epoch)
+
+    def representation(self) -> nn.Module:
+        """The module whose output evaluation measures: the backbone (the beta-VAE: its posterior mean)."""
+        return self.backbone
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -44,3 +59,25 @@ def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Meth
     import selfsup.methods  # noqa: F401
 
     return METHODS.get(cfg.method.name)(cfg.method, backbone, feature_dim)
+
+
+def encode_crops(encode: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`encode` applied to every crop, one batched call per run of consecutive crops of one resolution
+    (multi-crop: the global views, then the local crops), as DINO's MultiCropWrapper does."""
+    outputs: list[torch.Tensor] = []
+    start = 0
+    while start < len(views):
+        end = start + 1
+        while end < len(views) and views[end].shape[-2:] == views[start].shape[-2:]:
+            end += 1
+        outputs.extend(encode(torch.cat(views[start:end])).chunk(end - start))
+        start = end
+    return outputs
+
+
+def global_views(views: list[torch.Tensor]) -> int:
+    """How many crops are global: those at the first crop's resolution (global views come first)."""
+    count = 1
+    while count < len(views) and views[count].shape[-2:] == views[0].shape[-2:]:
+        count += 1
+    return count

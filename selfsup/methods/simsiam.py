@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from selfsup.losses import negative_cosine
 from selfsup.methods.base import METHODS, Method
 from selfsup.nets.heads import mlp
+from selfsup.nets.predictors import build_predictor
 
 
 @METHODS.register("simsiam")
@@ -17,7 +18,7 @@ class SimSiam(Method):
         super().__init__(backbone, feature_dim)
         # Projector: 3 layers with BN on the output (paper section 4.1); predictor: a 2-layer bottleneck.
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=3, last_bn=True)
-        self.predictor = mlp(cfg.proj_output_dim, cfg.pred_hidden_dim, cfg.proj_output_dim, num_layers=2)
+        self.predictor = build_predictor(cfg.predictor, cfg.proj_output_dim)
         self.fixed_predictor_lr = bool(cfg.fixed_predictor_lr)
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -27,7 +28,13 @@ class SimSiam(Method):
         p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
         # negative_cosine detaches its target: the stop-gradient of eq. 3.
         loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+        regularization = self.predictor.regularization()
+        if regularization is not None:
+            loss = loss + regularization
         return {"loss": loss, "z_std": torch.nn.functional.normalize(z1.detach().float(), dim=1).std(dim=0).mean()}
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        self.predictor.after_optimizer_step(step)
 
     def fixed_lr_modules(self) -> list[nn.Module]:
         # Paper section 4.1: "the learning rate of the predictor is not decayed" (it helps, table 1 note).

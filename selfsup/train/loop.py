@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from selfsup.config import save_config
 from selfsup.data.loader import Transformed, pretrain_dataset, resolve_num_workers, train_loader
-from selfsup.data.views import BatchAugment, CropFlip
+from selfsup.data.views import BatchAugment, CropFlip, crops_of_batch, views_config
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split, split_mean_std
 from selfsup.eval.knn import knn_accuracy
@@ -37,7 +37,7 @@ from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr
 from selfsup.train.precision import resolve_device, resolve_precision
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
-IDENTITY_KEYS = ("method.name", "backbone.name", "data.name", "views.crop_size")
+IDENTITY_KEYS = ("method.name", "method.predictor.type", "backbone.name", "data.name", "views.crop_size")
 
 
 @functools.cache
@@ -188,6 +188,7 @@ def pretrain(cfg: DictConfig) -> Path:
         momentum=cfg.optim.momentum,
         weight_decay=cfg.optim.weight_decay,
     )
+    method.set_schedule(steps_per_epoch, total_steps)
     cost = CostRecord(devices=world, device_name=device_name(fabric.device))
     cost.flops_per_image = measure_flops(method, cfg)
     model, optimizer = fabric.setup(method, optimizer)
@@ -245,10 +246,12 @@ def pretrain(cfg: DictConfig) -> Path:
         for _ in range(steps_per_epoch - done_in_epoch):
             lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr, cfg.optim.final_lr)
             set_lr(optimizer, lr, peak_lr)
+            method.current_step = step
             for micro in range(t.accumulate):
                 batch, _labels = next(batches)
-                batch = batch.to(fabric.device, non_blocking=True)
-                views = [augment(batch[:, v], v) for v in range(batch.shape[1])]
+                groups = [batch] if isinstance(batch, torch.Tensor) else batch  # (global, local) with multi-crop
+                groups = [g.to(fabric.device, non_blocking=True) for g in groups]
+                views = [augment(c, v) for v, c in enumerate(crops_of_batch(groups))]
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
@@ -300,7 +303,7 @@ def pretrain(cfg: DictConfig) -> Path:
                 **{f"cost/{k}": v for k, v in cost.as_dict().items() if isinstance(v, (int, float))},
             }
             if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
-                record.update({f"monitor/{k}": v for k, v in monitor(method.backbone).items()})
+                record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
                 fabric.print(f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
             log.write(step, record)
         fabric.barrier()
@@ -325,8 +328,7 @@ def training_state(
 
 
 def measure_flops(method: Method, cfg: DictConfig) -> float | None:
-    """FLOPs per source image of a training step, on a 2-image batch (BatchNorm needs 2) of the crop size."""
-    size = cfg.views.crop_size
-    views = [torch.rand(2, 3, size, size) for _ in range(cfg.views.num)]
+    """FLOPs per source image of a training step, on a 2-image batch (BatchNorm needs 2) of every crop."""
+    views = [torch.rand(2, 3, size, size) for size in views_config(cfg.views).sizes()]
     # A copy, so that neither BatchNorm statistics nor gradients of the real model change.
     return count_training_flops(copy.deepcopy(method), views) / 2

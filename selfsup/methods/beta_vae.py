@@ -1,0 +1,64 @@
+"""beta-VAE (Higgins et al. 2017; capacity annealing of Burgess et al. 2018) with the backbone as encoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from selfsup.errors import UserError
+from selfsup.losses import beta_vae_elbo
+from selfsup.methods.base import METHODS, Method
+from selfsup.nets.heads import ConvDecoder
+
+
+class PosteriorMean(nn.Module):
+    """x -> mu(x): the VAE's representation, evaluated like any backbone."""
+
+    def __init__(self, backbone: nn.Module, mu: nn.Linear) -> None:
+        super().__init__()
+        self.backbone, self.mu = backbone, mu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mu(self.backbone(x))
+
+
+@METHODS.register("beta_vae")
+class BetaVAE(Method):
+    """Encoder: the backbone's pooled features -> (mu, log variance) of a diagonal Gaussian posterior;
+    decoder: `ConvDecoder` back to the crop. The likelihood is Gaussian (unit variance) or Bernoulli on
+    pixels in [0, 1] (the configs set views.mean = 0 and views.std = 1 for that). With `capacity` set,
+    the KL target grows linearly from 0 to it over `capacity_epochs` (Burgess et al.); `beta` then
+    weighs |KL - C|."""
+
+    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, feature_dim)
+        if cfg.likelihood not in ("gaussian", "bernoulli"):
+            raise UserError(f"method.likelihood must be gaussian or bernoulli, got {cfg.likelihood!r}")
+        self.mu = nn.Linear(feature_dim, cfg.latent_dim)
+        self.logvar = nn.Linear(feature_dim, cfg.latent_dim)
+        self.decoder = ConvDecoder(cfg.latent_dim, int(cfg.image_size), cfg.decoder_channels)
+        self.image_size = int(cfg.image_size)
+        self.beta = float(cfg.beta)
+        self.likelihood = str(cfg.likelihood)
+        self.capacity = None if cfg.capacity is None else float(cfg.capacity)
+        self.capacity_epochs = float(cfg.capacity_epochs)
+
+    def current_capacity(self) -> float | None:
+        if self.capacity is None:
+            return None
+        ramp = self.epochs_to_steps(self.capacity_epochs)
+        return self.capacity * min(1.0, self.current_step / ramp) if ramp > 0 else self.capacity
+
+    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = torch.cat(views)  # every view is a sample of the data distribution
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            raise ValueError(f"the decoder was built for {self.image_size}-px crops, got {tuple(x.shape[-2:])}")
+        h = self.backbone(x)
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        loss, terms = beta_vae_elbo(x, self.decoder(z), mu, logvar, self.beta, self.likelihood, self.current_capacity())
+        return {"loss": loss, "recon": terms["recon"].detach(), "kl": terms["kl"].detach()}
+
+    def representation(self) -> nn.Module:
+        return PosteriorMean(self.backbone, self.mu)

@@ -1,0 +1,136 @@
+"""Predictors of BYOL / SimSiam: the 2-layer MLP, a trained linear layer, and the analytic ones.
+
+DirectPred (Tian, Chen & Ganguli 2021, section 5) sets a linear predictor from the EMA of the
+correlation F = E[f f^T] of its inputs: with F = U diag(s) U^T, W = U diag(p) U^T and
+p_j = sqrt(s_j / max_k s_k) + eps. DirectCopy (Wang et al. 2021) skips the eigendecomposition:
+W = F / ||F||_2 + eps I. Both are symmetric with F's eigenvectors, the fixed point the analysis of
+non-contrastive learning predicts for a trained linear predictor; `symmetric` and `symmetry_reg` bring
+the trained one there too. Every linear predictor tracks F, for the dynamics analysis.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from selfsup.dist import world_info
+from selfsup.errors import UserError
+from selfsup.nets.heads import mlp
+from selfsup.registry import close_matches_hint
+
+PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
+
+
+def directpred_weight(corr: torch.Tensor, eps: float) -> torch.Tensor:
+    """DirectPred's predictor from a correlation matrix: U diag(sqrt(s / max s) + eps) U^T (negative
+    eigenvalues from rounding are clipped to 0)."""
+    s, u = torch.linalg.eigh(corr.double())
+    s = s.clamp_min(0)
+    p = (s / s.max().clamp_min(torch.finfo(s.dtype).tiny)).sqrt() + eps
+    return ((u * p) @ u.T).to(corr.dtype)
+
+
+def directcopy_weight(corr: torch.Tensor, eps: float) -> torch.Tensor:
+    """DirectCopy's predictor: F normalised to unit spectral norm, plus eps I."""
+    norm = torch.linalg.matrix_norm(corr.double(), ord=2).clamp_min(torch.finfo(torch.float64).tiny)
+    eye = torch.eye(corr.shape[0], dtype=torch.float64, device=corr.device)
+    return (corr.double() / norm + eps * eye).to(corr.dtype)
+
+
+class LinearPredictor(nn.Module):
+    """p = W f without bias. `kind`: "linear" trains W (optionally used as (W + W^T) / 2, and with a
+    penalty symmetry_reg * ||W - W^T||_F^2); "directpred" / "directcopy" set W from F every `freq`
+    optimizer steps and train nothing. F <- rho * F + (1 - rho) * mean(f f^T) at every training
+    forward, averaged over processes so that every process sets the same W; rho = 0 uses the current
+    batch alone."""
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "linear",
+        rho: float = 0.3,
+        eps: float = 0.1,
+        freq: int = 1,
+        symmetric: bool = False,
+        symmetry_reg: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if kind not in ("linear", "directpred", "directcopy"):
+            raise ValueError(f"unknown linear predictor {kind!r}")
+        if not 0 <= rho < 1 or freq < 1:
+            raise UserError(f"method.predictor.rho must be in [0, 1) and freq >= 1, got rho={rho}, freq={freq}")
+        self.kind, self.rho, self.eps, self.freq = kind, rho, eps, freq
+        self.symmetric, self.symmetry_reg = symmetric, symmetry_reg
+        self.register_buffer("corr", torch.zeros(dim, dim))
+        self.register_buffer("corr_updates", torch.zeros((), dtype=torch.long))
+        if kind == "linear":
+            self.weight = nn.Parameter(nn.Linear(dim, dim, bias=False).weight.detach().clone())
+        else:
+            # Identity until F has been seen: the first steps predict the projection itself.
+            self.register_buffer("weight", torch.eye(dim))
+
+    def matrix(self) -> torch.Tensor:
+        """The W applied in `forward`."""
+        return (self.weight + self.weight.T) / 2 if self.symmetric else self.weight
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.update_corr(f.detach())
+        return f @ self.matrix().to(f.dtype).T
+
+    @torch.no_grad()
+    def update_corr(self, f: torch.Tensor) -> None:
+        f = f.float()
+        batch_corr = f.T @ f / f.shape[0]
+        if world_info()[1] > 1:
+            dist.all_reduce(batch_corr)
+            batch_corr /= world_info()[1]
+        rho = self.rho if self.corr_updates > 0 else 0.0
+        self.corr.mul_(rho).add_(batch_corr, alpha=1 - rho)
+        self.corr_updates.add_(1)
+
+    def regularization(self) -> torch.Tensor | None:
+        """symmetry_reg * ||W - W^T||_F^2 for a trained W; None when there is nothing to add."""
+        if self.kind != "linear" or self.symmetry_reg == 0:
+            return None
+        return self.symmetry_reg * (self.weight - self.weight.T).pow(2).sum()
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        if self.kind == "linear" or step % self.freq != 0 or self.corr_updates == 0:
+            return
+        make = directpred_weight if self.kind == "directpred" else directcopy_weight
+        self.weight.copy_(make(self.corr, self.eps))
+
+
+class MLPPredictor(nn.Sequential):
+    """BYOL's and SimSiam's 2-layer predictor (Linear-BN-ReLU-Linear), with the predictor interface."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__(*mlp(dim, hidden_dim, dim, num_layers=2))
+
+    def regularization(self) -> None:
+        return None
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Nothing: trained by the optimizer alone."""
+
+
+def build_predictor(cfg: DictConfig, dim: int) -> MLPPredictor | LinearPredictor:
+    """The predictor named by `cfg.type` (method.predictor.*) on `dim`-dimensional projections."""
+    if cfg.type == "mlp":
+        return MLPPredictor(dim, cfg.hidden_dim)
+    if cfg.type in PREDICTORS:
+        return LinearPredictor(
+            dim,
+            cfg.type,
+            rho=float(cfg.rho),
+            eps=float(cfg.eps),
+            freq=int(cfg.freq),
+            symmetric=bool(cfg.symmetric),
+            symmetry_reg=float(cfg.symmetry_reg),
+        )
+    hint = close_matches_hint(str(cfg.type), list(PREDICTORS))
+    raise UserError(f"unknown method.predictor.type={cfg.type!r}{hint} (known: {', '.join(PREDICTORS)})")
