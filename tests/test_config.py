@@ -101,3 +101,17 @@ def test_apply_overrides_on_saved_config():
     assert cfg.eval.knn.k == 20 and cfg.data.root == "/elsewhere" and cfg.eval.linear.epochs == 5
     with pytest.raises(UserError, match="did you mean 'eval.knn.k'"):
         apply_overrides(cfg, ["eval.knn.kk=3"])
+
+
+def test_every_method_config_names_a_registered_method_with_valid_views():
+    import selfsup.methods  # noqa: F401  (importing the package registers every method)
+    from selfsup.data.views import views_config
+    from selfsup.methods.base import METHODS
+
+    options = group_options("method")
+    assert {"swav_imagenet", "dino_imagenet", "directpred_imagenet", "directcopy_imagenet"} <= set(options)
+    for option in options:
+        cfg = load_config([f"method={option}"])
+        METHODS.get(cfg.method.name)
+        views = views_config(cfg.views)
+        assert views.total >= 1 and (option.endswith("_imagenet") or "r50" in option) == (views.crop_size == 224)
