@@ -78,7 +78,8 @@ def main(argv: list[str]) -> None:
         cost = result["cost"]
         rows.append(
             f"| {method} | {result['metrics']['top1']:.2f} | {result['metrics']['top5']:.2f} | "
-            f"{cost['device_seconds'] / 60:.1f} | {cost['images_seen'] / cost['device_seconds']:.1f} | "
+            f"{cost['flops_per_image'] * cost['images_seen'] / 1e12:.1f} | {cost['device_seconds'] / 60:.1f} | "
+            f"{cost['images_seen'] / cost['device_seconds']:.1f} | "
             f"{cost['peak_memory_bytes'] / 2**30:.2f} |"
         )
     cfg = result["config"]
@@ -92,9 +93,10 @@ def main(argv: list[str]) -> None:
         f"method's own paper-default views, heads, optimizer and lr (scaled to the batch); kNN (k=200, T=0.1) on "
         f"{result['dataset']['test_size']} test images with a bank of {result['dataset']['train_size']}",
         "",
-        "| method | kNN top-1 | top-5 | device-minutes | images/s | peak RSS GiB |",
-        "| --- | --- | --- | --- | --- | --- |",
-        f"| random init | {random_init['metrics']['top1']:.2f} | {random_init['metrics']['top5']:.2f} | - | - | - |",
+        "| method | kNN top-1 | top-5 | TFLOP | device-minutes | images/s | peak RSS GiB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| random init | {random_init['metrics']['top1']:.2f} | {random_init['metrics']['top5']:.2f} | "
+        "- | - | - | - |",
         *rows,
         "",
     ]
