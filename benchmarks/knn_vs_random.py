@@ -13,16 +13,15 @@ import datetime as dt
 import platform
 import shlex
 import sys
-from pathlib import Path
 
 import torch
+from results import append_section
 
 from selfsup.config import load_config
 from selfsup.eval.offline import evaluate
 from selfsup.train.loop import pretrain
 from selfsup.train.precision import resolve_precision
 
-RESULTS = Path(__file__).parent / "RESULTS.md"
 DEFAULTS = ["method=simclr", "backbone=resnet18", "optim.warmup_epochs=0.5", "eval.every=0", "trainer.num_workers=0"]
 
 
@@ -54,9 +53,7 @@ def main(overrides: list[str]) -> None:
         f"| SimCLR | {trained['metrics']['top1']:.2f} | {trained['metrics']['top5']:.2f} |",
         "",
     ]
-    with open(RESULTS, "a") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    append_section(lines)
 
 
 if __name__ == "__main__":

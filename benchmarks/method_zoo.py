@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 import torch
+from results import append_section
 
-RESULTS = Path(__file__).parent / "RESULTS.md"
 ALL_METHODS = (
     "simclr",
     "moco",
@@ -100,9 +100,7 @@ def main(argv: list[str]) -> None:
         *rows,
         "",
     ]
-    with open(RESULTS, "a") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    append_section(lines)
 
 
 if __name__ == "__main__":

@@ -202,9 +202,12 @@ class CropFlip:
         return views, torch.stack([self.flip(self.local_crop(image)) for _ in range(self.local_crops)])
 
 
-def crops_of_batch(batch: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    """The collated `CropFlip` output as one uint8 [B, 3, S, S] tensor per crop, in view order."""
+def crops_of_batch(batch: Tensor | Sequence[Tensor], device: torch.device | str | None = None) -> list[Tensor]:
+    """The collated `CropFlip` output as one uint8 [B, 3, S, S] tensor per crop, in view order, moved to
+    `device` one group at a time (non-blocking)."""
     groups = [batch] if isinstance(batch, Tensor) else list(batch)
+    if device is not None:
+        groups = [group.to(device, non_blocking=True) for group in groups]
     return [group[:, v] for group in groups for v in range(group.shape[1])]
 
 

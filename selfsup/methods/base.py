@@ -61,23 +61,27 @@ def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Meth
     return METHODS.get(cfg.method.name)(cfg.method, backbone, feature_dim)
 
 
+def resolution_runs(views: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive crops of one resolution: multi-crop's global views, then
+    its local crops."""
+    runs: list[tuple[int, int]] = []
+    for i, view in enumerate(views):
+        if runs and view.shape[-2:] == views[runs[-1][0]].shape[-2:]:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
 def encode_crops(encode: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor]) -> list[torch.Tensor]:
-    """`encode` applied to every crop, one batched call per run of consecutive crops of one resolution
-    (multi-crop: the global views, then the local crops), as DINO's MultiCropWrapper does."""
+    """`encode` applied to every crop, one batched call per run of one resolution, as DINO's
+    MultiCropWrapper does."""
     outputs: list[torch.Tensor] = []
-    start = 0
-    while start < len(views):
-        end = start + 1
-        while end < len(views) and views[end].shape[-2:] == views[start].shape[-2:]:
-            end += 1
+    for start, end in resolution_runs(views):
         outputs.extend(encode(torch.cat(views[start:end])).chunk(end - start))
-        start = end
     return outputs
 
 
 def global_views(views: list[torch.Tensor]) -> int:
-    """How many crops are global: those at the first crop's resolution (global views come first)."""
-    count = 1
-    while count < len(views) and views[count].shape[-2:] == views[0].shape[-2:]:
-        count += 1
-    return count
+    """How many crops are global: the first run of one resolution (global views come first)."""
+    return resolution_runs(views)[0][1]

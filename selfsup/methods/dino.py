@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from omegaconf import DictConfig
 
-from selfsup.dist import world_info
+from selfsup.dist import sum_over_processes, world_info
 from selfsup.losses import dino
 from selfsup.methods.base import METHODS, Method, encode_crops, global_views
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
@@ -53,10 +52,8 @@ class DINO(Method):
         n_global = global_views(views)
         if len(views) < 2:
             raise ValueError(f"DINO needs at least 2 crops, got {len(views)}")
-        head = self.head
-        if self.current_step < self.epochs_to_steps(self.freeze_last_layer_epochs):
-            head = _FrozenLastLayer(self.head)
-        student = encode_crops(lambda x: head(self.backbone(x)), views)
+        frozen = self.current_step < self.epochs_to_steps(self.freeze_last_layer_epochs)
+        student = encode_crops(lambda x: self.head(self.backbone(x), freeze_last_layer=frozen), views)
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:n_global]))).chunk(n_global)
         loss = dino(student, teacher, self.center, self.student_temp, self.current_teacher_temp())
@@ -67,28 +64,12 @@ class DINO(Method):
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
         """center <- m * center + (1 - m) * mean of the teacher outputs over the global batch."""
-        total = teacher_out.float().sum(dim=0, keepdim=True)
-        count = torch.tensor(float(teacher_out.shape[0]), device=total.device)
-        if world_info()[1] > 1:
-            dist.all_reduce(total)
-            dist.all_reduce(count)
-        self.center.mul_(self.center_momentum).add_(total / count, alpha=1 - self.center_momentum)
+        # Every process holds a batch of the same size (the sampler drops the remainder).
+        total = sum_over_processes(teacher_out.float().sum(dim=0, keepdim=True))
+        mean = total / (teacher_out.shape[0] * world_info()[1])
+        self.center.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         tau = cosine_momentum(step, total_steps, self.base_momentum, 1.0)
         ema_update(self.teacher_backbone, self.backbone, tau)
         ema_update(self.teacher_head, self.head, tau)
-
-
-class _FrozenLastLayer(nn.Module):
-    """The head with its last layer's weights in the graph but receiving zero gradient (DDP needs every
-    parameter used), DINO's `cancel_gradients_last_layer`."""
-
-    def __init__(self, head: DINOHead) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.nn.functional.normalize(self.head.mlp(x), dim=-1)
-        weight = self.head.last_layer.weight
-        return torch.nn.functional.linear(h, weight.detach() + 0.0 * weight)

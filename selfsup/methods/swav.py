@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from selfsup.dist import world_info
+from selfsup.dist import sum_over_processes, without_gradient
 from selfsup.losses import sinkhorn, swav_multicrop
 from selfsup.methods.base import METHODS, Method, encode_crops, global_views
 from selfsup.nets.heads import mlp
-
-
-def world_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over processes (the identity with one): Sinkhorn's normalisers over the global batch."""
-    if world_info()[1] > 1:
-        dist.all_reduce(t)
-    return t
 
 
 @METHODS.register("swav")
@@ -54,7 +46,7 @@ class SwAV(Method):
         z = [F.normalize(e, dim=1) for e in encode_crops(lambda x: self.projector(self.backbone(x)), views)]
         weight = self.prototypes.weight
         if self.current_step < self.epochs_to_steps(self.freeze_prototypes_epochs):
-            weight = weight.detach() + 0.0 * weight  # zero gradient, but in the graph as DDP requires
+            weight = without_gradient(weight)
         scores = [e @ weight.T for e in z]
         codes = [self.assign(scores[i], z[i].detach(), i) for i in range(n_global)]
         loss = swav_multicrop(scores, codes, self.temperature)
@@ -64,14 +56,13 @@ class SwAV(Method):
     def assign(self, scores: torch.Tensor, z: torch.Tensor, view: int) -> torch.Tensor:
         """Sinkhorn codes of this batch's crop `view`, with the queued embeddings when the queue is full."""
         length = self.queue.shape[1]
-        if length == 0:
-            return sinkhorn(scores, self.eps, self.iters, world_sum)
         queue = self.queue[view]
-        if self.queue_filled >= length:
-            extra = queue.to(scores.dtype) @ self.prototypes.weight.detach().T
-            codes = sinkhorn(torch.cat([scores, extra]), self.eps, self.iters, world_sum)[: scores.shape[0]]
-        else:
-            codes = sinkhorn(scores, self.eps, self.iters, world_sum)
+        batch = scores
+        if length and self.queue_filled >= length:
+            batch = torch.cat([scores, queue.to(scores.dtype) @ self.prototypes.weight.detach().T])
+        codes = sinkhorn(batch, self.eps, self.iters, sum_over_processes)[: scores.shape[0]]
+        if length == 0:
+            return codes
         n = min(z.shape[0], length)
         queue.copy_(torch.cat([z[:n].to(queue.dtype), queue[: length - n]]))  # newest first
         if view == 0:

@@ -11,11 +11,10 @@ the trained one there too. Every linear predictor tracks F, for the dynamics ana
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from omegaconf import DictConfig
 
-from selfsup.dist import world_info
+from selfsup.dist import sum_over_processes, world_info
 from selfsup.errors import UserError
 from selfsup.nets.heads import mlp
 from selfsup.registry import close_matches_hint
@@ -83,12 +82,10 @@ class LinearPredictor(nn.Module):
     @torch.no_grad()
     def update_corr(self, f: torch.Tensor) -> None:
         f = f.float()
-        batch_corr = f.T @ f / f.shape[0]
-        if world_info()[1] > 1:
-            dist.all_reduce(batch_corr)
-            batch_corr /= world_info()[1]
-        rho = self.rho if self.corr_updates > 0 else 0.0
-        self.corr.mul_(rho).add_(batch_corr, alpha=1 - rho)
+        batch_corr = sum_over_processes(f.T @ f / f.shape[0]) / world_info()[1]
+        # The first batch initialises F; chosen on the device, without a host sync in the step.
+        rho = torch.where(self.corr_updates > 0, self.rho, 0.0)
+        self.corr.mul_(rho).add_(batch_corr * (1 - rho))
         self.corr_updates.add_(1)
 
     def regularization(self) -> torch.Tensor | None:

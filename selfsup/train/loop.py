@@ -249,9 +249,7 @@ def pretrain(cfg: DictConfig) -> Path:
             method.current_step = step
             for micro in range(t.accumulate):
                 batch, _labels = next(batches)
-                groups = [batch] if isinstance(batch, torch.Tensor) else batch  # (global, local) with multi-crop
-                groups = [g.to(fabric.device, non_blocking=True) for g in groups]
-                views = [augment(c, v) for v, c in enumerate(crops_of_batch(groups))]
+                views = [augment(c, v) for v, c in enumerate(crops_of_batch(batch, fabric.device))]
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
