@@ -12,7 +12,11 @@ USAGE = """selfsup COMMAND [key=value ...]
 
 commands:
   pretrain  key=value ...                       pretrain a backbone (resumes when output_dir has last.pt)
-  eval knn|linear run=DIR [checkpoint=last] ... evaluate a checkpoint's frozen backbone
+  eval TASK run=DIR [checkpoint=last] ...       evaluate one checkpoint; TASK is knn | linear (frozen
+                                                features) | finetune | detection | segmentation (transfer)
+  sweep run=DIR [tasks=[knn,linear]] [checkpoints=[...]] ...
+                                                evaluate every checkpoint on every task; skips finished
+                                                results and resumes interrupted ones
   config    key=value ...                       print the composed config without running anything
 
 examples:
@@ -20,6 +24,8 @@ examples:
   selfsup pretrain data=synthetic trainer.epochs=2 trainer.batch_size=64 output_dir=output/try
   selfsup eval knn run=output/try eval.knn.k=20
   selfsup eval linear run=output/try checkpoint=epoch-0002
+  selfsup eval finetune run=output/try eval.finetune.data=stl10 eval.finetune.epochs=30
+  selfsup sweep run=output/try tasks=[knn,linear,finetune]
 """
 
 
@@ -60,13 +66,41 @@ def cmd_eval(args: list[str]) -> None:
     if "run" not in keys:
         raise UserError("selfsup eval needs run=DIR, the output_dir of a pretraining run")
     result = evaluate(task, Path(keys["run"]), keys.get("checkpoint", "last"), overrides)
-    metrics = ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items() if k.startswith("top"))
-    print(f"{task} on {result['dataset']['name']} {result['dataset']['test_split']}: {metrics}")
+    dataset = result["dataset"]
+    where = f"{dataset.get('name', dataset.get('format', ''))} {dataset.get('test_split', '')}".strip()
+    print(f"{task} on {where}: {format_metrics(result['metrics'])}")
+    if not result["complete"]:
+        print("partial: training stopped at its chunk; run the same command to continue")
     print(f"checkpoint {result['checkpoint']['path']} -> {result['path']}")
     print(f"run directory: {keys['run']}")
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "config": cmd_config}
+def format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+
+
+def cmd_sweep(args: list[str]) -> None:
+    from selfsup.eval.offline import FEATURE_TASKS
+    from selfsup.eval.sweep import parse_list, sweep
+
+    keys, overrides = _pop_keys(args, ("run", "tasks", "checkpoints"))
+    if "run" not in keys:
+        raise UserError("selfsup sweep needs run=DIR, the output_dir of a pretraining run")
+    tasks = parse_list(keys.get("tasks", ",".join(FEATURE_TASKS)))
+    checkpoints = parse_list(keys["checkpoints"]) if "checkpoints" in keys else None
+
+    def show(row) -> None:
+        print(f"{row.checkpoint:>12}  {row.task:<12} {row.status:<8} {format_metrics(row.metrics)}", flush=True)
+
+    rows = sweep(Path(keys["run"]), tasks, checkpoints, overrides, on_row=show)
+    partial = sum(row.status == "partial" for row in rows)
+    print(
+        f"{len(rows)} results in {Path(keys['run']) / 'eval'}"
+        + (f"; {partial} partial: rerun to continue" if partial else "")
+    )
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "sweep": cmd_sweep, "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:

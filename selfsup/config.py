@@ -96,6 +96,11 @@ def load_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def compose_group(group: str, option: str) -> DictConfig:
+    """The default config with one group option chosen: how a task reads another dataset's settings."""
+    return load_config([f"{group}={option}"])
+
+
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """Apply dotted overrides to an already resolved config (a saved run's), with the same key checks."""
     check_keys(cfg, overrides)
@@ -166,4 +171,6 @@ def load_run_config(run_dir: Path) -> DictConfig:
         )
     cfg = OmegaConf.load(path)
     assert isinstance(cfg, DictConfig)
+    # Evaluation settings added since the run was made take their defaults, so old runs stay evaluable.
+    cfg.eval = OmegaConf.merge(_compose([]).eval, cfg.get("eval", {}))
     return cfg

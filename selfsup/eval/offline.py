@@ -1,4 +1,7 @@
-"""`selfsup eval TASK run=DIR`: evaluate a checkpoint's frozen backbone and write JSON with provenance.
+"""`selfsup eval TASK run=DIR`: evaluate a checkpoint and write JSON with provenance.
+
+kNN and linear probes measure the frozen representation; fine-tuning, detection and segmentation train
+the pretrained backbone further on a downstream task (eval/finetune.py, detection.py, segmentation.py).
 
 Features of each split are cached next to the results, keyed by the checkpoint's hash and the
 transform, so kNN and linear evaluation of the same checkpoint extract them once.
@@ -7,6 +10,7 @@ transform, so kNN and linear evaluation of the same checkpoint extract them once
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +25,9 @@ from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features, labeled_split, split_mean_std
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import train_linear_probe
+from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.methods.base import Method
+from selfsup.registry import close_matches_hint
 from selfsup.train.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
@@ -31,7 +38,13 @@ from selfsup.train.checkpoint import (
 from selfsup.train.loop import build_model, git_commit
 from selfsup.train.precision import resolve_device
 
-TASKS = ("knn", "linear")
+FEATURE_TASKS = ("knn", "linear")
+TRANSFER_TASKS = {
+    "finetune": "selfsup.eval.finetune",
+    "detection": "selfsup.eval.detection",
+    "segmentation": "selfsup.eval.segmentation",
+}
+TASKS = (*FEATURE_TASKS, *TRANSFER_TASKS)
 
 
 def cached_features(
@@ -68,9 +81,8 @@ def cached_features(
     return feats
 
 
-def load_representation(cfg: DictConfig, ckpt_path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the run's model, load a checkpoint into it (strictly: every key must match) and return the
-    module evaluation measures (`Method.representation`: the backbone, or e.g. the VAE's posterior mean)."""
+def load_method(cfg: DictConfig, ckpt_path: Path) -> tuple[Method, dict[str, Any]]:
+    """Rebuild the run's model and load a checkpoint into it strictly (every key must match)."""
     state = load_checkpoint(ckpt_path)
     method = build_model(cfg)
     missing, unexpected = method.load_state_dict(state["model"], strict=False)
@@ -79,30 +91,30 @@ def load_representation(cfg: DictConfig, ckpt_path: Path) -> tuple[torch.nn.Modu
             f"{ckpt_path} does not fit {cfg.method.name} with backbone {cfg.backbone.name}: "
             f"missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-    return method.representation(), state
+    return method, state
 
 
-def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Evaluate one checkpoint of a run on `task` and write `eval/<checkpoint>/<task>.json`."""
-    if task not in TASKS:
-        raise UserError(f"unknown evaluation {task!r}; choose one of {', '.join(TASKS)}")
-    run_dir = Path(run_dir)
-    cfg = apply_overrides(load_run_config(run_dir), overrides or [])
-    ckpt_path = resolve_checkpoint(run_dir, checkpoint)
-    device = torch.device(resolve_device(cfg.device))
-    started = time.perf_counter()
-    backbone, state = load_representation(cfg, ckpt_path)
-    backbone.to(device)
-    ckpt_hash = file_sha256(ckpt_path)
-    out_dir = run_dir / "eval" / ckpt_path.stem
-    train = cached_features(cfg, backbone, "eval_train_split", out_dir, ckpt_hash, device)
-    test = cached_features(cfg, backbone, "test_split", out_dir, ckpt_hash, device)
+def task_settings(cfg: DictConfig, task: str) -> dict[str, Any]:
+    """The settings a result depends on: a finished result with other settings is stale. Worker counts and
+    chunk sizes change how a task runs, not what it measures, so they are left out."""
+    section = OmegaConf.to_container(cfg.eval[task])
+    if task in FEATURE_TASKS:
+        section["train_subset"] = cfg.eval.train_subset
+    return {k: v for k, v in section.items() if k not in ("num_workers", "chunk_epochs")}
+
+
+def feature_task(
+    task: str, cfg: DictConfig, method: Method, ckpt_hash: str, out_dir: Path, device: torch.device
+) -> TaskResult:
+    """kNN or a linear probe on the cached frozen features of `Method.representation()`."""
+    representation = method.representation().to(device)
+    train = cached_features(cfg, representation, "eval_train_split", out_dir, ckpt_hash, device)
+    test = cached_features(cfg, representation, "test_split", out_dir, ckpt_hash, device)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    params = OmegaConf.to_container(cfg.eval[task])
     if task == "knn":
-        params = OmegaConf.to_container(cfg.eval.knn)
         metrics = knn_accuracy(train.features, train.labels, test.features, test.labels, num_classes, **params)
     else:
-        params = OmegaConf.to_container(cfg.eval.linear)
         metrics = train_linear_probe(
             train.features,
             train.labels,
@@ -114,25 +126,72 @@ def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list
             progress=cfg.trainer.progress,
             **params,
         )
+    scores = {k: float(v) for k, v in metrics.items() if k in ("top1", "top5", "train_loss")}
+    params.update({k: v for k, v in metrics.items() if k not in scores})  # the probe's effective lr etc.
+    dataset = {
+        "name": cfg.data.name,
+        "train_split": cfg.data.eval_train_split,
+        "test_split": cfg.data.test_split,
+        "train_size": len(train.labels),
+        "test_size": len(test.labels),
+    }
+    return TaskResult(metrics=scores, params=params, dataset=dataset)
+
+
+def transfer_task(task: str, cfg: DictConfig, method: Method, out_dir: Path, device: torch.device) -> TaskResult:
+    """Fine-tuning, detection or segmentation of the pretrained backbone (tasks import torchvision heads
+    and pycocotools, so each is imported only when asked for)."""
+    module = importlib.import_module(TRANSFER_TASKS[task])
+    job = TransferJob(
+        cfg=cfg,
+        backbone=method.backbone,
+        feature_dim=method.feature_dim,
+        device=device,
+        state_path=out_dir / f"{task}-state.pt",
+        progress=cfg.trainer.progress,
+    )
+    return module.run(job)
+
+
+def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate one checkpoint of a run on `task` and write `eval/<checkpoint>/<task>.json`.
+
+    A transfer task that stops at `chunk_epochs` writes its result with `complete: false` and keeps its
+    state; the same command continues it."""
+    if task not in TASKS:
+        raise UserError(
+            f"unknown evaluation {task!r}{close_matches_hint(task, list(TASKS))}; choose one of {', '.join(TASKS)}"
+        )
+    run_dir = Path(run_dir)
+    cfg = apply_overrides(load_run_config(run_dir), overrides or [])
+    ckpt_path = resolve_checkpoint(run_dir, checkpoint)
+    device = torch.device(resolve_device(cfg.device))
+    started = time.perf_counter()
+    method, state = load_method(cfg, ckpt_path)
+    ckpt_hash = file_sha256(ckpt_path)
+    out_dir = run_dir / "eval" / ckpt_path.stem
+    if task in FEATURE_TASKS:
+        outcome = feature_task(task, cfg, method, ckpt_hash, out_dir, device)
+    else:
+        outcome = transfer_task(task, cfg, method, out_dir, device)
     result = {
         "task": task,
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "params": params,
-        "dataset": {
-            "name": cfg.data.name,
-            "train_split": cfg.data.eval_train_split,
-            "test_split": cfg.data.test_split,
-            "train_size": len(train.labels),
-            "test_size": len(test.labels),
-        },
+        "complete": outcome.complete,
+        "metrics": {k: float(v) for k, v in outcome.metrics.items()},
+        "params": outcome.params,
+        "settings": task_settings(cfg, task),
+        "dataset": outcome.dataset,
         "checkpoint": {"path": str(ckpt_path), "sha256": ckpt_hash, "epoch": state["epoch"], "step": state["step"]},
         "cost": state["cost"],
         "eval_cost": {"seconds": time.perf_counter() - started, "device": str(device)},
+        "extra": outcome.extra,
         "config": OmegaConf.to_container(cfg),
         "git_commit": git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     path = out_dir / f"{task}.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    if outcome.complete:
+        (out_dir / f"{task}-state.pt").unlink(missing_ok=True)
     result["path"] = str(path)
     return result

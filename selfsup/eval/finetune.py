@@ -1,0 +1,204 @@
+"""Fine-tuning: the whole pretrained backbone plus a linear head trained on a labeled dataset.
+
+The protocol of the semi-supervised / transfer tables of SimCLR and BYOL, at the scale of a CIFAR or STL-10
+evaluation: standard supervised augmentation (pad-and-crop for small images, random-resized crop otherwise,
+horizontal flip), SGD with momentum and weight decay, a cosine learning-rate schedule per step, the linear
+lr-scaling rule, and top-1/top-5 test accuracy. The training state is saved after every epoch, so an
+interrupted fine-tuning resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision.transforms.v2 as T
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from selfsup.config import compose_group
+from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
+from selfsup.data.sources import balanced_subset, build_dataset
+from selfsup.data.views import eval_transform, normalize
+from selfsup.errors import UserError
+from selfsup.eval.features import split_mean_std
+from selfsup.eval.knn import topk_accuracy
+from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.train.checkpoint import atomic_torch_save
+from selfsup.train.precision import resolve_precision
+
+AUGMENTS = ("auto", "pad_crop", "resized_crop")
+
+
+def finetune_data(cfg: DictConfig) -> DictConfig:
+    """The labeled dataset to fine-tune on: the run's own (`eval.finetune.data: null`) or another data
+    group, read from the same data root as the run."""
+    section = cfg.eval.finetune
+    if section.data is None:
+        data = cfg.data.copy()
+    else:
+        data = compose_group("data", section.data).data
+        data.root = cfg.data.root
+    data.eval_train_split = section.train_split or data.eval_train_split
+    data.test_split = section.test_split or data.test_split
+    return data
+
+
+def train_augmentation(augment: str, crop_size: int) -> T.Compose:
+    """Supervised augmentation on uint8 [3, H, W]: pad-and-crop (the CIFAR ResNet recipe, crops <= 64 px
+    under `auto`) or random-resized crop (the ImageNet recipe), each with a horizontal flip."""
+    if augment not in AUGMENTS:
+        raise UserError(f"eval.finetune.augment must be one of {', '.join(AUGMENTS)}; got {augment!r}")
+    if augment == "pad_crop" or (augment == "auto" and crop_size <= 64):
+        crop = [T.Resize(crop_size, antialias=True), T.RandomCrop(crop_size, padding=crop_size // 8)]
+    else:
+        crop = [T.RandomResizedCrop(crop_size, scale=(0.08, 1.0), antialias=True)]
+    return T.Compose([*crop, T.RandomHorizontalFlip()])
+
+
+def _labeled(data: DictConfig, split: str, subset: int | None, seed: int) -> Dataset:
+    dataset = build_dataset(data.name, data.root, split, download=data.download)
+    if subset is not None:
+        if subset > len(dataset):
+            raise UserError(f"eval.finetune.train_subset={subset} is larger than the {len(dataset)} images of {split}")
+        dataset = Subset(dataset, balanced_subset(dataset.labels, subset, seed).tolist())
+    if (dataset_labels(dataset) < 0).any():
+        raise UserError(f"split {split!r} of {data.name} has unlabeled images; fine-tune on a labeled split")
+    return dataset
+
+
+class Classifier(nn.Module):
+    """Backbone + linear head on normalised images; the unit that is fine-tuned and saved."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, mean: Any, std: Any) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(normalize(images, self.mean, self.std)))
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, loader: DataLoader, device: torch.device, autocast: torch.dtype | None
+) -> tuple[Tensor, Tensor]:
+    """Class scores and labels of a whole split (model in eval mode: BatchNorm running statistics)."""
+    model.eval()
+    scores, labels = [], []
+    for images, targets in loader:
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            scores.append(model(images.to(device, non_blocking=True)).float().cpu())
+        labels.append(targets)
+    return torch.cat(scores), torch.cat(labels).long()
+
+
+def run(job: TransferJob) -> TaskResult:
+    """Fine-tune `job.backbone` with a new linear head; resume from `job.state_path` when it exists."""
+    cfg, section, device = job.cfg, job.cfg.eval.finetune, job.device
+    if section.epochs < 1 or section.batch_size < 1 or section.lr <= 0:
+        raise UserError(
+            f"eval.finetune needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={section.epochs}, "
+            f"batch_size={section.batch_size}, lr={section.lr}"
+        )
+    data = finetune_data(cfg)
+    crop_size = section.crop_size or cfg.views.crop_size
+    train_set = _labeled(data, data.eval_train_split, section.train_subset, cfg.seed)
+    test_set = _labeled(data, data.test_split, None, cfg.seed)
+    num_classes = int(max(dataset_labels(train_set).max(), dataset_labels(test_set).max())) + 1
+    if len(train_set) < section.batch_size:
+        raise UserError(
+            f"eval.finetune.batch_size={section.batch_size} is larger than the {len(train_set)} training images"
+        )
+
+    mean, std = split_mean_std(data, cfg.views)
+    model = Classifier(job.backbone, job.feature_dim, num_classes, mean, std).to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():  # the linear-eval init (MoCo): N(0, 0.01), zero bias
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=generator) * 0.01)
+        model.head.bias.zero_()
+    lr = section.lr * section.batch_size / 256
+    groups = [
+        {"params": list(model.backbone.parameters()), "base_lr": lr * section.backbone_lr_scale},
+        {"params": list(model.head.parameters()), "base_lr": lr},
+    ]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=section.momentum, weight_decay=section.weight_decay)
+    start_epoch, history = 0, []
+    if job.state_path.is_file():
+        state = torch.load(job.state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = state["epoch"], state["history"]
+
+    workers = resolve_num_workers(section.num_workers, device.type, 1)
+    train_data = Transformed(train_set, train_augmentation(section.augment, crop_size))
+    test_loader = DataLoader(
+        Transformed(test_set, eval_transform(crop_size)), batch_size=cfg.eval.batch_size, num_workers=workers
+    )
+    autocast = torch.bfloat16 if resolve_precision(str(cfg.trainer.precision), device.type) == "bf16-mixed" else None
+    steps_per_epoch = len(train_set) // section.batch_size
+    total = section.epochs * steps_per_epoch
+    stop = section.epochs if section.chunk_epochs is None else min(section.epochs, start_epoch + section.chunk_epochs)
+    bar = tqdm(
+        range(start_epoch, stop),
+        desc="fine-tune",
+        disable=not job.progress,
+        initial=start_epoch,
+        total=section.epochs,
+    )
+    for epoch in bar:
+        model.train()
+        loader = DataLoader(
+            train_data,
+            batch_size=section.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),  # the same order after a resume
+        )
+        loss_sum = torch.zeros((), device=device)
+        with torch.random.fork_rng(devices=[]):  # augmentations drawn from a per-epoch seed: exact resume
+            torch.random.default_generator.manual_seed(cfg.seed + epoch)
+            for i, (images, targets) in enumerate(loader):
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_lr(group["base_lr"], epoch * steps_per_epoch + i, total)
+                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                    logits = model(images.to(device, non_blocking=True))
+                loss = F.cross_entropy(logits.float(), targets.to(device), label_smoothing=section.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+        history.append(loss_sum.item() / steps_per_epoch)
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        atomic_torch_save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": history},
+            job.state_path,
+        )
+
+    scores, labels = predict(model, test_loader, device, autocast)
+    return TaskResult(
+        complete=stop == section.epochs,
+        metrics={**topk_accuracy(scores, labels), "train_loss": history[-1]},
+        params={**OmegaConf.to_container(section), "effective_lr": lr, "crop_size": crop_size},
+        dataset={
+            "name": data.name,
+            "train_split": data.eval_train_split,
+            "test_split": data.test_split,
+            "train_size": len(train_set),
+            "test_size": len(test_set),
+            "num_classes": num_classes,
+        },
+        extra={"train_loss_per_epoch": history},
+    )

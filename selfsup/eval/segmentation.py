@@ -1,0 +1,305 @@
+"""`selfsup eval segmentation`: fine-tune the pretrained ResNet with an FCN or DeepLabv3 head on Pascal VOC 2012.
+
+The protocol of SSL segmentation transfer (MoCo, Barlow Twins, DenseCL): torchvision's FCNHead or DeepLabHead
+on layer4 of a dilated ResNet (output stride 16 by default, 8 as in DeepLab), logits upsampled bilinearly to the
+input, pixel-wise cross-entropy with 255 ignored, SGD with poly decay (1 - it / max_it)^0.9 per iteration, and
+DeepLab's augmentation (random scale 0.5-2, crop, flip). No auxiliary head: the score is the one head's.
+Evaluation predicts every image of the test split at full resolution, one at a time (VOC images differ in size,
+and nothing is resized or padded), and reports the mIoU over classes and the pixel accuracy, in percent.
+
+The output stride counts the ImageNet stem (stride 4 before layer1); a backbone with the CIFAR stem (no stride
+before layer1) has a 4x finer feature map for the same setting.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision.models as tvm
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation import FCN, DeepLabV3
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+from tqdm import tqdm
+
+from selfsup.data.loader import resolve_num_workers
+from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform, voc_segmentation
+from selfsup.data.views import normalize
+from selfsup.errors import UserError
+from selfsup.eval.features import split_mean_std
+from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.train.checkpoint import atomic_torch_save
+
+HEADS = ("fcn", "deeplabv3")
+OUTPUT_STRIDES = (8, 16, 32)
+# DeepLabv3's ASPP rates are (6, 12, 18) at output stride 16 and doubled at 8 (Chen et al. 2017, section 4.1);
+# halved again at 32 so the rates keep covering the same part of the image.
+ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
+POLY_POWER = 0.9
+# Settings that may change between an interrupted evaluation and its resumption.
+RESUMABLE_CHANGES = ("epochs", "num_workers")
+
+
+def _dilate_layer(layer: nn.Module, previous: int, dilation: int) -> None:
+    """torchvision's `replace_stride_with_dilation` for one stage, applied to built convs: strides become 1,
+    the formerly strided 3x3 conv keeps the previous dilation and every other 3x3 conv gets the new one."""
+    for conv in (m for m in layer.modules() if isinstance(m, nn.Conv2d)):
+        rate = dilation
+        if conv.stride != (1, 1):
+            conv.stride, rate = (1, 1), previous
+        if conv.kernel_size == (3, 3):
+            conv.dilation, conv.padding = (rate, rate), (rate, rate)
+
+
+def dilate_resnet(backbone: nn.Module, output_stride: int) -> tvm.ResNet:
+    """A copy of a torchvision ResNet whose layer4 (16) or layer3 and layer4 (8) trade stride for dilation.
+
+    The convs are changed in place rather than rebuilt with `replace_stride_with_dilation`, because torchvision's
+    BasicBlock (resnet18/34) refuses dilation; for Bottleneck ResNets the result is the same network. Weights and
+    the stem (ImageNet or CIFAR) are the backbone's."""
+    if not isinstance(backbone, tvm.ResNet):
+        raise UserError(f"segmentation needs a torchvision ResNet backbone, got {type(backbone).__name__}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise UserError(f"eval.segmentation.output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+    net = copy.deepcopy(backbone)
+    dilation = 1
+    for layer in {8: (net.layer3, net.layer4), 16: (net.layer4,), 32: ()}[output_stride]:
+        previous, dilation = dilation, dilation * 2
+        _dilate_layer(layer, previous, dilation)
+    return net
+
+
+def _out_channels(net: tvm.ResNet) -> int:
+    """Channels of layer4's output: the last BatchNorm of its last block (bn2 of BasicBlock, bn3 of Bottleneck)."""
+    return [m for m in net.layer4[-1].modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+
+def build_segmentation_model(
+    backbone: nn.Module, head: str, output_stride: int, num_classes: int = len(VOC_CLASSES)
+) -> FCN | DeepLabV3:
+    """torchvision's FCN / DeepLabV3 on layer4 of a dilated copy of `backbone`; `model(x)["out"]` holds
+    logits at the input's size. Every parameter is trainable, whatever the caller's flags."""
+    if head not in HEADS:
+        raise UserError(f"eval.segmentation.head must be one of {HEADS}, got {head!r}")
+    net = dilate_resnet(backbone, output_stride)
+    channels = _out_channels(net)
+    features = IntermediateLayerGetter(net, return_layers={"layer4": "out"})
+    if head == "fcn":
+        model = FCN(features, FCNHead(channels, num_classes))
+    else:
+        model = DeepLabV3(features, DeepLabHead(channels, num_classes, ASPP_RATES[output_stride]))
+    return model.requires_grad_(True)
+
+
+def build_optimizer(
+    model: FCN | DeepLabV3, lr: float, backbone_lr_scale: float, momentum: float, weight_decay: float
+) -> torch.optim.SGD:
+    """SGD with the head at `lr` and the pretrained backbone at `lr * backbone_lr_scale`; each group keeps its
+    peak lr as `base_lr` for the poly schedule."""
+    groups = [
+        {"params": list(model.backbone.parameters()), "base_lr": lr * backbone_lr_scale},
+        {"params": list(model.classifier.parameters()), "base_lr": lr},
+    ]
+    for group in groups:
+        group["lr"] = group["base_lr"]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int) -> None:
+    """lr = base_lr * (1 - step / total_steps)^0.9: a pure function of the step, so a resumed run is exact."""
+    factor = (1.0 - step / total_steps) ** POLY_POWER
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, masks: Tensor) -> Tensor:
+    """One SGD step of pixel-wise cross-entropy over the labeled pixels; returns the detached loss.
+
+    The mean over labeled pixels is written as sum / count so a batch with none gives 0, not NaN weights."""
+    logits = model(images)["out"]
+    labeled = (masks != IGNORE_INDEX).sum().clamp_min(1)
+    loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum") / labeled
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def segmentation_scores(confusion: Tensor, class_names: Sequence[str] = VOC_CLASSES) -> dict[str, Any]:
+    """mIoU and pixel accuracy (percent) from a [C, C] confusion matrix (rows ground truth, columns prediction,
+    ignored pixels already left out), plus per-class IoU (percent) by class name.
+
+    A class absent from both the ground truth and the predictions of the whole split has no IoU (None) and is
+    left out of the mean, instead of counting as 0 (torchmetrics' zero_division) or 100. A class that is only
+    predicted, or only in the ground truth, counts with IoU 0. VOC val holds all 21 classes, so on it the mean
+    is over all 21, as in the official devkit."""
+    confusion = confusion.double()
+    total = confusion.sum()
+    if total == 0:
+        raise UserError("no labeled pixels to score: every ground-truth pixel of the test split is 255")
+    hits = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    scored = union > 0
+    iou = 100.0 * hits / union.clamp_min(1)
+    return {
+        "miou": iou[scored].mean().item(),
+        "pixel_acc": 100.0 * (hits.sum() / total).item(),
+        "iou": {name: iou[c].item() if scored[c] else None for c, name in enumerate(class_names)},
+        "classes_scored": int(scored.sum()),
+    }
+
+
+@torch.inference_mode()
+def confusion_matrix(
+    model: nn.Module,
+    dataset: Dataset,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Tensor:
+    """Predict each image at full resolution (batch 1) and accumulate torchmetrics' confusion matrix (CPU)."""
+    model.eval()
+    metric = MulticlassConfusionMatrix(num_classes=len(VOC_CLASSES), ignore_index=IGNORE_INDEX).to(device)
+    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers, pin_memory=device.type == "cuda")
+    for image, mask in tqdm(loader, desc="segmentation eval", disable=not progress, leave=False, dynamic_ncols=True):
+        logits = model(normalize(image.to(device, non_blocking=True), mean, std))["out"]
+        metric.update(logits.argmax(1), mask.to(device, non_blocking=True))
+    return metric.compute().cpu()
+
+
+def _check_settings(seg: DictConfig) -> None:
+    """Values that cannot work fail before any data is read."""
+    rules = [
+        (seg.head in HEADS, f"eval.segmentation.head must be one of {HEADS}, got {seg.head!r}"),
+        (seg.output_stride in OUTPUT_STRIDES, f"eval.segmentation.output_stride must be one of {OUTPUT_STRIDES}"),
+        (seg.epochs >= 1 and seg.crop_size >= 1, "eval.segmentation.epochs and crop_size must be >= 1"),
+        (seg.lr > 0 and seg.backbone_lr_scale >= 0, "eval.segmentation.lr must be > 0, backbone_lr_scale >= 0"),
+        (len(seg.scale) == 2 and 0 < seg.scale[0] <= seg.scale[1], "eval.segmentation.scale must be [min, max] > 0"),
+        # BatchNorm in training mode needs two values per channel; ASPP's image-pooling branch has one per image.
+        (seg.batch_size >= (2 if seg.head == "deeplabv3" else 1), "eval.segmentation.batch_size must be >= 2"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise UserError(message)
+
+
+def _roots(cfg: DictConfig) -> tuple[Path, Path | None]:
+    """eval.segmentation.root, by default <data root>/VOCdevkit/VOC2012; and sbd_root (None when unset)."""
+    seg = cfg.eval.segmentation
+    root = Path(seg.root) if seg.root else Path(cfg.data.root or ".") / "VOCdevkit" / "VOC2012"
+    return root.expanduser(), None if seg.sbd_root is None else Path(seg.sbd_root).expanduser()
+
+
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, params: dict) -> tuple[int, list[float]]:
+    """Load the state saved after the last finished epoch; (0, []) when there is none. A state from other
+    settings (other than the epoch count or workers) would mix two trainings, so it is refused."""
+    if not path.is_file():
+        return 0, []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        raise UserError(f"cannot read {path} ({type(err).__name__}); delete it to start over") from None
+    changed = sorted(k for k in params if k not in RESUMABLE_CHANGES and state["params"].get(k) != params[k])
+    if changed:
+        raise UserError(f"{path} was trained with other eval.segmentation.{changed[0]}; delete it to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"], list(state["losses"])
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    epoch: int,
+    epochs: int,
+    progress: bool,
+) -> float:
+    """Train over epoch `epoch` of a drop-last loader (poly lr over all `epochs`); returns the mean loss."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    bar = tqdm(loader, desc=f"segmentation {epoch + 1}/{epochs}", disable=not progress, leave=False, dynamic_ncols=True)
+    for i, (images, masks) in enumerate(bar):
+        set_poly_lr(optimizer, epoch * len(loader) + i, epochs * len(loader))
+        x = normalize(images.to(device, non_blocking=True), mean, std)
+        loss_sum += train_step(model, optimizer, x, masks.to(device, non_blocking=True))
+    return loss_sum.item() / len(loader)
+
+
+def _epoch_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int, device: torch.device) -> DataLoader:
+    """Shuffled, drop-last; the order (and the workers' augmentation seeds) follow `seed` alone."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def run(job: TransferJob) -> TaskResult:
+    """Fine-tune on the train list, saving `job.state_path` after every epoch (and resuming from it), then
+    score the test split."""
+    cfg, seg = job.cfg, job.cfg.eval.segmentation
+    _check_settings(seg)
+    root, sbd_root = _roots(cfg)
+    train_set = voc_segmentation(root, seg.train_list, sbd_root, TrainTransform(seg.crop_size, seg.scale))
+    test_set = voc_segmentation(root, seg.test_split)
+    if len(train_set) < seg.batch_size:
+        raise UserError(f"{seg.train_list} has {len(train_set)} images, fewer than eval.segmentation.batch_size")
+    mean, std = split_mean_std(cfg.data, cfg.views)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_segmentation_model(job.backbone, seg.head, seg.output_stride).to(job.device)
+    optimizer = build_optimizer(model, seg.lr, seg.backbone_lr_scale, seg.momentum, seg.weight_decay)
+    params = OmegaConf.to_container(seg)
+    start, losses = _resume(job.state_path, model, optimizer, params)
+    num_workers = resolve_num_workers(seg.num_workers, job.device.type, 1)
+    for epoch in range(start, seg.epochs):
+        # Seeded per epoch: order and augmentation of epoch e are the same whether or not the run was resumed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + epoch)
+            loader = _epoch_loader(train_set, seg.batch_size, num_workers, cfg.seed + epoch, job.device)
+            losses.append(
+                _train_epoch(model, optimizer, loader, mean, std, job.device, epoch, seg.epochs, job.progress)
+            )
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+        atomic_torch_save({**state, "losses": losses, "params": params}, job.state_path)
+    scores = segmentation_scores(confusion_matrix(model, test_set, mean, std, job.device, num_workers, job.progress))
+    return TaskResult(
+        metrics={"miou": scores["miou"], "pixel_acc": scores["pixel_acc"], "train_loss": losses[-1]},
+        params=params,
+        dataset={
+            "name": "voc2012",
+            "root": str(root),
+            "sbd_root": None if sbd_root is None else str(sbd_root),
+            "train_list": seg.train_list,
+            "test_split": seg.test_split,
+            "train_size": len(train_set),
+            "test_size": len(test_set),
+            "classes": list(VOC_CLASSES),
+        },
+        extra={
+            "iou": scores["iou"],
+            "classes_scored": scores["classes_scored"],
+            "train_loss": losses,
+            "evaluation": "full resolution, batch 1",
+        },
+    )

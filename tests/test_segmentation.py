@@ -1,0 +1,353 @@
+"""VOC 2012 segmentation transfer: the on-disk formats, known-answer scores, output strides, training, resume."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse
+import torch
+import torchvision.models as tvm
+from PIL import Image
+from torchmetrics.functional.classification import multiclass_confusion_matrix, multiclass_jaccard_index
+
+import selfsup.eval.segmentation as segmentation
+from selfsup.config import load_config
+from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform, read_mask, voc_segmentation
+from selfsup.errors import UserError
+from selfsup.eval.segmentation import (
+    build_optimizer,
+    build_segmentation_model,
+    dilate_resnet,
+    run,
+    segmentation_scores,
+    train_step,
+)
+from selfsup.eval.transfer import TransferJob
+from selfsup.nets.backbones import build_backbone
+
+H, W = 48, 64
+VOC_TRAIN = ["2007_000032", "2007_000039", "2007_000063", "2007_000068"]
+VOC_VAL = ["2007_000033", "2007_000042"]
+SBD_TRAIN = ["2007_000039", "2008_000002"]  # 2007_000039 also has a VOC PNG, which wins
+SBD_VAL = ["2007_000033", "2008_000003"]  # 2007_000033 is VOC val: left out of train_aug
+
+
+def voc_palette() -> list[int]:
+    """The VOC devkit's colour map (VOClabelcolormap.m): bits of the index spread over R, G, B."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def random_mask(rng: np.random.Generator) -> np.ndarray:
+    """Background with a few object rectangles, each outlined by a 1-px 255 boundary as VOC marks them."""
+    mask = np.zeros((H, W), np.uint8)
+    for cls in rng.choice(np.arange(1, 21), size=3, replace=False):
+        y, x = int(rng.integers(0, H - 14)), int(rng.integers(0, W - 14))
+        mask[y : y + 14, x : x + 14] = IGNORE_INDEX
+        mask[y + 1 : y + 13, x + 1 : x + 13] = cls
+    return mask
+
+
+def image_of(mask: np.ndarray) -> np.ndarray:
+    """HWC uint8: each class painted in its palette colour, so a network can learn the masks."""
+    return np.array(voc_palette(), np.uint8).reshape(256, 3)[mask]
+
+
+def write_png_mask(path: Path, mask: np.ndarray) -> None:
+    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
+    image.putpalette(voc_palette())
+    image.save(path)
+
+
+def write_sbd_mat(path: Path, mask: np.ndarray) -> None:
+    """SBD's cls/<id>.mat: a 1x1 struct GTcls with Boundaries (20x1 cell of sparse), Segmentation, CategoriesPresent."""
+    boundaries = np.empty((20, 1), dtype=object)
+    for i in range(20):
+        boundaries[i, 0] = scipy.sparse.csc_matrix(mask == i + 1)
+    present = np.unique(mask[(mask > 0) & (mask < 21)]).astype(np.uint8).reshape(-1, 1)
+    gt = {"Boundaries": boundaries, "Segmentation": mask, "CategoriesPresent": present}
+    scipy.io.savemat(path, {"GTcls": gt})
+
+
+def write_voc(root: Path, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """VOCdevkit/VOC2012 and SBD's benchmark_RELEASE/dataset; returns the masks written, by source and id."""
+    rng = np.random.default_rng(seed)
+    voc, sbd = root / "VOCdevkit" / "VOC2012", root / "benchmark_RELEASE" / "dataset"
+    for folder in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation", sbd / "cls"):
+        folder.mkdir(parents=True)
+    written: dict[str, dict[str, np.ndarray]] = {"png": {}, "mat": {}}
+    for name, ids in (("train", VOC_TRAIN), ("val", VOC_VAL), ("trainval", VOC_TRAIN + VOC_VAL)):
+        (voc / "ImageSets" / "Segmentation" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    for i in VOC_TRAIN + VOC_VAL:
+        written["png"][i] = random_mask(rng)
+        write_png_mask(voc / "SegmentationClass" / f"{i}.png", written["png"][i])
+    for name, ids in (("train", SBD_TRAIN), ("val", SBD_VAL)):
+        (sbd / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    for i in SBD_TRAIN + SBD_VAL:
+        written["mat"][i] = np.clip(random_mask(rng), 0, 20)  # SBD marks no boundaries
+        write_sbd_mat(sbd / "cls" / f"{i}.mat", written["mat"][i])
+    for i in sorted(set(VOC_TRAIN + VOC_VAL + SBD_TRAIN + SBD_VAL)):
+        mask = written["png"].get(i, written["mat"].get(i))
+        Image.fromarray(image_of(mask)).save(voc / "JPEGImages" / f"{i}.jpg", quality=95)
+    return written
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tensors are tiny: a second intra-op thread gains nothing, and on a shared, busy machine its
+    spin-waiting made every step about 20x slower (measured on 2 cores at load 5)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    root = tmp_path_factory.mktemp("data")
+    return root, write_voc(root)
+
+
+@pytest.fixture(scope="module")
+def base_cfg():
+    overrides = ["data=synthetic", "eval.segmentation.crop_size=32", "eval.segmentation.batch_size=2"]
+    return load_config(overrides + ["eval.segmentation.epochs=1", "eval.segmentation.num_workers=0"])
+
+
+def voc_root(root: Path) -> Path:
+    return root / "VOCdevkit" / "VOC2012"
+
+
+def sbd_root(root: Path) -> Path:
+    return root / "benchmark_RELEASE" / "dataset"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading the formats
+
+
+def test_palette_png_reads_class_indices_not_colours(data):
+    root, written = data
+    png = voc_root(root) / "SegmentationClass" / f"{VOC_TRAIN[0]}.png"
+    with Image.open(png) as image:  # the fixture is a real VOC mask: palette mode, boundary drawn (224, 224, 192)
+        assert image.mode == "P"
+        y, x = np.argwhere(written["png"][VOC_TRAIN[0]] == IGNORE_INDEX)[0]
+        assert image.convert("RGB").getpixel((int(x), int(y))) == (224, 224, 192)
+    dataset = voc_segmentation(voc_root(root), "train")
+    assert len(dataset) == len(VOC_TRAIN)
+    for index, i in enumerate(VOC_TRAIN):
+        image, mask = dataset[index]
+        assert image.dtype == torch.uint8 and image.shape == (3, H, W)
+        assert mask.dtype == torch.int64 and mask.shape == (H, W)
+        assert torch.equal(mask, torch.from_numpy(written["png"][i]).long())
+        original = torch.from_numpy(image_of(written["png"][i])).permute(2, 0, 1).float()
+        assert (image.float() - original).abs().mean() < 8  # JPEG at quality 95
+
+
+def test_train_aug_merges_sbd_without_voc_val(data):
+    root, written = data
+    dataset = voc_segmentation(voc_root(root), "train_aug", sbd_root(root))
+    expected = sorted(set(VOC_TRAIN + SBD_TRAIN + SBD_VAL) - set(VOC_VAL))
+    assert [Path(p.decode()).stem for p in dataset.images] == expected
+    masks = {Path(p.decode()).stem: dataset[k][1] for k, p in enumerate(dataset.images)}
+    for i in expected:
+        source = "png" if i in VOC_TRAIN else "mat"  # the VOC PNG wins for ids in both
+        assert torch.equal(masks[i], torch.from_numpy(written[source][i]).long()), i
+    assert not torch.equal(masks["2007_000039"], torch.from_numpy(written["mat"]["2007_000039"]).long())
+
+
+def test_malformed_masks_are_user_errors(tmp_path):
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(image_of(np.zeros((4, 4), np.uint8))).save(rgb)
+    with pytest.raises(UserError, match="palette PNGs"):
+        read_mask(str(rgb))
+    out_of_range = tmp_path / "30.png"
+    write_png_mask(out_of_range, np.full((4, 4), 30, np.uint8))
+    with pytest.raises(UserError, match="pixel value 30"):
+        read_mask(str(out_of_range))
+    no_struct = tmp_path / "x.mat"
+    scipy.io.savemat(no_struct, {"GTinst": {"Segmentation": np.zeros((4, 4), np.uint8)}})
+    with pytest.raises(UserError, match="malformed SBD mask.*sbd_root="):
+        read_mask(str(no_struct))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read mask"):
+        read_mask(str(tmp_path / "broken.png"))
+
+
+def test_missing_paths_name_the_fix(data, tmp_path, base_cfg):
+    root, _ = data
+    with pytest.raises(UserError, match=r"no VOC 2012 segmentation in .*set eval.segmentation.root="):
+        voc_segmentation(tmp_path / "nowhere", "train")
+    with pytest.raises(UserError, match=r"test.txt.*eval.segmentation.root="):
+        voc_segmentation(voc_root(root), "test")
+    with pytest.raises(UserError, match="train_aug needs SBD.*eval.segmentation.sbd_root="):
+        voc_segmentation(voc_root(root), "train_aug")
+    with pytest.raises(UserError, match="no SBD in"):
+        voc_segmentation(voc_root(root), "train_aug", tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    write_voc(partial)
+    (voc_root(partial) / "JPEGImages" / f"{VOC_TRAIN[1]}.jpg").unlink()
+    with pytest.raises(UserError, match=f"JPEGImages/{VOC_TRAIN[1]}.jpg"):
+        voc_segmentation(voc_root(partial), "train")
+    (voc_root(partial) / "SegmentationClass" / f"{VOC_VAL[0]}.png").unlink()
+    with pytest.raises(UserError, match=f"SegmentationClass/{VOC_VAL[0]}.png"):
+        voc_segmentation(voc_root(partial), "val")
+    cfg = copy.deepcopy(base_cfg)
+    cfg.data.root = str(tmp_path / "empty")  # the default root: <data root>/VOCdevkit/VOC2012
+    backbone, dim = build_backbone("resnet18")
+    job = TransferJob(cfg, backbone, dim, torch.device("cpu"), tmp_path / "state.pt", progress=False)
+    with pytest.raises(UserError, match=f"{tmp_path / 'empty' / 'VOCdevkit' / 'VOC2012'}.*eval.segmentation.root="):
+        run(job)
+
+
+def test_train_transform_pads_with_ignore_and_crops():
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 12, 20), dtype=torch.uint8)
+    mask = torch.randint(0, 21, (12, 20), dtype=torch.uint8)
+    out_image, out_mask = TrainTransform(32, scale=(1.0, 1.0), flip_p=0.0)(image, mask)
+    assert out_image.shape == (3, 32, 32) and out_mask.shape == (32, 32)
+    assert torch.equal(out_mask[:12, :20], mask) and torch.equal(out_image[:, :12, :20], image)
+    assert (out_mask[12:] == IGNORE_INDEX).all() and (out_image[:, :, 20:] == 0).all()
+    for _ in range(5):  # rescaled masks keep their labels (nearest), never blends of them
+        _, scaled = TrainTransform(16)(image, mask)
+        assert scaled.shape == (16, 16) and set(scaled.unique().tolist()) <= set(mask.unique().tolist()) | {255}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scores
+
+
+def test_miou_known_answer():
+    # pixel:     1  2  3  4  5  6  7 (ignored)
+    target = torch.tensor([0, 0, 1, 1, 1, 1, 255])
+    pred = torch.tensor([0, 1, 0, 1, 1, 1, 0])
+    # class 0: hits {1}, union {1, 2, 3} -> 1/3; class 1: hits {4, 5, 6}, union {2..6} -> 3/5; 19 classes absent.
+    confusion = multiclass_confusion_matrix(pred, target, num_classes=21, ignore_index=255)
+    scores = segmentation_scores(confusion)
+    assert scores["iou"]["background"] == pytest.approx(100 / 3)
+    assert scores["iou"]["aeroplane"] == pytest.approx(60.0)
+    assert scores["iou"]["tvmonitor"] is None and scores["classes_scored"] == 2
+    assert scores["miou"] == pytest.approx((100 / 3 + 60) / 2)
+    assert scores["pixel_acc"] == pytest.approx(100 * 4 / 6)
+    reference = multiclass_jaccard_index(pred, target, num_classes=21, ignore_index=255, average="none")
+    assert reference[:2].tolist() == pytest.approx([1 / 3, 3 / 5])
+
+
+def test_perfect_prediction_scores_100_and_predicted_only_classes_count_0():
+    target = torch.randint(0, 21, (2, 8, 8))
+    target[:, 0] = 255
+    pred = target.clamp(max=20)
+    perfect = segmentation_scores(multiclass_confusion_matrix(pred, target, num_classes=21, ignore_index=255))
+    assert perfect["miou"] == pytest.approx(100.0) and perfect["pixel_acc"] == pytest.approx(100.0)
+    target = torch.zeros(4, dtype=torch.long)
+    pred = torch.tensor([0, 0, 0, 5])  # class 5 only predicted: IoU 0, counted
+    scores = segmentation_scores(multiclass_confusion_matrix(pred, target, num_classes=21))
+    assert scores["iou"]["bottle"] == 0.0 and scores["miou"] == pytest.approx((75 + 0) / 2)
+    with pytest.raises(UserError, match="no labeled pixels"):
+        segmentation_scores(torch.zeros(21, 21, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_output_stride(output_stride):
+    backbone, _ = build_backbone("resnet18", cifar_stem=False)
+    model = build_segmentation_model(backbone, "fcn", output_stride).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert model.backbone(x)["out"].shape == (1, 512, 64 // output_stride, 96 // output_stride)
+        assert model(x)["out"].shape == (1, 21, 64, 96)
+    cifar, _ = build_backbone("resnet18", cifar_stem=True)  # no stride before layer1: 4x finer
+    x = torch.randn(1, 3, 16, 32)
+    with torch.no_grad():
+        features = build_segmentation_model(cifar, "fcn", output_stride).eval().backbone(x)["out"]
+    assert features.shape[-2:] == (16 * 4 // output_stride, 32 * 4 // output_stride)
+
+
+def test_dilation_matches_torchvision_and_keeps_weights():
+    backbone, _ = build_backbone("resnet50")
+    reference = tvm.resnet50(replace_stride_with_dilation=[False, True, True])
+    reference.fc = torch.nn.Identity()
+    reference.load_state_dict(backbone.state_dict())
+    ours = dilate_resnet(backbone, 8)
+    for (name, conv), ref in zip(ours.named_modules(), reference.modules(), strict=True):
+        if isinstance(conv, torch.nn.Conv2d):
+            assert (conv.stride, conv.dilation, conv.padding) == (ref.stride, ref.dilation, ref.padding), name
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours.eval()(x), reference.eval()(x), atol=1e-5)
+        assert torch.equal(dilate_resnet(backbone, 32).eval()(x), backbone.eval()(x))  # 32: the backbone as is
+    assert backbone.layer4[0].conv2.stride == (2, 2)  # the job's backbone is left untouched
+
+
+@pytest.mark.parametrize("head", ["fcn", "deeplabv3"])
+def test_training_steps_reduce_the_loss(head, data):
+    root, _ = data
+    dataset = voc_segmentation(voc_root(root), "train")
+    images = torch.stack([dataset[i][0][:, :32, :32] for i in range(2)]).float() / 255
+    masks = torch.stack([dataset[i][1][:32, :32] for i in range(2)])
+    torch.manual_seed(0)
+    backbone, _ = build_backbone("resnet18")
+    model = build_segmentation_model(backbone, head, 16)
+    optimizer = build_optimizer(model, lr=0.01, backbone_lr_scale=0.1, momentum=0.9, weight_decay=1e-4)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.01])
+    losses = [train_step(model, optimizer, images, masks).item() for _ in range(4)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_run_trains_saves_each_epoch_and_resumes(data, tmp_path, base_cfg, monkeypatch):
+    root, _ = data
+    steps = []
+
+    def counted_step(*args):
+        steps.append(1)
+        return train_step(*args)
+
+    monkeypatch.setattr(segmentation, "train_step", counted_step)
+    cfg = copy.deepcopy(base_cfg)
+    cfg.eval.segmentation.root = str(voc_root(root))
+    backbone, dim = build_backbone("resnet18")
+    state_path = tmp_path / "segmentation-state.pt"
+
+    def job() -> TransferJob:
+        return TransferJob(cfg, backbone, dim, torch.device("cpu"), state_path, progress=False)
+
+    first = run(job())
+    per_epoch = len(VOC_TRAIN) // 2
+    assert len(steps) == per_epoch
+    assert torch.load(state_path, weights_only=True)["epoch"] == 1
+    assert 0 <= first.metrics["miou"] <= 100 and 0 <= first.metrics["pixel_acc"] <= 100
+    assert set(first.extra["iou"]) == set(VOC_CLASSES)
+    assert first.dataset["train_size"] == len(VOC_TRAIN) and first.dataset["test_size"] == len(VOC_VAL)
+    assert first.params["crop_size"] == 32 and first.params["head"] == "fcn"
+
+    cfg.eval.segmentation.epochs = 2  # continues at epoch 1: one more epoch, not two
+    second = run(job())
+    assert len(steps) == 2 * per_epoch
+    assert torch.load(state_path, weights_only=True)["epoch"] == 2
+    assert len(second.extra["train_loss"]) == 2 and second.extra["train_loss"][0] == first.extra["train_loss"][0]
+    run(job())  # complete: evaluation only
+    assert len(steps) == 2 * per_epoch
+
+    cfg.eval.segmentation.lr = 0.02
+    with pytest.raises(UserError, match="other eval.segmentation.lr; delete it"):
+        run(job())
