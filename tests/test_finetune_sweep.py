@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_detection import write_pennfudan
+from fixtures_segmentation import write_voc
 
 from selfsup.cli import main
 from selfsup.config import apply_overrides, load_config, load_run_config
@@ -185,3 +187,39 @@ def test_runs_saved_before_the_transfer_tasks_existed_are_still_evaluable(run: P
     OmegaConf.save(saved, run / "config.yaml")
     cfg = load_run_config(run)
     assert cfg.eval.finetune.augment == "auto" and cfg.eval.knn.k == saved.eval.knn.k
+
+
+def test_sweep_runs_every_transfer_task_through_the_cli(run: Path, tmp_path: Path, capsys, one_thread):
+    """The wiring end to end: `selfsup sweep` on VOC-segmentation and Penn-Fudan fixtures in their on-disk
+    formats, with tiny settings; each task writes a complete result with provenance and drops its state."""
+    write_voc(tmp_path / "voc")
+    pennfudan, _ = write_pennfudan(tmp_path / "PennFudanPed")
+    tiny = [
+        *FINETUNE,
+        "eval.finetune.epochs=1",
+        "eval.detection.format=pennfudan",
+        f"eval.detection.root={pennfudan}",
+        "eval.detection.train_split=train",
+        "eval.detection.epochs=1",
+        "eval.detection.batch_size=2",
+        "eval.detection.min_size=64",
+        "eval.detection.max_size=64",
+        "eval.detection.roi_batch_size=16",
+        "eval.detection.rpn_test_proposals=20",
+        "eval.detection.num_workers=0",
+        f"eval.segmentation.root={tmp_path / 'voc' / 'VOCdevkit' / 'VOC2012'}",
+        "eval.segmentation.crop_size=32",
+        "eval.segmentation.batch_size=2",
+        "eval.segmentation.epochs=1",
+        "eval.segmentation.num_workers=0",
+    ]
+    args = ["sweep", f"run={run}", "tasks=[finetune,detection,segmentation]", "checkpoints=[epoch-0002]", *tiny]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for task, metric in (("finetune", "top1"), ("detection", "map_50"), ("segmentation", "miou")):
+        assert f"epoch-0002  {task}" in out
+        result = json.loads((run / "eval" / "epoch-0002" / f"{task}.json").read_text())
+        assert result["complete"] and 0 <= result["metrics"][metric] <= 100
+        assert result["checkpoint"]["sha256"] and result["cost"]["images_seen"] == 128 and result["git_commit"]
+        assert not (run / "eval" / "epoch-0002" / f"{task}-state.pt").exists()
+    assert main(args) == 0 and capsys.readouterr().out.count("skipped") == 3

@@ -51,3 +51,17 @@ def test_fashion_mnist_pretrain(tmp_path: Path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
     assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["views"]["crop_size"] == 28
+
+
+@pytest.mark.skipif(not (REAL_DATA / "PennFudanPed").is_dir(), reason="Penn-Fudan is not in the shared data")
+def test_pennfudan_reads_every_annotated_pedestrian():
+    """The real Penn-Fudan layout: 170 images, 345 pedestrians (its readme), boxes inside the images."""
+    from selfsup.data.detection import build_detection_dataset
+
+    train = build_detection_dataset("pennfudan", REAL_DATA / "PennFudanPed", "train")
+    test = build_detection_dataset("pennfudan", REAL_DATA / "PennFudanPed", "test")
+    assert len(train) + len(test) == 170 and train.num_boxes + test.num_boxes == 345
+    image, target = test[0]
+    _, height, width = image.shape
+    boxes = target["boxes"]
+    assert (boxes[:, 0] < boxes[:, 2]).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()

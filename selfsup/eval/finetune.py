@@ -28,8 +28,7 @@ from selfsup.data.views import eval_transform, normalize
 from selfsup.errors import UserError
 from selfsup.eval.features import split_mean_std
 from selfsup.eval.knn import topk_accuracy
-from selfsup.eval.transfer import TaskResult, TransferJob
-from selfsup.train.checkpoint import atomic_torch_save
+from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
 from selfsup.train.precision import resolve_precision
 
 AUGMENTS = ("auto", "pad_crop", "resized_crop")
@@ -135,8 +134,8 @@ def run(job: TransferJob) -> TaskResult:
     ]
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=section.momentum, weight_decay=section.weight_decay)
     start_epoch, history = 0, []
-    if job.state_path.is_file():
-        state = torch.load(job.state_path, map_location="cpu", weights_only=True)
+    state = load_training_state(job, "finetune")
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
@@ -182,10 +181,8 @@ def run(job: TransferJob) -> TaskResult:
                 loss_sum += loss.detach()
         history.append(loss_sum.item() / steps_per_epoch)
         bar.set_postfix(loss=f"{history[-1]:.4f}")
-        atomic_torch_save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": history},
-            job.state_path,
-        )
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+        save_training_state(job, "finetune", {**state, "history": history})
 
     scores, labels = predict(model, test_loader, device, autocast)
     return TaskResult(

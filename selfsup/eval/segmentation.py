@@ -37,8 +37,7 @@ from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform,
 from selfsup.data.views import normalize
 from selfsup.errors import UserError
 from selfsup.eval.features import split_mean_std
-from selfsup.eval.transfer import TaskResult, TransferJob
-from selfsup.train.checkpoint import atomic_torch_save
+from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
 
 HEADS = ("fcn", "deeplabv3")
 OUTPUT_STRIDES = (8, 16, 32)
@@ -47,7 +46,6 @@ OUTPUT_STRIDES = (8, 16, 32)
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
 POLY_POWER = 0.9
 # Settings that may change between an interrupted evaluation and its resumption.
-RESUMABLE_CHANGES = ("epochs", "num_workers")
 
 
 def _dilate_layer(layer: nn.Module, previous: int, dilation: int) -> None:
@@ -202,23 +200,6 @@ def _roots(cfg: DictConfig) -> tuple[Path, Path | None]:
     return root.expanduser(), None if seg.sbd_root is None else Path(seg.sbd_root).expanduser()
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, params: dict) -> tuple[int, list[float]]:
-    """Load the state saved after the last finished epoch; (0, []) when there is none. A state from other
-    settings (other than the epoch count or workers) would mix two trainings, so it is refused."""
-    if not path.is_file():
-        return 0, []
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise UserError(f"cannot read {path} ({type(err).__name__}); delete it to start over") from None
-    changed = sorted(k for k in params if k not in RESUMABLE_CHANGES and state["params"].get(k) != params[k])
-    if changed:
-        raise UserError(f"{path} was trained with other eval.segmentation.{changed[0]}; delete it to start over")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return state["epoch"], list(state["losses"])
-
-
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -270,7 +251,12 @@ def run(job: TransferJob) -> TaskResult:
         model = build_segmentation_model(job.backbone, seg.head, seg.output_stride).to(job.device)
     optimizer = build_optimizer(model, seg.lr, seg.backbone_lr_scale, seg.momentum, seg.weight_decay)
     params = OmegaConf.to_container(seg)
-    start, losses = _resume(job.state_path, model, optimizer, params)
+    state = load_training_state(job, "segmentation")
+    start, losses = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, losses = state["epoch"], list(state["losses"])
     num_workers = resolve_num_workers(seg.num_workers, job.device.type, 1)
     for epoch in range(start, seg.epochs):
         # Seeded per epoch: order and augmentation of epoch e are the same whether or not the run was resumed.
@@ -281,7 +267,7 @@ def run(job: TransferJob) -> TaskResult:
                 _train_epoch(model, optimizer, loader, mean, std, job.device, epoch, seg.epochs, job.progress)
             )
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
-        atomic_torch_save({**state, "losses": losses, "params": params}, job.state_path)
+        save_training_state(job, "segmentation", {**state, "losses": losses})
     scores = segmentation_scores(confusion_matrix(model, test_set, mean, std, job.device, num_workers, job.progress))
     return TaskResult(
         metrics={"miou": scores["miou"], "pixel_acc": scores["pixel_acc"], "train_loss": losses[-1]},

@@ -2,7 +2,8 @@
 
 `selfsup eval TASK` (eval/offline.py) loads the checkpoint, builds a `TransferJob` and calls the task's
 `run(job) -> TaskResult`; it then adds provenance (config, checkpoint, cost, commit) and writes
-`eval/<checkpoint>/<task>.json`. A task keeps its own resumable training state in `job.state_path`.
+`eval/<checkpoint>/<task>.json`. A task keeps its resumable training state in `job.state_path` through
+`save_training_state` / `load_training_state`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from selfsup.errors import UserError
+from selfsup.train.checkpoint import atomic_torch_save
 
 
 @dataclass
@@ -33,3 +37,41 @@ class TaskResult:
     dataset: dict[str, Any]  # name, splits, sizes
     complete: bool = True  # False when a chunked training stopped early (chunk_epochs) and must be resumed
     extra: dict[str, Any] = field(default_factory=dict)  # per-class scores, training curves
+
+
+# Settings that may change between the invocations of one training: its length, how it is chunked and fed,
+# and the constant lr a resumed detection training switches to. Any other change would mix two trainings.
+RESUMABLE_CHANGES = ("epochs", "chunk_epochs", "num_workers", "constant_lr_after", "constant_lr")
+
+
+def _resume_settings(job: TransferJob, task: str) -> dict[str, Any]:
+    section = OmegaConf.to_container(job.cfg.eval[task], resolve=True)
+    return {k: v for k, v in section.items() if k not in RESUMABLE_CHANGES}
+
+
+def load_training_state(job: TransferJob, task: str) -> dict[str, Any] | None:
+    """The state `save_training_state` left after the last finished epoch, or None to start afresh.
+    A state from other settings is refused, naming the first setting that differs."""
+    path = job.state_path
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        raise UserError(
+            f"cannot resume {task} training from {path} ({type(err).__name__}); delete it to start over"
+        ) from None
+    saved, now = state.get("settings", {}), _resume_settings(job, task)
+    changed = sorted(k for k in now if saved.get(k) != now[k])
+    if changed:
+        key = changed[0]
+        raise UserError(
+            f"{path} was trained with eval.{task}.{key}={saved.get(key)!r}, not {now[key]!r}; "
+            f"restore it to resume, or delete the file to start over"
+        )
+    return state
+
+
+def save_training_state(job: TransferJob, task: str, state: dict[str, Any]) -> None:
+    """Atomically save the state after an epoch, with the settings a resume must match."""
+    atomic_torch_save({**state, "settings": _resume_settings(job, task)}, job.state_path)

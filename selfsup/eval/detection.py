@@ -1,0 +1,360 @@
+"""Detection transfer: Faster R-CNN on the pretrained ResNet, trained on VOC, COCO or Penn-Fudan and scored by
+COCO-style box mAP (pycocotools through torchmetrics).
+
+Two standard heads (`eval.detection.architecture`), both built from torchvision's detection package:
+- fpn: ResNet-FPN as in torchvision's fasterrcnn_resnet50_fpn (layer1..layer4 into a 256-channel pyramid);
+- c4: Detectron's R50-C4, the VOC protocol of MoCo and its successors: conv1..layer3 as the trunk, one
+  feature map with 15 anchors per location, 14x14 RoIAlign, and layer4 + average pooling as the box head.
+`trainable_layers` follows torchvision: the last N of (layer4, layer3, layer2, layer1, conv1) are trained,
+bn1 too at 5; in c4 this includes the layer4 box head, so trainable_layers=0 trains only the RPN and
+the predictor. With `norm: train` the running statistics of frozen layers still update, as in torchvision;
+`norm: sync` synchronises statistics across processes only, so a single process trains plain BatchNorm.
+
+Training: SGD on the trainable parameters, a step schedule per epoch (or a constant lr after
+`constant_lr_after` epochs, the VICReg study's protocol), random horizontal flips. Images without any
+trainable box stay in training as negatives. The state is saved after every epoch and `chunk_epochs`
+bounds one invocation, so long schedules run as several resumed calls; every call scores the current model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from tqdm import tqdm
+
+from selfsup.data.detection import DetectionDataset, build_detection_dataset, default_detection_root
+from selfsup.data.loader import resolve_num_workers
+from selfsup.errors import UserError
+from selfsup.eval.features import split_mean_std
+from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
+
+ARCHITECTURES = ("fpn", "c4")
+NORMS = ("frozen", "sync", "train")
+# torchvision's trainable_layers order: the first N of these are trained (and bn1 with conv1 at 5).
+TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
+PYRAMID_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+C4_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
+POSITIVE_KEYS = ("epochs", "batch_size", "min_size", "max_size", "roi_batch_size", "rpn_test_proposals")
+
+Target = dict[str, Any]
+
+
+def check_settings(det: DictConfig) -> None:
+    """Refuse settings that cannot train, before any data is read."""
+    checks = [
+        (det.architecture in ARCHITECTURES, f"architecture={det.architecture!r}; use {' or '.join(ARCHITECTURES)}"),
+        (det.norm in NORMS, f"norm={det.norm!r}; use one of {', '.join(NORMS)}"),
+        (0 <= det.trainable_layers <= 5, f"trainable_layers={det.trainable_layers}; use 0..5"),
+        (det.chunk_epochs is None or det.chunk_epochs >= 1, f"chunk_epochs={det.chunk_epochs}; use >= 1 or null"),
+        (det.lr > 0, f"lr={det.lr}; use a positive lr"),
+        (
+            (det.constant_lr_after is None) == (det.constant_lr is None),
+            "set constant_lr_after and constant_lr together",
+        ),
+    ]
+    checks += [(det[key] >= 1, f"{key}={det[key]}; use >= 1") for key in POSITIVE_KEYS]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"eval.detection: {message}")
+
+
+def detection_root(cfg: DictConfig) -> Path:
+    """eval.detection.root, or the format's conventional folder under data.root."""
+    det = cfg.eval.detection
+    if det.root is not None:
+        return Path(det.root).expanduser()
+    if cfg.data.get("root") is None:
+        raise UserError("eval.detection.root is not set and the run has no data.root; set eval.detection.root=DIR")
+    return default_detection_root(det.format, cfg.data.root)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d with its statistics and affine: detection batches are
+    too small (a few large images) to estimate batch statistics, so the pretrained ones are kept."""
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            value = getattr(module, name)
+            if value is not None:
+                getattr(frozen, name).copy_(value.detach())
+        return frozen
+    for name, child in module.named_children():
+        setattr(module, name, freeze_batchnorm(child))
+    return module
+
+
+def _convert_norm(backbone: nn.Module, norm: str) -> nn.Module:
+    if norm == "frozen":
+        return freeze_batchnorm(backbone)
+    if norm == "sync":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
+    return backbone
+
+
+def freeze_layers(backbone: nn.Module, trainable_layers: int) -> None:
+    """torchvision's convention: only the last `trainable_layers` stages keep requires_grad."""
+    trained = TRAINABLE_ORDER[:trainable_layers] + (("bn1",) if trainable_layers == 5 else ())
+    for name, param in backbone.named_parameters():
+        if not name.startswith(trained):
+            param.requires_grad_(False)
+
+
+def _out_channels(layer: nn.Module) -> int:
+    """Channels a ResNet stage emits: its last convolution's (BasicBlock or Bottleneck, any width)."""
+    return [m for m in layer.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+
+
+def build_detector(
+    backbone: nn.Module, num_classes: int, det: DictConfig, mean: Sequence[float], std: Sequence[float]
+) -> FasterRCNN:
+    """Faster R-CNN (fpn or c4) over a copy of `backbone` for `num_classes` object classes plus background;
+    inputs are float images in [0, 1], normalised inside the model with the pretraining mean/std."""
+    backbone = _convert_norm(copy.deepcopy(backbone), det.norm)
+    freeze_layers(backbone, det.trainable_layers)
+    common = {
+        "min_size": det.min_size,
+        "max_size": det.max_size,
+        "image_mean": list(mean),
+        "image_std": list(std),
+        "box_batch_size_per_image": det.roi_batch_size,
+        "rpn_post_nms_top_n_test": det.rpn_test_proposals,
+    }
+    if det.architecture == "fpn":
+        body = BackboneWithFPN(
+            backbone,
+            return_layers={name: str(i) for i, name in enumerate(PYRAMID_LAYERS)},
+            in_channels_list=[_out_channels(getattr(backbone, name)) for name in PYRAMID_LAYERS],
+            out_channels=256,
+        )
+        return FasterRCNN(body, num_classes=num_classes + 1, **common)
+    trunk = nn.Sequential(OrderedDict((name, getattr(backbone, name)) for name in C4_TRUNK))
+    trunk.out_channels = _out_channels(backbone.layer3)
+    return FasterRCNN(
+        trunk,
+        rpn_anchor_generator=AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=2),
+        box_head=nn.Sequential(backbone.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        box_predictor=FastRCNNPredictor(_out_channels(backbone.layer4), num_classes + 1),
+        **common,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _as_lists(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
+    """Collate into lists: detection images differ in size and targets in box count."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)
+
+
+def _loader(dataset: Dataset, batch_size: int, workers: int, generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=generator is not None,
+        generator=generator,
+        num_workers=workers,
+        collate_fn=_as_lists,
+    )
+
+
+def hflip(image: Tensor, target: Target) -> tuple[Tensor, Target]:
+    """Mirror an image [C, H, W] and its xyxy pixel-edge boxes (x -> W - x, so x1 and x2 swap)."""
+    x1, y1, x2, y2 = target["boxes"].unbind(-1)
+    width = image.shape[-1]
+    boxes = torch.stack([width - x2, y1, width - x1, y2], dim=-1)
+    return image.flip(-1), {**target, "boxes": boxes}
+
+
+def _to_model(image: Tensor, target: Target, device: torch.device) -> tuple[Tensor, Target]:
+    """uint8 image -> float [0, 1] on the device (the model normalises); crowd / difficult boxes dropped."""
+    keep = target["iscrowd"] == 0
+    return image.to(device, non_blocking=True).float().div_(255), {
+        "boxes": target["boxes"][keep].to(device),
+        "labels": target["labels"][keep].to(device),
+    }
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, images: list[Tensor], targets: list[Target]
+) -> Tensor:
+    """One SGD step on a batch already on the device; returns the summed detection loss (detached)."""
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    seed: int,
+    progress: bool = False,
+    desc: str = "detection",
+) -> float:
+    """One pass in an order and with flips drawn from `seed` (the same after a resume); the mean loss."""
+    model.train()
+    flips = torch.Generator().manual_seed(seed)
+    loader = _loader(dataset, batch_size, workers, torch.Generator().manual_seed(seed))
+    total = torch.zeros((), device=device)
+    for images, targets in tqdm(loader, desc=desc, disable=not progress):
+        flip = (torch.rand(len(images), generator=flips) < 0.5).tolist()
+        pairs = [hflip(im, t) if f else (im, t) for im, t, f in zip(images, targets, flip, strict=True)]
+        batch = [_to_model(im, t, device) for im, t in pairs]
+        inputs, model_targets = zip(*batch, strict=True)
+        total += train_step(model, optimizer, list(inputs), list(model_targets))
+    mean_loss = total.item() / len(loader)
+    if not math.isfinite(mean_loss):
+        raise UserError(f"detection training diverged (loss {mean_loss}); lower eval.detection.lr")
+    return mean_loss
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, dataset: Dataset, batch_size: int, workers: int, device: torch.device, progress: bool = False
+) -> tuple[list[Target], list[Target]]:
+    """Detections (boxes, scores, labels on the CPU) and ground truth for every image of `dataset`."""
+    model.eval()
+    predictions, truths = [], []
+    for images, targets in tqdm(_loader(dataset, batch_size, workers), desc="detection eval", disable=not progress):
+        outputs = model([im.to(device, non_blocking=True).float().div_(255) for im in images])
+        predictions += [{k: v.cpu() for k, v in out.items()} for out in outputs]
+        truths += [{k: t[k] for k in ("boxes", "labels", "iscrowd")} for t in targets]
+    return predictions, truths
+
+
+def detection_map(
+    predictions: list[Target], targets: list[Target], class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """COCO box AP with pycocotools, in percent: `map` (IoU .50:.95), `map_50` (the VOC metric's threshold,
+    with COCO's 101-point interpolation), `map_75`, and `map_per_class` {class name: AP .50:.95} for classes
+    with ground truth. Targets may mark boxes `iscrowd` (crowd, difficult) to ignore them."""
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools", class_metrics=True)
+    metric.update(
+        [{k: p[k] for k in ("boxes", "scores", "labels")} for p in predictions],
+        [{k: t[k] for k in ("boxes", "labels", "iscrowd") if k in t} for t in targets],
+    )
+    result = metric.compute()
+    per_class = {}
+    for label, ap in zip(
+        result["classes"].reshape(-1).tolist(), result["map_per_class"].reshape(-1).tolist(), strict=True
+    ):
+        if ap >= 0:  # -1: the class has no ground truth
+            per_class[class_names[label - 1] if class_names else str(label)] = 100 * ap
+    return {**{k: 100 * float(result[k]) for k in ("map", "map_50", "map_75")}, "map_per_class": per_class}
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _splits(cfg: DictConfig, root: Path) -> tuple[DetectionDataset, DetectionDataset]:
+    det = cfg.eval.detection
+    train_set = build_detection_dataset(det.format, root, det.train_split)
+    test_set = build_detection_dataset(det.format, root, det.test_split)
+    if train_set.class_names != test_set.class_names:
+        raise UserError(f"the {det.train_split} and {det.test_split} splits of {root} list different categories")
+    for split, dataset in ((det.train_split, train_set), (det.test_split, test_set)):
+        if dataset.num_boxes == 0:
+            raise UserError(f"split {split!r} of {root} has no (non-difficult, non-crowd) boxes; pick another split")
+    return train_set, test_set
+
+
+def run(job: TransferJob) -> TaskResult:
+    """Train Faster R-CNN on the pretrained backbone for (at most chunk_epochs of) eval.detection.epochs,
+    resuming from job.state_path, then score the current model on the test split."""
+    cfg, det, device = job.cfg, job.cfg.eval.detection, job.device
+    check_settings(det)
+    root = detection_root(cfg)
+    train_set, test_set = _splits(cfg, root)
+    torch.manual_seed(cfg.seed)  # the new layers' initialisation
+    model = build_detector(job.backbone, len(train_set.class_names), det, *split_mean_std(cfg.data, cfg.views))
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=det.lr, momentum=det.momentum, weight_decay=det.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(det.lr_step_epochs), det.lr_gamma)
+    state = load_training_state(job, "detection")
+    start, history = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = state["epoch"], list(state["train_loss"])
+    end = det.epochs if det.chunk_epochs is None else min(det.epochs, start + det.chunk_epochs)
+    workers = resolve_num_workers(det.num_workers, device.type, 1)
+
+    for epoch in range(start, end):
+        constant = det.constant_lr_after is not None and epoch >= det.constant_lr_after
+        if constant:
+            _set_lr(optimizer, det.constant_lr)
+        desc = f"detection {epoch + 1}/{det.epochs}"
+        seed = cfg.seed * 1000 + epoch
+        history.append(
+            train_epoch(model, optimizer, train_set, det.batch_size, workers, device, seed, job.progress, desc)
+        )
+        if not constant:
+            scheduler.step()
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        save_training_state(job, "detection", {**state, "epoch": epoch + 1, "train_loss": history})
+
+    predictions, truths = predict(model, test_set, det.batch_size, workers, device, job.progress)
+    scores = detection_map(predictions, truths, train_set.class_names)
+    per_class = scores.pop("map_per_class")
+    return TaskResult(
+        metrics=scores,
+        params=OmegaConf.to_container(det, resolve=True),
+        dataset={
+            "format": det.format,
+            "root": str(root),
+            "train_split": det.train_split,
+            "test_split": det.test_split,
+            "train_size": len(train_set),
+            "test_size": len(test_set),
+            "train_boxes": train_set.num_boxes,
+            "test_boxes": test_set.num_boxes,
+            "classes": train_set.class_names,
+        },
+        complete=max(start, end) >= det.epochs,
+        extra={
+            "map_per_class": per_class,
+            "train_loss_per_epoch": history,
+            "epochs_trained": max(start, end),
+            "lr": optimizer.param_groups[0]["lr"],
+        },
+    )
