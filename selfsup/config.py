@@ -153,6 +153,8 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.device in DEVICES, f"device must be one of {DEVICES}, got {cfg.device!r}")
     _require(cfg.optim.base_lr > 0, f"optim.base_lr must be positive, got {cfg.optim.base_lr}")
     _require(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
+    every = cfg.analysis.every
+    _require(isinstance(every, int) and every >= 0, f"analysis.every must be an integer >= 0, got {every!r}")
     subset = cfg.data.subset
     _require(subset is None or (isinstance(subset, int) and subset >= 1), f"data.subset must be >= 1, got {subset!r}")
 

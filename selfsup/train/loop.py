@@ -23,6 +23,7 @@ from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from selfsup.analysis.dynamics import dynamics_record
 from selfsup.config import save_config
 from selfsup.data.loader import Transformed, pretrain_dataset, resolve_num_workers, train_loader
 from selfsup.data.views import BatchAugment, CropFlip, crops_of_batch, views_config
@@ -282,6 +283,8 @@ def pretrain(cfg: DictConfig) -> Path:
                         "epoch": epoch,
                     },
                 )
+            if is_main and cfg.analysis.every and step % cfg.analysis.every == 0:
+                log.write(step, {**dynamics_record(method, views), "epoch": epoch})
             if step >= total_steps:
                 break
         bar.close()
