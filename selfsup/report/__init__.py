@@ -1,0 +1,96 @@
+"""`selfsup report runs=[...]`: accuracy against compute across runs, as plots, tables and one HTML page.
+
+Reads what `selfsup pretrain` and `selfsup sweep` leave in each run directory (config.yaml, metrics.jsonl,
+eval/<checkpoint>/<task>.json) and never changes it, except that `embedding=true` may run a kNN evaluation
+to cache the test features it maps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfsup.errors import UserError
+from selfsup.registry import close_matches_hint
+from selfsup.report.collect import Hours, load_runs
+from selfsup.report.page import render_page
+from selfsup.report.plots import accuracy_plots, dynamics_plots
+from selfsup.report.tables import csv_text, markdown_table, summary_table
+from selfsup.train.checkpoint import atomic_write_text
+
+OPTIONS = ("runs", "out", "hours_scale", "hours_label", "embedding", "checkpoint")
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+@dataclass
+class Report:
+    out: Path
+    files: list[Path]  # everything written
+    markdown: str  # the summary table
+
+    @property
+    def index(self) -> Path:
+        return self.out / "index.html"
+
+
+def parse_options(keys: dict[str, str], rest: list[str]) -> dict[str, Any]:
+    """`selfsup report` key=value options (all but runs=) as build_report's keyword arguments."""
+    if rest:
+        key = rest[0].split("=", 1)[0]
+        raise UserError(
+            f"unknown report option {rest[0]!r}{close_matches_hint(key, list(OPTIONS))} (options: {', '.join(OPTIONS)})"
+        )
+    options: dict[str, Any] = {"out": keys.get("out", "report")}
+    if "hours_scale" in keys:
+        try:
+            options["hours_scale"] = float(keys["hours_scale"])
+        except ValueError:
+            raise UserError(f"hours_scale={keys['hours_scale']} is not a number; e.g. hours_scale=2.5") from None
+    if "hours_label" in keys:
+        options["hours_label"] = keys["hours_label"].strip("\"'")
+    if "embedding" in keys:
+        if keys["embedding"].lower() not in BOOLEANS:
+            raise UserError(f"embedding={keys['embedding']} is not a boolean; use embedding=true or embedding=false")
+        options["embedding"] = BOOLEANS[keys["embedding"].lower()]
+    if "checkpoint" in keys:
+        options["checkpoint"] = keys["checkpoint"]
+    return options
+
+
+def build_report(
+    runs: list[Path],
+    out: Path | str = "report",
+    hours_scale: float = 1.0,
+    hours_label: str | None = None,
+    embedding: bool = False,
+    checkpoint: str = "last",
+) -> Report:
+    """Write the plots (PNG + SVG), results.csv, results.md and index.html for `runs` into `out`."""
+    if not (math.isfinite(hours_scale) and hours_scale > 0):
+        raise UserError(f"hours_scale={hours_scale} must be a positive number (device-hours are multiplied by it)")
+    loaded = load_runs([Path(p) for p in runs])
+    hours = Hours(hours_scale, hours_label)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    accuracy = accuracy_plots(loaded, out, hours)
+    dynamics = dynamics_plots(loaded, out)
+    embeddings = []
+    if embedding:
+        from selfsup.report.embedding import embedding_plot  # imports the evaluation code and scikit-learn
+
+        embeddings = [embedding_plot(run, checkpoint, out) for run in loaded]
+    table = summary_table(loaded, hours)
+    markdown = markdown_table(*table)
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    texts = {
+        "results.csv": csv_text(loaded),
+        "results.md": markdown,
+        "index.html": render_page(loaded, date, table, accuracy, dynamics, embeddings),
+    }
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
+    plots = [out / f"{plot.name}.{ext}" for plot in accuracy + dynamics + embeddings for ext in ("png", "svg")]
+    return Report(out, [*plots, *(out / name for name in texts)], markdown)

@@ -1,0 +1,162 @@
+"""The report's figures, drawn on matplotlib's Agg canvas without pyplot: no display is needed and no global
+figure state outlives a report. Each figure is written as PNG (embedded in index.html) and SVG."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
+
+from selfsup.report.collect import (
+    METRICS,
+    X_AXES,
+    Hours,
+    Run,
+    accuracy_series,
+    dynamics_keys,
+    dynamics_series,
+    last_spectrum,
+    tasks_present,
+)
+
+Series = dict[str, tuple[list[float], list[float]]]
+SPECTRA = {
+    "dynamics/predictor_eigenvalues": "predictor Wp (symmetric part)",
+    "dynamics/correlation_eigenvalues": "feature correlation F",
+}
+
+
+@dataclass
+class Plot:
+    name: str  # file stem in the report directory
+    caption: str
+    png: bytes
+
+
+def new_figure(columns: int = 1, width: float = 9.0, height: float = 4.5) -> tuple[Figure, list[Axes]]:
+    """A figure on an Agg canvas whose layout makes room for a legend outside the axes."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, list(fig.subplots(1, columns, squeeze=False)[0])
+
+
+def save(fig: Figure, out: Path, name: str, caption: str) -> Plot:
+    """Write <name>.png and <name>.svg (no timestamps, so reruns give the same files)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    (out / f"{name}.png").write_bytes(buffer.getvalue())
+    fig.set_layout_engine("none")  # keep the layout just computed: laying out again costs a third of the time
+    fig.savefig(out / f"{name}.svg", format="svg", metadata={"Date": None})
+    return Plot(name, caption, buffer.getvalue())
+
+
+def run_colors(runs: list[Run]) -> dict[str, str]:
+    """One colour per run, the same in every figure."""
+    return {run.label: f"C{i}" for i, run in enumerate(runs)}
+
+
+def draw_lines(ax: Axes, series: Series, colors: dict[str, str], marker: str) -> None:
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.5, color=colors[label], label=label)
+    ax.grid(True, alpha=0.3)
+
+
+def add_legend(fig: Figure) -> None:
+    """One legend right of the axes, each label once (figures with two panels repeat the runs)."""
+    handles = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+
+
+def line_figure(series: Series, colors: dict[str, str], title: str, xlabel: str, ylabel: str, marker: str) -> Figure:
+    fig, (ax,) = new_figure()
+    draw_lines(ax, series, colors, marker)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    add_legend(fig)
+    return fig
+
+
+def accuracy_title(task: str, axis: str, hours: Hours) -> str:
+    return f"{task} {METRICS[task][0]} vs {hours.name if axis == 'device-hours' else 'images seen'}"
+
+
+def accuracy_figure(runs: list[Run], task: str, axis: str, hours: Hours) -> Figure | None:
+    """The headline metric of `task` against compute, one marker per checkpoint; None without finished results."""
+    series = accuracy_series(runs, task, axis, hours.scale)
+    if not series:
+        return None
+    metric = METRICS[task][0]
+    xlabel = hours.axis_label if axis == "device-hours" else "images seen (source images, all devices)"
+    fig = line_figure(series, run_colors(runs), accuracy_title(task, axis, hours), xlabel, f"{task} {metric} (%)", "o")
+    ax = fig.axes[0]
+    if axis == "images-seen":
+        ax.xaxis.set_major_formatter(EngFormatter())
+    elif hours.scaled:
+        ax.text(
+            0.99,
+            0.02,
+            f"x axis: {hours.axis_label}",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"},
+        )
+    return fig
+
+
+def accuracy_plots(runs: list[Run], out: Path, hours: Hours) -> list[Plot]:
+    """`<task>-vs-device-hours` and `<task>-vs-images-seen` for every task with finished results."""
+    plots = []
+    for task in tasks_present(runs):
+        for axis in X_AXES:
+            fig = accuracy_figure(runs, task, axis, hours)
+            if fig is not None:
+                plots.append(save(fig, out, f"{task}-vs-{axis}", accuracy_title(task, axis, hours)))
+    return plots
+
+
+def spectra_figure(runs: list[Run]) -> Figure | None:
+    """The eigenvalues of the predictor and of F at each predictor run's last record, by magnitude on a log
+    scale (the predictor's symmetric part can have negative eigenvalues); None without predictor runs."""
+    fig, axes = new_figure(columns=len(SPECTRA), width=11.0)
+    found = False
+    for ax, (key, title) in zip(axes, SPECTRA.items(), strict=True):
+        colors, series = {}, {}
+        for run, color in zip(runs, run_colors(runs).values(), strict=True):
+            spectrum = last_spectrum(run, key)
+            if spectrum is not None:
+                label = f"{run.label} (step {spectrum[0]})"
+                colors[label] = color
+                series[label] = (list(range(1, len(spectrum[1]) + 1)), [abs(v) for v in spectrum[1]])
+        found = found or bool(series)
+        draw_lines(ax, series, colors, ".")
+        ax.set(title=title, xlabel="eigenvalue index (descending)", ylabel="|eigenvalue| (log scale)", yscale="log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not found:
+        return None
+    add_legend(fig)
+    return fig
+
+
+def dynamics_plots(runs: list[Run], out: Path) -> list[Plot]:
+    """`dynamics-<measure>` per scalar dynamics/* measure and `dynamics-spectra` for predictor runs."""
+    plots = []
+    for key in dynamics_keys(runs):
+        measure = key.removeprefix("dynamics/")
+        words = measure.replace("_", " ")
+        fig = line_figure(
+            dynamics_series(runs, key), run_colors(runs), f"{words} during pretraining", "training step", words, "."
+        )
+        plots.append(save(fig, out, f"dynamics-{measure}", f"{words} against training step"))
+    fig = spectra_figure(runs)
+    if fig is not None:
+        plots.append(save(fig, out, "dynamics-spectra", "eigenvalue spectra of the predictor and of F, last record"))
+    return plots
