@@ -17,6 +17,12 @@ commands:
   sweep run=DIR [tasks=[knn,linear]] [checkpoints=[...]] ...
                                                 evaluate every checkpoint on every task; skips finished
                                                 results and resumes interrupted ones
+  report runs=[DIR,...] [out=report/] [hours_scale=2.5 hours_label="P40 hours"] [embedding=true] ...
+                                                accuracy-vs-compute plots, results.csv/.md, dynamics and
+                                                t-SNE plots of evaluated runs, in one self-contained index.html
+  export backbone run=DIR [checkpoint=last] out=FILE.safetensors
+                                                write a checkpoint's backbone weights as safetensors (for
+                                                backbone.weights=FILE or other code)
   config    key=value ...                       print the composed config without running anything
 
 examples:
@@ -26,6 +32,8 @@ examples:
   selfsup eval linear run=output/try checkpoint=epoch-0002
   selfsup eval finetune run=output/try eval.finetune.data=stl10 eval.finetune.epochs=30
   selfsup sweep run=output/try tasks=[knn,linear,finetune]
+  selfsup export backbone run=output/try out=output/try/backbone.safetensors
+  selfsup report runs=[output/try,output/other] out=report/
 """
 
 
@@ -41,11 +49,25 @@ def _pop_keys(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], 
     return picked, rest
 
 
-def cmd_pretrain(args: list[str]) -> None:
+def parse_list(value: str) -> list[str]:
+    """`[knn,linear]`, `knn,linear` or `knn` -> ['knn', 'linear']."""
+    return [item.strip() for item in value.strip().strip("[]").split(",") if item.strip()]
+
+
+def cmd_pretrain(args: list[str]) -> int:
+    """Exit status 128 + signal number when SIGTERM / SIGUSR1 stopped the run after saving it (what shells
+    and SLURM report for a signalled job; the same command resumes it)."""
     from selfsup.config import load_config
+    from selfsup.train.guards import Preempted, requeue_on_slurm
     from selfsup.train.loop import pretrain
 
-    pretrain(load_config(args))
+    try:
+        pretrain(load_config(args))
+    except Preempted as stop:
+        requeued = requeue_on_slurm(stop.signum)
+        print(f"selfsup: {stop}{' (SLURM job requeued)' if requeued else ''}", file=sys.stderr)
+        return 128 + stop.signum
+    return 0
 
 
 def cmd_config(args: list[str]) -> None:
@@ -81,7 +103,7 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 def cmd_sweep(args: list[str]) -> None:
     from selfsup.eval.offline import FEATURE_TASKS
-    from selfsup.eval.sweep import parse_list, sweep
+    from selfsup.eval.sweep import sweep
 
     keys, overrides = _pop_keys(args, ("run", "tasks", "checkpoints"))
     if "run" not in keys:
@@ -100,7 +122,49 @@ def cmd_sweep(args: list[str]) -> None:
     )
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "sweep": cmd_sweep, "config": cmd_config}
+def cmd_report(args: list[str]) -> None:
+    from selfsup.report import OPTIONS, build_report, parse_options
+
+    keys, rest = _pop_keys(args, OPTIONS)
+    if "runs" not in keys:
+        raise UserError("selfsup report needs runs=[DIR,...], output_dirs of pretraining runs evaluated by sweep")
+    report = build_report([Path(p) for p in parse_list(keys["runs"])], **parse_options(keys, rest))
+    print(report.markdown, end="")
+    print(report.index)
+
+
+def cmd_export(args: list[str]) -> None:
+    from selfsup.nets.weights import export_backbone
+
+    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors"
+    if not args or args[0] != "backbone":
+        raise UserError(f"say what to export: {usage}")
+    keys, rest = _pop_keys(args[1:], ("run", "checkpoint", "out"))
+    if rest or "run" not in keys or "out" not in keys:
+        extra = f"; unexpected {' '.join(rest)}" if rest else ""
+        raise UserError(f"usage: {usage}{extra}")
+    meta = export_backbone(keys["run"], keys.get("checkpoint", "last"), keys["out"])
+    print(
+        f"{meta['backbone']} backbone (cifar_stem={meta['cifar_stem']}, {meta['feature_dim']}-d features) of "
+        f"{meta['method']} checkpoint {keys.get('checkpoint', 'last')} in {keys['run']} -> {keys['out']}"
+    )
+
+
+COMMANDS = {
+    "pretrain": cmd_pretrain,
+    "eval": cmd_eval,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "export": cmd_export,
+    "config": cmd_config,
+}
+
+
+def error_line(err: UserError) -> str:
+    """A UserError's one line; one raised in a DataLoader worker reaches the CLI with the worker's traceback
+    prepended to it, so there it is the last line."""
+    lines = str(err).strip().splitlines()
+    return lines[-1].removeprefix(f"{UserError.__module__}.{UserError.__name__}: ") if lines else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"unknown command {command!r}{close_matches_hint(command, list(COMMANDS))} "
                 f"(commands: {', '.join(COMMANDS)})"
             )
-        COMMANDS[command](rest)
+        status = COMMANDS[command](rest)
     except UserError as err:
-        print(f"selfsup: error: {err}", file=sys.stderr)
+        print(f"selfsup: error: {error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("selfsup: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

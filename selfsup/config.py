@@ -6,8 +6,12 @@ directory, logging and error messages: every mistake becomes one UserError line 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
@@ -108,6 +112,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         key, value = _split(override)
         OmegaConf.update(cfg, key.lstrip("+"), _parse_value(value), merge=True)
     resolve(cfg)
+    check_values(cfg, [_split(o)[0].lstrip("+") for o in overrides])
     return cfg
 
 
@@ -133,30 +138,141 @@ def _require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+class Rule(NamedTuple):
+    """What a setting may hold: a test, the words for it in an error, and the options of a choice."""
+
+    ok: Callable[[Any], bool]
+    allowed: str
+    options: tuple[str, ...] = ()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cli_text(value: Any) -> str:
+    """A value as one writes it on the command line: true, null, 32 (so YAML's 32 matches the option '32')."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
+
+
+def one_of(*options: str) -> Rule:
+    return Rule(lambda v: _cli_text(v) in options, f"one of {' | '.join(options)}", options)
+
+
+def optional(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.ok(v), f"{rule.allowed} or null", rule.options)
+
+
+POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "a positive integer")
+COUNT = Rule(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "a positive number")
+NON_NEGATIVE = Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")
+PROBABILITY = Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+MOMENTUM = Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+FRACTION = Rule(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]")
+BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
+TEXT = Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string")
+AUTO_OR_COUNT = Rule(lambda v: v == "auto" or COUNT.ok(v), "auto or an integer >= 0")
+
+
+@functools.cache
+def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
+    """Each rule with the keys it governs (fnmatch patterns; `*` also spans dots; no key matches two), for
+    every pretraining and feature-evaluation setting. views.* are checked by views_config, the transfer
+    tasks' eval.finetune|detection|segmentation.* by those tasks. Registries are imported here, not at the
+    top, since they import torch."""
+    import selfsup.methods  # noqa: F401  (registers every method)
+    from selfsup.data.sources import BAD_IMAGES, dataset_names
+    from selfsup.methods.base import METHODS
+    from selfsup.nets.backbones import BACKBONES
+    from selfsup.nets.predictors import PREDICTORS
+    from selfsup.train.guards import NONFINITE_POLICIES
+    from selfsup.train.optim import OPTIMIZERS
+
+    rules = {
+        POSITIVE_INT: (
+            *(f"trainer.{k}" for k in ("epochs", "batch_size", "accumulate", "checkpoint_every", "log_every")),
+            *("trainer.devices", "trainer.num_nodes", "eval.batch_size", "eval.knn.k"),
+            *("eval.linear.epochs", "eval.linear.batch_size"),
+            *("method.*_dim", "method.proj_layers", "method.num_prototypes", "method.decoder_channels"),
+            *("method.sinkhorn_iters", "method.image_size", "method.predictor.freq"),
+        ),
+        optional(POSITIVE_INT): ("trainer.max_steps", "trainer.checkpoint_every_steps", "*subset"),
+        COUNT: (
+            *("seed", "analysis.every", "eval.every", "trainer.nonfinite_max"),
+            *("method.moco_k", "method.queue_length"),
+        ),
+        AUTO_OR_COUNT: ("trainer.num_workers",),
+        POSITIVE: ("optim.base_lr", "eval.linear.lr", "*temperature", "method.*_temp", "method.moco_t", "*_eps"),
+        NON_NEGATIVE: (
+            *("optim.weight_decay", "optim.final_lr", "optim.warmup_epochs", "eval.linear.weight_decay"),
+            *("method.*_weight", "method.lambd", "method.beta", "method.*_epochs", "method.predictor.eps"),
+            "method.predictor.symmetry_reg",
+        ),
+        optional(NON_NEGATIVE): ("method.capacity",),
+        MOMENTUM: ("*.momentum", "method.center_momentum", "method.moco_m", "method.predictor.rho"),
+        PROBABILITY: ("method.final_momentum",),
+        FRACTION: ("trainer.nonfinite_lr_factor",),
+        BOOL: (
+            *("trainer.progress", "data.download", "backbone.zero_init_residual", "optim.exclude_bias_and_norm"),
+            *("method.symmetric", "method.use_bn_in_head", "method.norm_last_layer", "method.fixed_predictor_lr"),
+            "method.predictor.symmetric",
+        ),
+        TEXT: ("output_dir", "data.root", "data.train_split"),
+        optional(TEXT): ("data.eval_train_split", "data.test_split", "backbone.weights"),
+        one_of(*DEVICES): ("device",),
+        one_of(*PRECISIONS): ("trainer.precision",),
+        one_of("auto", "true", "false"): ("trainer.channels_last", "backbone.cifar_stem"),
+        one_of(*NONFINITE_POLICIES): ("trainer.nonfinite",),
+        one_of(*dataset_names()): ("data.name",),
+        one_of(*BAD_IMAGES): ("data.bad_images",),
+        one_of(*BACKBONES.names()): ("backbone.name",),
+        one_of(*OPTIMIZERS.names()): ("optim.name",),
+        one_of("linear", "sqrt", "none"): ("optim.lr_scaling",),
+        one_of(*METHODS.names()): ("method.name",),
+        one_of("gaussian", "bernoulli"): ("method.likelihood",),
+        one_of(*PREDICTORS): ("method.predictor.type",),
+    }
+    return tuple(rules.items())
+
+
+def rule_for(key: str) -> Rule | None:
+    """The rule that governs a dotted key, or None (views.*, transfer tasks, keys added with '+')."""
+    return next((rule for rule, patterns in value_rules() if any(fnmatchcase(key, p) for p in patterns)), None)
+
+
+def check_values(cfg: DictConfig, only: Sequence[str] | None = None) -> None:
+    """Check each setting that has a rule (of those `only` names or holds, if given) against it, so that a
+    wrong value or type fails in one line naming the key, the value and what is allowed."""
+    for key in leaf_keys(cfg):
+        rule = rule_for(key)
+        if rule is None or (only is not None and not any(key == k or key.startswith(f"{k}.") for k in only)):
+            continue
+        value = OmegaConf.select(cfg, key)
+        if not rule.ok(value):
+            shown = repr(value) if isinstance(value, str) else _cli_text(value)
+            hint = close_matches_hint(value, list(rule.options)) if isinstance(value, str) else ""
+            raise UserError(f"{key} must be {rule.allowed}, got {shown}{hint}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Values that cannot work fail here, before any output directory is touched."""
+    from selfsup.data.views import views_config
+
+    check_values(cfg)
+    views_config(cfg.views)
     t = cfg.trainer
-    for key in ("epochs", "batch_size", "accumulate", "checkpoint_every", "devices", "num_nodes", "log_every"):
-        value = t[key]
-        _require(isinstance(value, int) and value >= 1, f"trainer.{key} must be a positive integer, got {value!r}")
-    _require(
-        t.num_workers == "auto" or (isinstance(t.num_workers, int) and t.num_workers >= 0),
-        f"trainer.num_workers must be auto or an integer >= 0, got {t.num_workers!r}",
-    )
-    _require(t.max_steps is None or t.max_steps >= 1, f"trainer.max_steps must be >= 1 or null, got {t.max_steps}")
     processes = t.devices * t.num_nodes
     _require(
         t.batch_size % (processes * t.accumulate) == 0,
         f"trainer.batch_size={t.batch_size} must be divisible by processes x accumulate = {processes * t.accumulate}",
     )
-    _require(str(t.precision) in PRECISIONS, f"trainer.precision must be one of {PRECISIONS}, got {t.precision!r}")
-    _require(cfg.device in DEVICES, f"device must be one of {DEVICES}, got {cfg.device!r}")
-    _require(cfg.optim.base_lr > 0, f"optim.base_lr must be positive, got {cfg.optim.base_lr}")
-    _require(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
-    every = cfg.analysis.every
-    _require(isinstance(every, int) and every >= 0, f"analysis.every must be an integer >= 0, got {every!r}")
-    subset = cfg.data.subset
-    _require(subset is None or (isinstance(subset, int) and subset >= 1), f"data.subset must be >= 1, got {subset!r}")
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

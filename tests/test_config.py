@@ -72,10 +72,10 @@ def test_every_group_option_composes():
         ("data=cifar", "unknown data 'cifar'; did you mean"),
         ("backbone=resnet19", "did you mean 'resnet18'"),
         ("trainer.batch_size=0", "trainer.batch_size must be a positive integer"),
-        ("optim.base_lr=-1", "optim.base_lr must be positive"),
+        ("optim.base_lr=-1", "optim.base_lr must be a positive number"),
         ("device=tpu", "device must be one of"),
         ("trainer.precision=8", "trainer.precision must be one of"),
-        ("data.subset=0", "data.subset must be >= 1"),
+        ("data.subset=0", "data.subset must be a positive integer or null"),
         ("trainer.epochs", "expected key=value"),
     ],
 )

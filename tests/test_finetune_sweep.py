@@ -11,13 +11,13 @@ import torch
 from fixtures_detection import write_pennfudan
 from fixtures_segmentation import write_voc
 
-from selfsup.cli import main
+from selfsup.cli import main, parse_list
 from selfsup.config import apply_overrides, load_config, load_run_config
 from selfsup.errors import UserError
 from selfsup.eval import finetune
 from selfsup.eval.finetune import finetune_data, train_augmentation
 from selfsup.eval.offline import evaluate, load_method
-from selfsup.eval.sweep import parse_list, run_checkpoints, sweep
+from selfsup.eval.sweep import run_checkpoints, sweep
 from selfsup.eval.transfer import TransferJob
 
 PRETRAIN = [

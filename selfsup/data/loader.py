@@ -47,16 +47,23 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     return np.asarray(dataset.labels)  # type: ignore[attr-defined]
 
 
+def load_split(
+    data_cfg: DictConfig, split: str, subset: int | None = None, seed: int = 0, subset_key: str = "data.subset"
+) -> ImageDataset | Subset:
+    """Split `split` of the configured dataset with its data.bad_images policy, reduced to `subset`
+    class-balanced images when set; `subset_key` names the setting that asked for the subset in errors."""
+    bad_images = data_cfg.get("bad_images", "fail")  # absent from configs saved before the option existed
+    dataset = build_dataset(data_cfg.name, data_cfg.root, split, download=data_cfg.download, bad_images=bad_images)
+    if subset is None:
+        return dataset
+    if subset > len(dataset):
+        raise UserError(f"{subset_key}={subset} is larger than the {len(dataset)} images of {data_cfg.name} {split}")
+    return Subset(dataset, balanced_subset(dataset.labels, subset, seed).tolist())
+
+
 def pretrain_dataset(data_cfg: DictConfig, seed: int) -> ImageDataset | Subset:
     """The pretraining split, reduced to `data.subset` class-balanced images when set."""
-    dataset = build_dataset(data_cfg.name, data_cfg.root, data_cfg.train_split, download=data_cfg.download)
-    if data_cfg.subset is not None:
-        if data_cfg.subset > len(dataset):
-            raise UserError(
-                f"data.subset={data_cfg.subset} is larger than the {len(dataset)} images of {data_cfg.name}"
-            )
-        dataset = Subset(dataset, balanced_subset(dataset.labels, data_cfg.subset, seed).tolist())
-    return dataset
+    return load_split(data_cfg, data_cfg.train_split, data_cfg.subset, seed)
 
 
 class ResumableSampler(DistributedSampler):

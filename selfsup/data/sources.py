@@ -12,6 +12,8 @@ import gzip
 import inspect
 import os
 import pickle
+import re
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from selfsup.errors import UserError
 from selfsup.registry import Registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+BAD_IMAGES = ("fail", "skip")  # what an image-folder dataset does with a file it cannot decode
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -59,6 +62,8 @@ class ImageDataset(Dataset):
             raise ValueError("ImageDataset needs either images or root+files, one label per image")
         if images is not None and (images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3):
             raise ValueError(f"images must be uint8 [N, 3, H, W], got {images.dtype} {images.shape}")
+        self.bad_images = "fail"  # one of BAD_IMAGES; build_dataset sets it
+        self.skipped: set[int] = set()  # undecodable files skipped in this process (their indices; len = count)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -66,12 +71,30 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.images is not None:
             return torch.from_numpy(self.images[index]), int(self.labels[index])
+        for offset in range(len(self)):
+            item = (index + offset) % len(self)
+            image = self._decode(item)
+            if image is not None:
+                return image, int(self.labels[item])
+        raise UserError(f"no image under {self.root} can be decoded (data.bad_images=skip skipped all {len(self)})")
+
+    def _decode(self, index: int) -> torch.Tensor | None:
+        """The image of file `index`; None if it cannot be decoded and bad_images is `skip` (warned about once
+        per file, and counted in `skipped`), else a UserError naming the file and the option."""
         path = os.path.join(self.root, os.fsdecode(self.files[index]))
         try:
-            image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+            return decode_image(read_file(path), mode=ImageReadMode.RGB)
         except RuntimeError as err:
-            raise UserError(f"cannot decode image {path}: {err}; remove or replace the file") from err
-        return image, int(self.labels[index])
+            # torchvision starts its messages with the C++ function and source line: keep the reason only.
+            reason = re.sub(r"^[^,]*, \S+:\d+, ", "", (str(err).splitlines() or [type(err).__name__])[0])
+            if self.bad_images == "fail":
+                raise UserError(
+                    f"cannot decode image {path} ({reason}); remove or replace it, or set data.bad_images=skip"
+                ) from None
+        if index not in self.skipped:
+            self.skipped.add(index)
+            warnings.warn(f"skipping undecodable image {path} (data.bad_images=skip)", stacklevel=3)
+        return None
 
 
 @dataclass(frozen=True)
@@ -131,21 +154,26 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def build_dataset(
-    name: str, root: str | Path | None, split: str, download: bool = False, **options: Any
+    name: str, root: str | Path | None, split: str, download: bool = False, bad_images: str = "fail", **options: Any
 ) -> ImageDataset:
     """Load split `split` of dataset `name` from `root` (None: the current directory, e.g. for synthetic);
-    `options` go to builders that declare them."""
+    `bad_images` (BAD_IMAGES) is what image files that cannot be decoded do; `options` go to builders that
+    declare them."""
     entry = _entry(name)
     spec = entry.spec
     if spec.splits and split not in spec.splits:
         raise UserError(f"dataset {name} has no split {split!r}; valid splits: {', '.join(spec.splits)}")
+    if bad_images not in BAD_IMAGES:
+        raise UserError(f"data.bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
     params = inspect.signature(entry.builder).parameters.values()
     accepted = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
     unknown = sorted(set(options) - accepted)
     if unknown:
         allowed = ", ".join(sorted(accepted)) or "none"
         raise UserError(f"dataset {name} takes no option {', '.join(unknown)}; its options: {allowed}")
-    return entry.builder(Path("." if root is None else root).expanduser(), split, download, **options)
+    dataset = entry.builder(Path("." if root is None else root).expanduser(), split, download, **options)
+    dataset.bad_images = bad_images
+    return dataset
 
 
 def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

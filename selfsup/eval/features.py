@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
-from torch.utils.data import Subset
 
-from selfsup.data.loader import Transformed, dataset_labels, eval_loader
-from selfsup.data.sources import balanced_subset, build_dataset, dataset_spec
+from selfsup.data.loader import Transformed, dataset_labels, eval_loader, load_split
+from selfsup.data.sources import dataset_spec
 from selfsup.data.views import eval_transform, normalize
 from selfsup.errors import UserError
 
@@ -29,9 +28,7 @@ def labeled_split(
     split = data_cfg[split_key]
     if split is None:
         raise UserError(f"data={data_cfg.name} has no labeled {split_key}; evaluate on a labeled dataset")
-    dataset = build_dataset(data_cfg.name, data_cfg.root, split, download=data_cfg.download)
-    if subset is not None:
-        dataset = Subset(dataset, balanced_subset(dataset.labels, subset, seed).tolist())
+    dataset = load_split(data_cfg, split, subset, seed, "eval.train_subset")
     if (dataset_labels(dataset) < 0).any():
         raise UserError(
             f"split {split!r} of {data_cfg.name} has unlabeled images; pick a labeled split for {split_key}"

@@ -18,12 +18,11 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from selfsup.config import compose_group
-from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
-from selfsup.data.sources import balanced_subset, build_dataset
+from selfsup.data.loader import Transformed, dataset_labels, load_split, resolve_num_workers
 from selfsup.data.views import eval_transform, normalize
 from selfsup.errors import UserError
 from selfsup.eval.features import split_mean_std
@@ -61,11 +60,7 @@ def train_augmentation(augment: str, crop_size: int) -> T.Compose:
 
 
 def _labeled(data: DictConfig, split: str, subset: int | None, seed: int) -> Dataset:
-    dataset = build_dataset(data.name, data.root, split, download=data.download)
-    if subset is not None:
-        if subset > len(dataset):
-            raise UserError(f"eval.finetune.train_subset={subset} is larger than the {len(dataset)} images of {split}")
-        dataset = Subset(dataset, balanced_subset(dataset.labels, subset, seed).tolist())
+    dataset = load_split(data, split, subset, seed, "eval.finetune.train_subset")
     if (dataset_labels(dataset) < 0).any():
         raise UserError(f"split {split!r} of {data.name} has unlabeled images; fine-tune on a labeled split")
     return dataset

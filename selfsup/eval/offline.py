@@ -27,6 +27,7 @@ from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import train_linear_probe
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.methods.base import Method
+from selfsup.nets.weights import describe_mismatch
 from selfsup.registry import close_matches_hint
 from selfsup.train.checkpoint import (
     atomic_torch_save,
@@ -85,12 +86,10 @@ def load_method(cfg: DictConfig, ckpt_path: Path) -> tuple[Method, dict[str, Any
     """Rebuild the run's model and load a checkpoint into it strictly (every key must match)."""
     state = load_checkpoint(ckpt_path)
     method = build_model(cfg)
-    missing, unexpected = method.load_state_dict(state["model"], strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{ckpt_path} does not fit {cfg.method.name} with backbone {cfg.backbone.name}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+    problem = describe_mismatch(method.state_dict(), state["model"])
+    if problem:
+        raise UserError(f"{ckpt_path} does not fit {cfg.method.name} with backbone {cfg.backbone.name}: {problem}")
+    method.load_state_dict(state["model"])
     return method, state
 
 

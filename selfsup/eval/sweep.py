@@ -19,15 +19,9 @@ from selfsup.config import apply_overrides, load_run_config
 from selfsup.errors import UserError
 from selfsup.eval.offline import TASKS, evaluate, task_settings
 from selfsup.registry import close_matches_hint
-from selfsup.train.checkpoint import file_sha256
+from selfsup.train.checkpoint import checkpoint_digest
 
 EPOCH_CHECKPOINT = re.compile(r"epoch-(\d+)\.pt$")
-
-
-def checkpoint_hash(path: Path) -> str:
-    """The SHA-256 of a checkpoint: its sidecar when present (written with it), else the file's."""
-    sidecar = path.with_name(path.name + ".sha256")
-    return sidecar.read_text().split()[0] if sidecar.is_file() else file_sha256(path)
 
 
 def run_checkpoints(run_dir: Path) -> list[Path]:
@@ -39,16 +33,11 @@ def run_checkpoints(run_dir: Path) -> list[Path]:
         key=lambda p: int(EPOCH_CHECKPOINT.search(p.name).group(1)),
     )
     last = ckpt_dir / "last.pt"
-    if last.is_file() and checkpoint_hash(last) not in {checkpoint_hash(p) for p in epochs[-1:]}:
+    if last.is_file() and checkpoint_digest(last) not in {checkpoint_digest(p) for p in epochs[-1:]}:
         epochs.append(last)
     if not epochs:
         raise UserError(f"no checkpoints in {ckpt_dir}: is {run_dir} the output_dir of `selfsup pretrain`?")
     return epochs
-
-
-def parse_list(value: str) -> list[str]:
-    """`[knn,linear]`, `knn,linear` or `knn` -> ['knn', 'linear']."""
-    return [item.strip() for item in value.strip().strip("[]").split(",") if item.strip()]
 
 
 def is_done(result_path: Path, ckpt_hash: str, settings: dict[str, Any]) -> bool:
@@ -98,7 +87,7 @@ def sweep(
         paths = [by_name[c] for c in checkpoints]
     rows = []
     for path in paths:
-        ckpt_hash = checkpoint_hash(path)
+        ckpt_hash = checkpoint_digest(path)
         for task in tasks:
             result_path = run_dir / "eval" / path.stem / f"{task}.json"
             if is_done(result_path, ckpt_hash, task_settings(cfg, task)):

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from selfsup.errors import UserError
 FORMAT_VERSION = 1
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -32,7 +33,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a results / config file so that readers see the old or the new file, never a partial one."""
-    _atomic_write_bytes(Path(path), text.encode())
+    atomic_write_bytes(Path(path), text.encode())
 
 
 def _serialise(obj: Any) -> bytes:
@@ -43,17 +44,33 @@ def _serialise(obj: Any) -> bytes:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save with the same all-or-nothing guarantee (feature caches and other derived files)."""
-    _atomic_write_bytes(Path(path), _serialise(obj))
+    atomic_write_bytes(Path(path), _serialise(obj))
+
+
+def sidecar_of(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def sidecar_digests(path: Path) -> list[str]:
+    """The digests a checkpoint's sidecar accepts: one, or two while a save replaces the file (old, new)."""
+    sidecar = sidecar_of(path)
+    return [line.split()[0] for line in sidecar.read_text().splitlines() if line.strip()] if sidecar.is_file() else []
 
 
 def save_checkpoint(state: dict[str, Any], *paths: Path) -> str:
-    """Serialise `state` once and write it atomically to each path with a `.sha256` sidecar; returns the hash."""
+    """Serialise `state` once and write it atomically to each path with a `.sha256` sidecar; returns the hash.
+
+    The sidecar first lists the old and the new digest, then the file is replaced, then the sidecar lists
+    the new digest alone: a process killed at any instant leaves a file its sidecar accepts."""
     data = _serialise({"format_version": FORMAT_VERSION, **state})
     digest = hashlib.sha256(data).hexdigest()
     for path in paths:
         path = Path(path)
-        _atomic_write_bytes(path, data)
-        _atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+        entry = f"{digest}  {path.name}\n"
+        old = [f"{d}  {path.name}\n" for d in sidecar_digests(path)[-1:]] if path.is_file() else []
+        atomic_write_bytes(sidecar_of(path), "".join([*old, entry]).encode())
+        atomic_write_bytes(path, data)
+        atomic_write_bytes(sidecar_of(path), entry.encode())
     return digest
 
 
@@ -65,18 +82,22 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def checkpoint_digest(path: Path) -> str:
+    """A checkpoint's SHA-256, from its sidecar when that names one digest (no save in progress)."""
+    digests = sidecar_digests(Path(path))
+    return digests[0] if len(digests) == 1 else file_sha256(path)
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load with `weights_only=True` (no code runs from the file) after checking the sidecar hash."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    sidecar = path.with_name(path.name + ".sha256")
-    if sidecar.is_file():
-        expected = sidecar.read_text().split()[0]
-        if file_sha256(path) != expected:
-            raise UserError(
-                f"checkpoint {path} is corrupt (SHA-256 differs from {sidecar.name}); use another checkpoint"
-            )
+    expected = sidecar_digests(path)
+    if expected and file_sha256(path) not in expected:
+        raise UserError(
+            f"checkpoint {path} is corrupt (SHA-256 differs from {sidecar_of(path).name}); use another checkpoint"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated / foreign files
@@ -86,6 +107,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
         raise UserError(f"{path} is not a selfsup checkpoint (no 'model' / 'format_version' entries)")
     return state
+
+
+def newest_good_checkpoint(ckpt_dir: Path, warn: Callable[[str], None]) -> tuple[dict[str, Any], Path] | None:
+    """The state to resume from: last.pt, or, when it is corrupt or truncated, the newest epoch checkpoint
+    that verifies (with a warning for each one skipped). None when the directory holds no checkpoint."""
+    epochs = sorted(ckpt_dir.glob("epoch-*.pt"), reverse=True)
+    candidates = [p for p in [ckpt_dir / "last.pt", *epochs] if p.is_file()]
+    for path in candidates:
+        try:
+            return load_checkpoint(path), path
+        except UserError as err:
+            warn(f"warning: {err}; trying an older checkpoint")
+    if candidates:
+        raise UserError(f"no readable checkpoint in {ckpt_dir}; move that directory away to start the run over")
+    return None
 
 
 def backbone_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:

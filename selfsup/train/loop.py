@@ -10,10 +10,11 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import math
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,20 @@ from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split, split_mean_std
 from selfsup.eval.knn import knn_accuracy
 from selfsup.methods.base import Method, build_method
-from selfsup.nets.backbones import build_backbone, use_cifar_stem
-from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
+from selfsup.nets.weights import build_backbone_from_config
+from selfsup.train.checkpoint import atomic_write_text, load_checkpoint, newest_good_checkpoint, save_checkpoint
 from selfsup.train.cost import CostRecord, count_training_flops, device_name
+from selfsup.train.guards import (
+    Preempted,
+    StopSignals,
+    all_finite,
+    check_weights_finite,
+    check_writable,
+    state_bytes,
+)
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
 from selfsup.train.precision import resolve_device, resolve_precision
+from selfsup.train.rng import capture_rng, restore_rng
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
 IDENTITY_KEYS = ("method.name", "method.predictor.type", "backbone.name", "data.name", "views.crop_size")
@@ -53,10 +63,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def build_model(cfg: DictConfig) -> Method:
-    """Backbone + method from a config; also used by evaluation to rebuild a checkpoint's network."""
-    cifar_stem = use_cifar_stem(cfg.backbone.cifar_stem, cfg.views.crop_size)
-    backbone, feature_dim = build_backbone(cfg.backbone.name, cifar_stem, cfg.backbone.zero_init_residual)
+def build_model(cfg: DictConfig, init_weights: bool = False) -> Method:
+    """Backbone + method from a config; also used by evaluation to rebuild a checkpoint's network.
+    `init_weights` starts the backbone from backbone.weights (a new run), before the method copies it into
+    momentum networks."""
+    backbone, feature_dim = build_backbone_from_config(cfg, init_weights)
     return build_method(cfg, backbone, feature_dim)
 
 
@@ -77,14 +88,29 @@ def check_output_dir(cfg: DictConfig, out: Path) -> None:
 class MetricsLog:
     """metrics.jsonl (one JSON object per record) plus TensorBoard scalars, written by rank 0 only."""
 
-    def __init__(self, out: Path, enabled: bool) -> None:
+    def __init__(self, out: Path, enabled: bool, after_step: int = 0) -> None:
         self.enabled = enabled
         self.path = out / "metrics.jsonl"
         self.tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
+            self.drop_records_after(after_step)
             self.tb = SummaryWriter(str(out / "tb"))
+
+    def drop_records_after(self, step: int) -> None:
+        """A resumed run redoes the steps after its checkpoint: their old records (and a line cut by a
+        kill) go, so that every step appears once."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        atomic_write_text(self.path, "".join(kept))
 
     def write(self, step: int, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -178,7 +204,7 @@ def pretrain(cfg: DictConfig) -> Path:
     monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast_dtype) if cfg.eval.every and is_main else None
 
     # ---- model and optimizer -------------------------------------------------------------------------
-    method = build_model(cfg)
+    method = build_model(cfg, init_weights=not any(ckpt_dir.glob("*.pt")))
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
     peak_lr = scaled_lr(cfg.optim.base_lr, t.batch_size, cfg.optim.lr_scaling)
@@ -202,130 +228,218 @@ def pretrain(cfg: DictConfig) -> Path:
         )
 
     # ---- resume ----------------------------------------------------------------------------------------
-    step = 0
     last = ckpt_dir / "last.pt"
-    if last.is_file():
-        state = load_checkpoint(last)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        cost = CostRecord.from_dict(state["cost"])
-        fabric.print(f"resuming {out} from {last.name}: epoch {state['epoch']}, step {step}")
+    progress = Progress(cost=cost)
+    resumed = newest_good_checkpoint(ckpt_dir, fabric.print)
+    if resumed is not None:
+        state, path = resumed
+        progress.restore(method, optimizer, state)
+        fabric.print(f"resuming {out} from {path.name}: epoch {state['epoch']}, step {progress.step}")
     if is_main:
+        check_writable(out, state_bytes(method))
         save_config(cfg, out / "config.yaml")
-        if step == 0:  # the starting point: evaluations and reports measure progress from random init
-            save_checkpoint(training_state(method, optimizer, 0, 0, cost, cfg), ckpt_dir / "epoch-0000.pt")
+        if progress.step == 0:  # the starting point: evaluations and reports measure progress from random init
+            save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), ckpt_dir / "epoch-0000.pt")
     fabric.print(
         f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images), "
         f"{world} process(es) x {local_batch} per batch x {t.accumulate} accumulation = global batch {t.batch_size}; "
         f"lr {cfg.optim.base_lr} x {t.batch_size}/256 = {peak_lr:.4g} ({cfg.optim.lr_scaling} rule); "
         f"precision {precision}{', channels_last' if channels_last else ''}; {total_steps} steps -> {out}"
     )
-    if step >= total_steps:
-        fabric.print(f"{out} is already complete ({step} steps); nothing to do")
+    if progress.step >= total_steps:
+        fabric.print(f"{out} is already complete ({progress.step} steps); nothing to do")
         return out
 
-    log = MetricsLog(out, is_main)
-    cost.devices = world
+    log = MetricsLog(out, is_main, after_step=progress.step)
+    progress.cost.devices = world
     model.train()
-    while step < total_steps:
-        # Position from the step count alone, so a run resumed mid-epoch continues that epoch's order.
-        epoch, done_in_epoch = divmod(step, steps_per_epoch)
-        sampler.set_position(epoch, done_in_epoch * t.accumulate * local_batch)
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=done_in_epoch,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            disable=not (is_main and t.progress),
-            dynamic_ncols=True,
-            leave=False,
-            file=sys.stdout,
-        )
-        cost.start()
-        window_start, window_images = time.perf_counter(), 0
-        batches = iter(loader)
-        for _ in range(steps_per_epoch - done_in_epoch):
-            lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr, cfg.optim.final_lr)
-            set_lr(optimizer, lr, peak_lr)
-            method.current_step = step
-            for micro in range(t.accumulate):
-                batch, _labels = next(batches)
-                views = [augment(c, v) for v, c in enumerate(crops_of_batch(batch, fabric.device))]
-                if channels_last:
-                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
-                    out_step = model(views)
-                    fabric.backward(out_step["loss"] / t.accumulate)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            method.after_optimizer_step(step, total_steps)
-            step += 1
-            window_images += t.batch_size
-            cost.images_seen += t.batch_size
-            bar.update(1)
-            if step % t.log_every == 0 or step == total_steps:
-                # The only host sync of the step, once per log interval.
-                reduced = fabric.all_reduce(
-                    {k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean"
-                )
-                logs = {k: float(v) for k, v in reduced.items()}
-                if not math.isfinite(logs["loss"]):
-                    raise RuntimeError(f"loss became {logs['loss']} at step {step}; lower optim.base_lr")
-                rate = window_images / (time.perf_counter() - window_start)
-                window_start, window_images = time.perf_counter(), 0
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                log.write(
-                    step,
-                    {
-                        **{f"train/{k}": v for k, v in logs.items()},
-                        "train/lr": lr,
-                        "train/img_per_s": rate,
-                        "epoch": epoch,
-                    },
-                )
-            if is_main and cfg.analysis.every and step % cfg.analysis.every == 0:
-                log.write(step, {**dynamics_record(method, views), "epoch": epoch})
-            if step >= total_steps:
-                break
-        bar.close()
-        cost.stop()
-        cost.update_memory(fabric.device)
-        epoch, epoch_done = step // steps_per_epoch, step % steps_per_epoch == 0
-        # ---- checkpoint (rank 0) and online monitor -----------------------------------------------------
-        if is_main:
-            state = training_state(method, optimizer, epoch, step, cost, cfg)
-            paths = [last]
-            finished = step >= total_steps
-            if epoch_done and (epoch % t.checkpoint_every == 0 or finished):
-                paths.append(ckpt_dir / f"epoch-{epoch:04d}.pt")
-            save_checkpoint(state, *paths)
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                **{f"cost/{k}": v for k, v in cost.as_dict().items() if isinstance(v, (int, float))},
-            }
-            if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
-                record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
-                fabric.print(f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
-            log.write(step, record)
-        fabric.barrier()
+    with StopSignals() as signals:
+        while progress.step < total_steps:
+            step = progress.step
+            # Position from the step count alone, so a run resumed mid-epoch continues that epoch's order.
+            epoch, done_in_epoch = divmod(step, steps_per_epoch)
+            sampler.set_position(epoch, done_in_epoch * t.accumulate * local_batch)
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=done_in_epoch,
+                desc=f"epoch {epoch + 1}/{t.epochs}",
+                disable=not (is_main and t.progress),
+                dynamic_ncols=True,
+                leave=False,
+                file=sys.stdout,
+            )
+            progress.cost.start()
+            window_start, window_images = time.perf_counter(), 0
+            batches = iter(loader)
+            rolled_back = False
+            for _ in range(steps_per_epoch - done_in_epoch):
+                lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr, cfg.optim.final_lr) * progress.lr_scale
+                set_lr(optimizer, lr, peak_lr)
+                method.current_step = step
+                for micro in range(t.accumulate):
+                    batch, _labels = next(batches)
+                    views = [augment(c, v) for v, c in enumerate(crops_of_batch(batch, fabric.device))]
+                    if channels_last:
+                        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                    with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
+                        out_step = model(views)
+                        fabric.backward(out_step["loss"] / t.accumulate)
+                if not all_finite(method):
+                    action = progress.on_nonfinite(cfg.trainer, step, last)
+                    fabric.print(f"step {step + 1}: non-finite gradients or buffers; {action}")
+                    optimizer.zero_grad(set_to_none=True)
+                    if action.startswith("rolled back"):
+                        progress.restore(method, optimizer, load_checkpoint(last), rollback=True)
+                        log.drop_records_after(progress.step)  # the discarded steps are redone and logged anew
+                        log.write(progress.step, {"train/rollbacks": progress.rollbacks, "epoch": epoch})
+                        rolled_back = True
+                        break
+                    log.write(step + 1, {"train/nonfinite_skips": progress.skips, "epoch": epoch})
+                    step += 1
+                    progress.step = step
+                    bar.update(1)
+                    continue
+                progress.skips = 0
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                method.after_optimizer_step(step, total_steps)
+                step += 1
+                progress.step = step
+                window_images += t.batch_size
+                progress.cost.images_seen += t.batch_size
+                bar.update(1)
+                at_log = step % t.log_every == 0 or step == total_steps
+                if at_log:
+                    # The only host sync of the step besides the finiteness check, once per log interval.
+                    reduced = fabric.all_reduce(
+                        {k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean"
+                    )
+                    logs = {k: float(v) for k, v in reduced.items()}
+                    rate = window_images / (time.perf_counter() - window_start)
+                    window_start, window_images = time.perf_counter(), 0
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                    log.write(
+                        step,
+                        {
+                            **{f"train/{k}": v for k, v in logs.items()},
+                            "train/lr": lr,
+                            "train/img_per_s": rate,
+                            "epoch": epoch,
+                        },
+                    )
+                if is_main and cfg.analysis.every and step % cfg.analysis.every == 0:
+                    log.write(step, {**dynamics_record(method, views), "epoch": epoch})
+                # Every process stops at the same step: alone at once, together at the next log interval.
+                stop = any_process(fabric, signals) if world == 1 or at_log else False
+                mid_epoch = step % steps_per_epoch != 0 and step < total_steps
+                step_save = bool(t.checkpoint_every_steps) and step % (t.checkpoint_every_steps or 1) == 0
+                if mid_epoch and (stop or step_save):
+                    progress.cost.stop()
+                    if is_main:
+                        check_weights_finite(method, step, last)
+                        save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), last)
+                    fabric.barrier()
+                    if stop:
+                        bar.close()
+                        raise Preempted(signals.received or signal.SIGTERM, step)
+                    progress.cost.start()
+                if step >= total_steps or stop:
+                    break
+            bar.close()
+            progress.cost.stop()
+            if rolled_back:
+                continue
+            progress.cost.update_memory(fabric.device)
+            epoch, epoch_done = step // steps_per_epoch, step % steps_per_epoch == 0
+            # ---- checkpoint (rank 0) and online monitor -----------------------------------------------------
+            if is_main:
+                check_weights_finite(method, step, last)
+                state = progress.state(method, optimizer, cfg, steps_per_epoch)
+                paths = [last]
+                finished = step >= total_steps
+                if epoch_done and (epoch % t.checkpoint_every == 0 or finished):
+                    paths.append(ckpt_dir / f"epoch-{epoch:04d}.pt")
+                save_checkpoint(state, *paths)
+                record: dict[str, Any] = {
+                    "epoch": epoch,
+                    **{f"cost/{k}": v for k, v in progress.cost.as_dict().items() if isinstance(v, (int, float))},
+                }
+                if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
+                    record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
+                    fabric.print(f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
+                log.write(step, record)
+            fabric.barrier()
+            if progress.step < total_steps and any_process(fabric, signals):
+                raise Preempted(signals.received or signal.SIGTERM, progress.step)
     log.close()
-    fabric.print(f"finished {step} steps; run directory: {out}")
+    fabric.print(f"finished {progress.step} steps; run directory: {out}")
     return out
 
 
-def training_state(
-    method: Method, optimizer: torch.optim.Optimizer, epoch: int, step: int, cost: CostRecord, cfg: DictConfig
-) -> dict[str, Any]:
-    """Everything a checkpoint holds: weights, optimizer, position, cost record and provenance."""
-    return {
-        "model": method.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "cost": cost.as_dict(),
-        "config": OmegaConf.to_container(cfg),
-        "git_commit": git_commit(),
-    }
+def any_process(fabric: Fabric, signals: StopSignals) -> bool:
+    """Whether any process received a stop signal (a collective: every process must call it together)."""
+    if fabric.world_size == 1:
+        return signals.received is not None
+    flag = torch.tensor(float(signals.received is not None), device=fabric.device)
+    return bool(fabric.all_reduce(flag, reduce_op="max") > 0)
+
+
+@dataclass
+class Progress:
+    """Where a run stands and what it has spent: what a checkpoint restores besides weights and optimizer."""
+
+    cost: CostRecord
+    step: int = 0
+    lr_scale: float = 1.0  # lowered by every non-finite rollback
+    skips: int = 0  # non-finite steps skipped in a row
+    rollbacks: int = 0
+
+    def state(
+        self, method: Method, optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int
+    ) -> dict[str, Any]:
+        """Everything a checkpoint holds: weights, optimizer, position, RNG, cost record and provenance."""
+        return {
+            "model": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": self.step // steps_per_epoch,
+            "step": self.step,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "rng": capture_rng(),
+            "cost": self.cost.as_dict(),
+            "config": OmegaConf.to_container(cfg),
+            "git_commit": git_commit(),
+        }
+
+    def restore(
+        self, method: Method, optimizer: torch.optim.Optimizer, state: dict[str, Any], rollback: bool = False
+    ) -> None:
+        """Continue from a checkpoint. A rollback keeps its lowered lr, its count and the cost record: the
+        compute spent on the steps it discards was spent all the same."""
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        if not rollback:
+            self.cost = CostRecord.from_dict(state["cost"])
+            self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
+        if "rng" in state:
+            restore_rng(state["rng"])
+
+    def on_nonfinite(self, trainer: DictConfig, step: int, last: Path) -> str:
+        """Apply trainer.nonfinite to a bad step; returns what was done, or raises when the run must stop."""
+        policy = trainer.nonfinite
+        if policy == "skip" and self.skips < trainer.nonfinite_max:
+            self.skips += 1
+            return f"skipped ({self.skips} in a row)"
+        if policy == "rollback" and self.rollbacks < trainer.nonfinite_max and last.is_file():
+            self.rollbacks += 1
+            self.lr_scale *= trainer.nonfinite_lr_factor
+            return f"rolled back to {last.name} with the lr x {self.lr_scale:g} (rollback {self.rollbacks})"
+        good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise UserError(
+            f"non-finite gradients or buffers at step {step + 1} (trainer.nonfinite={policy}); {good}; "
+            "lower optim.base_lr, or set trainer.nonfinite=skip|rollback"
+        )
 
 
 def measure_flops(method: Method, cfg: DictConfig) -> float | None:

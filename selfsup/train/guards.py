@@ -1,0 +1,109 @@
+"""What stops or protects a training run: preemption signals, non-finite steps, unwritable output.
+
+SLURM sends SIGUSR1 shortly before a time limit (`--signal=USR1@90`) and SIGTERM on preemption;
+torchrun forwards SIGTERM to its workers. The handler only records the signal; the loop finishes the
+current step, saves `last.pt` and stops, so the same command resumes exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from selfsup.errors import UserError
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+NONFINITE_POLICIES = ("stop", "skip", "rollback")
+
+
+class Preempted(Exception):
+    """Raised after the checkpoint of a signalled run is saved; the CLI exits with 128 + signal number."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"received {signal.Signals(signum).name} at step {step}: saved last.pt; rerun to resume")
+        self.signum = signum
+
+
+class StopSignals:
+    """Records SIGTERM / SIGUSR1 instead of dying; a context manager that restores the old handlers."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def requeue_on_slurm(signum: int) -> bool:
+    """On SIGUSR1 inside a SLURM job, requeue it (the time limit is near; SLURM requeues preempted jobs
+    itself). Returns whether a requeue was asked for."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if signum != signal.SIGUSR1 or not job or shutil.which("scontrol") is None:
+        return False
+    return subprocess.run(["scontrol", "requeue", job], check=False).returncode == 0
+
+
+def check_writable(out: Path, needed_bytes: int) -> None:
+    """Fail before training when checkpoints could not be written: an unwritable directory, or less free
+    space than two checkpoints (the new one is written beside the old one before replacing it)."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(existing).free if existing.is_dir() else None
+    if free is not None and free < 2 * needed_bytes:
+        raise UserError(
+            f"{out} has {free / 2**30:.2f} GiB free, less than two checkpoints ({2 * needed_bytes / 2**30:.2f} GiB); "
+            "free space or choose another output_dir="
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise UserError(f"output_dir {out} is not writable ({err.strerror}); choose another output_dir=") from None
+
+
+def state_bytes(module: nn.Module, optimizer_copies: int = 2) -> int:
+    """About what a checkpoint of `module` takes: its tensors plus the optimizer's per-parameter buffers."""
+    tensors = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    return tensors + optimizer_copies * params
+
+
+def all_finite(module: nn.Module) -> bool:
+    """Whether every gradient and floating-point buffer is finite: one reduction and one host sync.
+
+    Buffers count because forward passes update them (BatchNorm statistics, queues, F, centres): a
+    non-finite forward poisons them even when its step is skipped."""
+    tensors = [p.grad for p in module.parameters() if p.grad is not None]
+    tensors += [b for b in module.buffers() if b.is_floating_point()]
+    if not tensors:
+        return True
+    norms = torch._foreach_norm(tensors)
+    return bool(torch.isfinite(torch.stack(norms).sum()).item())
+
+
+def check_weights_finite(module: nn.Module, step: int, last: Path) -> None:
+    """Before a save: weights made non-finite by the last update are never checkpointed (the step check
+    sees gradients and buffers before the update; this sees its result)."""
+    params = [p.detach() for p in module.parameters()]
+    if params and not torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()):
+        good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise UserError(f"the weights became non-finite at step {step}; not saved; {good}; lower optim.base_lr")

@@ -1,0 +1,205 @@
+"""Bad input fails in one line through the CLI (exit 2, no traceback) before the output directory exists:
+impossible or mistyped settings, truncated or corrupt dataset files, subsets larger than their split. An
+undecodable file in an image folder fails naming the file and the option to skip it (when a batch first
+holds it: images are decoded lazily), or with data.bad_images=skip is replaced by the next good one."""
+
+from __future__ import annotations
+
+import warnings
+from fnmatch import fnmatchcase
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_formats import write_cifar10, write_imagefolder, write_stl10, write_svhn
+from omegaconf import DictConfig, OmegaConf
+
+from selfsup.cli import main
+from selfsup.config import group_options, leaf_keys, load_config, value_rules
+from selfsup.data.loader import load_split
+from selfsup.data.sources import ImageDataset
+from selfsup.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SMALL = [
+    "views.crop_size=16",
+    "trainer.batch_size=8",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "eval.every=0",
+    "device=cpu",
+]
+
+
+def fails_in_one_line(capsys, out: Path, *args: str) -> str:
+    """Run `selfsup pretrain`; check exit 2, one stderr line, no traceback, no output directory."""
+    assert main(["pretrain", *SMALL, *args, f"output_dir={out}"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err + captured.out, captured.err
+    assert not out.exists()
+    return lines[0].removeprefix("selfsup: error: ")
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["trainer.batch_size=0"], "trainer.batch_size must be a positive integer, got 0"),
+        (["trainer.epochs=ten"], "trainer.epochs must be a positive integer, got 'ten'"),
+        (["trainer.epochs=2.5"], "trainer.epochs must be a positive integer, got 2.5"),
+        (["trainer.epochs=true"], "trainer.epochs must be a positive integer, got true"),
+        (["trainer.num_workers=-1"], "trainer.num_workers must be auto or an integer >= 0, got -1"),
+        (["optim.base_lr=0"], "optim.base_lr must be a positive number, got 0"),
+        (["optim.base_lr=-0.1"], "optim.base_lr must be a positive number, got -0.1"),
+        (["optim.base_lr=fast"], "optim.base_lr must be a positive number, got 'fast'"),
+        (["optim.weight_decay=-1e-4"], "optim.weight_decay must be a number >= 0, got -0.0001"),
+        (["optim.momentum=1.0"], "optim.momentum must be a number in [0, 1), got 1.0"),
+        (["method=byol", "method.momentum=-0.5"], "method.momentum must be a number in [0, 1), got -0.5"),
+        (["method=byol", "method.final_momentum=1.5"], "method.final_momentum must be a number in [0, 1], got 1.5"),
+        (["method.temperature=0"], "method.temperature must be a positive number, got 0"),
+        (["eval.knn.k=0"], "eval.knn.k must be a positive integer, got 0"),
+        (["seed=-1"], "seed must be an integer >= 0, got -1"),
+        (["optim.name=adamx"], "optim.name must be one of adamw | lars | sgd, got 'adamx'; did you mean 'adamw'?"),
+        (
+            ["trainer.precision=fp16"],
+            "trainer.precision must be one of auto | 32 | bf16 | 16, got 'fp16'; did you mean 'bf16', '16'?",
+        ),
+        (["data.bad_images=ignore"], "data.bad_images must be one of fail | skip, got 'ignore'"),
+        (["backbone.weights=123"], "backbone.weights must be a non-empty string or null, got 123"),
+        (["views.flip_p=1.5"], "views.flip_p=1.5 must be a probability in [0, 1]"),
+        (["views.jitter_p=-0.1"], "views.jitter_p=-0.1 must be a probability in [0, 1]"),
+        (["views.crop_size=0"], "views.crop_size=0 must be a positive integer"),
+        *(
+            (
+                [f"views.crop_scale={scale}"],
+                f"views.crop_scale={shown} must satisfy 0 < low <= high <= 1, e.g. [0.08, 1.0]",
+            )
+            for scale, shown in (("[0.5,0.2]", "[0.5, 0.2]"), ("[0.0,1.0]", "[0.0, 1.0]"), ("[0.5,1.5]", "[0.5, 1.5]"))
+        ),
+    ],
+)
+def test_impossible_settings_fail_before_anything_runs(overrides, message, tmp_path: Path, capsys):
+    assert fails_in_one_line(capsys, tmp_path / "out", "data=synthetic", *overrides) == message
+
+
+def setting_keys() -> set[str]:
+    """Every leaf key of the default config and of every method option (methods add their own keys)."""
+    conf = resources.files("selfsup.conf")
+    cfg = load_config(["data=synthetic"])
+    trees = [("", cfg), ("method.predictor.", OmegaConf.load(str(conf / "predictor" / "default.yaml")))]
+    methods = [OmegaConf.load(str(conf / "method" / f"{o}.yaml")) for o in group_options("method")]
+    trees += [("method.", m.method) for m in methods if "method" in m]  # vicreg_r50_b128 only sets others
+    return {
+        prefix + key
+        for prefix, tree in trees
+        for key in leaf_keys(tree)
+        if not isinstance(OmegaConf.select(tree, key, throw_on_resolution_failure=False), DictConfig)
+    }
+
+
+def test_every_setting_has_exactly_one_rule():
+    """A key added to a config group without a rule, or matched by two, fails here; views.* are checked by
+    views_config and eval.finetune|detection|segmentation.* by their tasks."""
+    own_checks = ("views.", "eval.finetune.", "eval.detection.", "eval.segmentation.")
+    keys = {k for k in setting_keys() if not k.startswith(own_checks)}
+    assert {"method.moco_m", "method.predictor.rho", "method.sinkhorn_eps", "trainer.epochs"} <= keys
+    for key in sorted(keys):
+        matching = [patterns for _, patterns in value_rules() if any(fnmatchcase(key, p) for p in patterns)]
+        assert len(matching) == 1, f"{key} matches {matching}"
+
+
+def test_subsets_larger_than_their_split(tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    assert fails_in_one_line(capsys, out, "data=synthetic", "data.subset=5000") == (
+        "data.subset=5000 is larger than the 2000 images of synthetic train"
+    )
+    assert fails_in_one_line(capsys, out, "data=synthetic", "eval.every=1", "eval.train_subset=5000") == (
+        "eval.train_subset=5000 is larger than the 2000 images of synthetic train"
+    )
+
+
+def test_truncated_or_corrupt_dataset_files(tmp_path: Path, capsys):
+    write_cifar10(tmp_path / "cifar", n_per_batch=4)
+    batch = tmp_path / "cifar" / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:-1000])
+    write_svhn(tmp_path / "svhn", 10, 10)
+    mat = tmp_path / "svhn" / "train_32x32.mat"
+    mat.write_bytes(mat.read_bytes()[:500])
+    write_stl10(tmp_path / "stl", 4, 4, 2)
+    binary = tmp_path / "stl" / "stl10_binary" / "unlabeled_X.bin"
+    with binary.open("ab") as f:
+        f.write(b"\0" * 7)
+    fetch = "set data.root=DIR to the folder that holds {} or data.download=true"
+    cases = {
+        "cifar10": f"malformed pickle batch {batch} (UnpicklingError: pickle data was truncated); "
+        + fetch.format("cifar-10-batches-py/"),
+        "svhn": f"malformed SVHN file {mat} (could not read bytes); " + fetch.format("train_32x32.mat"),
+        "stl10": f"malformed STL-10 file {binary}: 55303 bytes, not a positive multiple of 27648; "
+        + fetch.format("stl10_binary/"),
+    }
+    roots = {"cifar10": "cifar", "svhn": "svhn", "stl10": "stl"}
+    for name, message in cases.items():
+        args = (f"data={name}", f"data.root={tmp_path / roots[name]}")
+        assert fails_in_one_line(capsys, tmp_path / "out", *args) == message
+
+
+def break_image(root: Path, rel: str) -> Path:
+    """Cut an image file in half: its header is intact, its pixel data is not."""
+    path = root / "train" / rel
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_undecodable_image_fails_naming_the_file_and_the_option(tmp_path: Path, capsys):
+    written = write_imagefolder(tmp_path / "images", ["a", "b"], 8, splits=("train",))
+    bad = break_image(tmp_path / "images", written["train"][3][0])
+    out = tmp_path / "out"
+    # A loader worker decodes it: the error crosses the process boundary and still prints as one line.
+    args = ["pretrain", *SMALL, "trainer.num_workers=1", "data=imagefolder", f"data.root={tmp_path / 'images'}"]
+    assert main([*args, "trainer.max_steps=2", f"output_dir={out}"]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert captured.err.strip().splitlines() == [
+        f"selfsup: error: cannot decode image {bad} (Out of bound read in decode_png. Probably, the input image is "
+        "corrupted); remove or replace it, or set data.bad_images=skip"
+    ]
+    # The run had started (config.yaml, the epoch-0000 starting point) but saved no step: a rerun starts over.
+    assert not (out / "checkpoints" / "last.pt").exists()
+
+
+def skipping_train_split(root: Path) -> ImageDataset:
+    """The train split of an image folder as the config loads it, with data.bad_images=skip."""
+    return load_split(load_config(["data=imagefolder", f"data.root={root}", "data.bad_images=skip"]).data, "train")
+
+
+def test_skip_uses_the_next_good_image_warns_once_per_file_and_counts(tmp_path: Path):
+    written = write_imagefolder(tmp_path, ["a", "b"], 3, splits=("train",))
+    bad = [break_image(tmp_path, written["train"][i][0]) for i in (2, 3)]  # a/002.png, b/000.png
+    dataset = skipping_train_split(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        items = [dataset[i] for i in range(len(dataset))]
+    # Items 2 and 3 are both replaced by item 4, the next one that decodes (b/001.png, label 1).
+    assert [label for _, label in items] == [0, 0, 1, 1, 1, 1]
+    _, _, pixels = written["train"][4]
+    assert torch.equal(items[2][0], torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))))
+    assert [str(w.message) for w in caught if w.category is UserWarning] == [
+        f"skipping undecodable image {path} (data.bad_images=skip)" for path in bad
+    ]
+    assert dataset.skipped == {2, 3}
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        assert dataset[3][1] == 1
+    assert not [w for w in again if w.category is UserWarning]  # a file already skipped is not warned about again
+    assert dataset.skipped == {2, 3}
+
+
+def test_skip_of_a_folder_without_a_good_image(tmp_path: Path):
+    written = write_imagefolder(tmp_path, ["a"], 2, splits=("train",))
+    for rel, _, _ in written["train"]:
+        break_image(tmp_path, rel)
+    dataset = skipping_train_split(tmp_path)
+    with pytest.warns(UserWarning, match="skipping undecodable image"), pytest.raises(UserError) as err:
+        dataset[1]
+    assert str(err.value) == f"no image under {tmp_path / 'train'} can be decoded (data.bad_images=skip skipped all 2)"

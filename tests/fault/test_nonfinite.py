@@ -1,0 +1,96 @@
+"""An injected NaN loss under each trainer.nonfinite policy: stop, skip, rollback; never a NaN checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.methods.simclr import SimCLR
+from selfsup.train.checkpoint import load_checkpoint
+
+ARGS = [
+    "pretrain",
+    "data=synthetic",
+    "data.subset=64",
+    "views.crop_size=16",
+    "trainer.batch_size=16",
+    "trainer.epochs=2",
+    "trainer.checkpoint_every_steps=2",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+    "eval.every=0",
+    "analysis.every=0",
+    "device=cpu",
+]
+
+
+@pytest.fixture
+def nan_at(monkeypatch):
+    """Make SimCLR's loss NaN at the given optimizer steps (0-based), each once: a transient fault."""
+    pending: set[int] = set()
+    forward = SimCLR.forward
+
+    def poisoned(self, views):
+        out = forward(self, views)
+        if self.current_step in pending:
+            pending.discard(self.current_step)
+            out["loss"] = out["loss"] * torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(SimCLR, "forward", poisoned)
+    return pending
+
+
+def finite_weights(state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stop_names_the_step_and_the_last_good_checkpoint(tmp_path: Path, nan_at, capsys):
+    nan_at.add(4)
+    run = tmp_path / "run"
+    assert main([*ARGS, f"output_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite gradients or buffers at step 5 (trainer.nonfinite=stop)" in err
+    assert "last good checkpoint is" in err and err.count("\n") == 1
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 4 and finite_weights(state)
+
+
+def test_skip_drops_the_step_and_the_run_finishes_finite(tmp_path: Path, nan_at):
+    nan_at.update({2, 5})
+    run = tmp_path / "run"
+    assert main([*ARGS, "trainer.nonfinite=skip", f"output_dir={run}"]) == 0
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 8 and finite_weights(state)
+    assert state["cost"]["images_seen"] == 6 * 16  # the two skipped batches were not trained on
+    skipped = [r["step"] for r in records(run) if "train/nonfinite_skips" in r]
+    assert skipped == [3, 6]
+
+
+def test_skip_stops_after_too_many_in_a_row(tmp_path: Path, nan_at, capsys):
+    nan_at.update({1, 2, 3})
+    args = [*ARGS, "trainer.nonfinite=skip", "trainer.nonfinite_max=2", f"output_dir={tmp_path / 'run'}"]
+    assert main(args) == 2
+    assert "non-finite gradients or buffers at step 4 (trainer.nonfinite=skip)" in capsys.readouterr().err
+
+
+def test_rollback_returns_to_last_with_a_lower_lr(tmp_path: Path, nan_at, capsys):
+    nan_at.add(5)  # last.pt is at step 4 (every 2 steps); step 6 fails once
+    run = tmp_path / "run"
+    assert main([*ARGS, "trainer.nonfinite=rollback", f"output_dir={run}"]) == 0
+    assert "rolled back to last.pt with the lr x 0.5 (rollback 1)" in capsys.readouterr().out
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 8 and state["lr_scale"] == 0.5 and state["rollbacks"] == 1 and finite_weights(state)
+    # The discarded steps 5 and 6 were redone and are logged once, after the rollback record at step 4.
+    log = records(run)
+    assert [r["step"] for r in log if "train/lr" in r] == list(range(1, 9))
+    assert [(r["step"], r["train/rollbacks"]) for r in log if "train/rollbacks" in r] == [(4, 1)]

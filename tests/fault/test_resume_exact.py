@@ -1,0 +1,166 @@
+"""A run killed (SIGKILL), preempted (SIGTERM / SIGUSR1) or left with a corrupt last.pt ends bitwise identical
+to an uninterrupted run: weights, optimizer state and step, on CPU with num_workers=0."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.train.checkpoint import load_checkpoint
+
+ARGS = [
+    "pretrain",
+    "method=byol",  # EMA target and predictor: more state than SimCLR to restore
+    "data=synthetic",
+    "data.subset=64",
+    "views.crop_size=16",
+    "trainer.batch_size=16",
+    "trainer.epochs=3",
+    "trainer.checkpoint_every=1",
+    "trainer.checkpoint_every_steps=1",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+    "optim.warmup_epochs=1",
+    "eval.every=0",
+    "analysis.every=0",
+    "device=cpu",
+]
+TOTAL_STEPS = 12  # 64 images / 16 per batch x 3 epochs
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    run = tmp_path_factory.mktemp("reference") / "run"
+    assert main([*ARGS, f"output_dir={run}"]) == 0
+    return load_checkpoint(run / "checkpoints" / "last.pt")
+
+
+def assert_same_training(a: dict, b: dict) -> None:
+    assert (a["step"], a["epoch"]) == (b["step"], b["epoch"]) == (TOTAL_STEPS, 3)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
+    assert a["cost"]["images_seen"] == b["cost"]["images_seen"]
+
+
+def logged_steps(run: Path) -> list[int]:
+    path = run / "metrics.jsonl"
+    steps = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "train/loss" in record:
+            steps.append(record["step"])
+    return steps
+
+
+def start(run: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "selfsup.cli", *ARGS, f"output_dir={run}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_step(proc: subprocess.Popen, run: Path, step: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if max(logged_steps(run), default=0) >= step:
+            return
+        time.sleep(0.05)
+    stderr = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+    pytest.fail(f"training did not reach step {step} (exit {proc.poll()}): {stderr[-2000:]}")
+
+
+def test_sigkill_at_random_steps_then_rerun_is_bitwise_identical(tmp_path: Path, reference: dict):
+    run = tmp_path / "run"
+    rng = random.Random(int(os.environ.get("SELFSUP_FAULT_SEED", "0")))
+    for target in sorted(rng.sample(range(1, TOTAL_STEPS - 1), 2)):  # two kills, anywhere in the step
+        proc = start(run)
+        wait_for_step(proc, run, target)
+        time.sleep(rng.random() * 0.3)  # land inside a step, a save or a log write
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert main([*ARGS, f"output_dir={run}"]) == 0
+    assert_same_training(load_checkpoint(run / "checkpoints" / "last.pt"), reference)
+    assert logged_steps(run) == list(range(1, TOTAL_STEPS + 1))  # every step logged once
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signals_save_and_exit_with_a_requeue_status(tmp_path: Path, reference: dict, signum: int):
+    run = tmp_path / "run"
+    proc = start(run)
+    wait_for_step(proc, run, 5)
+    os.killpg(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signum, stderr
+    assert f"received {signal.Signals(signum).name} at step" in stderr and "Traceback" not in stderr
+    stopped = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert 5 <= stopped["step"] < TOTAL_STEPS
+    assert main([*ARGS, f"output_dir={run}"]) == 0
+    assert_same_training(load_checkpoint(run / "checkpoints" / "last.pt"), reference)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_good_one(
+    tmp_path: Path, reference: dict, capsys, damage: str
+):
+    run = tmp_path / "run"
+    proc = start(run)  # stopped in epoch 2: epoch-0001.pt at step 4, last.pt later
+    wait_for_step(proc, run, 6)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=300)
+    last = run / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["step"] > 4
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-100] + bytes(100))
+    good = (run / "checkpoints" / "epoch-0001.pt").read_bytes()
+    assert main([*ARGS, f"output_dir={run}"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: checkpoint" in out and "is corrupt" in out and "resuming" in out and "epoch-0001.pt" in out
+    assert (run / "checkpoints" / "epoch-0001.pt").read_bytes() == good  # the good one was never rewritten
+    assert_same_training(load_checkpoint(last), reference)
+
+
+def test_no_readable_checkpoint_at_all_is_a_one_line_error(tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    assert main([*ARGS, "trainer.max_steps=1", f"output_dir={run}"]) == 0
+    for path in (run / "checkpoints").glob("*.pt"):
+        path.write_bytes(b"garbage")
+    assert main([*ARGS, f"output_dir={run}"]) == 2
+    assert "no readable checkpoint in" in capsys.readouterr().err
+
+
+def test_unwritable_or_full_output_fails_before_training(tmp_path: Path, capsys, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main([*ARGS, f"output_dir={blocker / 'run'}"]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+    def tiny_disk(_path):
+        return shutil._ntuple_diskusage(total=10**9, used=10**9 - 10**6, free=10**6)
+
+    monkeypatch.setattr(shutil, "disk_usage", tiny_disk)
+    run = tmp_path / "full"
+    assert main([*ARGS, f"output_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert "GiB free, less than two checkpoints" in err and err.count("\n") == 1
+    assert not (run / "checkpoints").exists()
