@@ -24,6 +24,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 NONFINITE_POLICIES = ("stop", "skip", "rollback")
 
 
+class TrainingFault(UserError):
+    """The run itself went wrong (non-finite values): reported in one line like bad input, but its run
+    directory is kept, since its metrics show how it got there."""
+
+
 class Preempted(Exception):
     """Raised after the checkpoint of a signalled run is saved; the CLI exits with 128 + signal number."""
 
@@ -106,4 +111,4 @@ def check_weights_finite(module: nn.Module, step: int, last: Path) -> None:
     params = [p.detach() for p in module.parameters()]
     if params and not torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()):
         good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        raise UserError(f"the weights became non-finite at step {step}; not saved; {good}; lower optim.base_lr")
+        raise TrainingFault(f"the weights became non-finite at step {step}; not saved; {good}; lower optim.base_lr")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from selfsup.train.cost import CostRecord, count_training_flops, device_name
 from selfsup.train.guards import (
     Preempted,
     StopSignals,
+    TrainingFault,
     all_finite,
     check_weights_finite,
     check_writable,
@@ -164,7 +167,22 @@ class KnnMonitor:
 
 
 def pretrain(cfg: DictConfig) -> Path:
-    """Pretrain (or resume) the run described by `cfg`; returns the run directory."""
+    """Pretrain (or resume) the run described by `cfg`; returns the run directory.
+
+    A new run that fails on bad input before its first save (an undecodable image met in the first batches)
+    leaves no directory behind: a refused run never changes the output."""
+    out = Path(cfg.output_dir)
+    fresh = not out.exists()
+    try:
+        return _pretrain(cfg)
+    except UserError as err:
+        refused = not isinstance(err, TrainingFault) and not (out / "checkpoints" / "last.pt").exists()
+        if fresh and refused and int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _pretrain(cfg: DictConfig) -> Path:
     t = cfg.trainer
     device_type = resolve_device(cfg.device)
     precision = resolve_precision(str(t.precision), device_type)
@@ -436,7 +454,7 @@ class Progress:
             self.lr_scale *= trainer.nonfinite_lr_factor
             return f"rolled back to {last.name} with the lr x {self.lr_scale:g} (rollback {self.rollbacks})"
         good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        raise UserError(
+        raise TrainingFault(
             f"non-finite gradients or buffers at step {step + 1} (trainer.nonfinite={policy}); {good}; "
             "lower optim.base_lr, or set trainer.nonfinite=skip|rollback"
         )
