@@ -28,31 +28,10 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from selfsup.data.detection import VOC_CLASSES as VOC_OBJECT_CLASSES
 from selfsup.errors import UserError
 
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+VOC_CLASSES = ("background", *VOC_OBJECT_CLASSES)  # index = the mask value
 IGNORE_INDEX = 255
 TRAIN_AUG = "train_aug"
 

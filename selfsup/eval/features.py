@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
+from torch.utils.data import Subset
 
 from selfsup.data.loader import Transformed, dataset_labels, eval_loader, load_split
-from selfsup.data.sources import dataset_spec
+from selfsup.data.sources import ImageDataset, dataset_spec
 from selfsup.data.views import eval_transform, normalize
 from selfsup.errors import UserError
 
@@ -20,6 +21,16 @@ class Features:
     labels: torch.Tensor  # int64 [N]
 
 
+def labeled_dataset(
+    data_cfg: DictConfig, split: str, subset: int | None, seed: int, subset_key: str
+) -> ImageDataset | Subset:
+    """A split (optionally a class-balanced subset) that must be labeled: kNN, linear probe, fine-tuning."""
+    dataset = load_split(data_cfg, split, subset, seed, subset_key)
+    if (dataset_labels(dataset) < 0).any():
+        raise UserError(f"split {split!r} of {data_cfg.name} has unlabeled images; evaluate on a labeled split")
+    return dataset
+
+
 def labeled_split(
     data_cfg: DictConfig, split_key: str, crop_size: int, subset: int | None = None, seed: int = 0
 ) -> Transformed:
@@ -28,11 +39,7 @@ def labeled_split(
     split = data_cfg[split_key]
     if split is None:
         raise UserError(f"data={data_cfg.name} has no labeled {split_key}; evaluate on a labeled dataset")
-    dataset = load_split(data_cfg, split, subset, seed, "eval.train_subset")
-    if (dataset_labels(dataset) < 0).any():
-        raise UserError(
-            f"split {split!r} of {data_cfg.name} has unlabeled images; pick a labeled split for {split_key}"
-        )
+    dataset = labeled_dataset(data_cfg, split, subset, seed, "eval.train_subset")
     return Transformed(dataset, eval_transform(crop_size))
 
 

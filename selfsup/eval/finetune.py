@@ -18,14 +18,14 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from selfsup.config import compose_group
-from selfsup.data.loader import Transformed, dataset_labels, load_split, resolve_num_workers
+from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
 from selfsup.data.views import eval_transform, normalize
 from selfsup.errors import UserError
-from selfsup.eval.features import split_mean_std
+from selfsup.eval.features import labeled_dataset, split_mean_std
 from selfsup.eval.knn import topk_accuracy
 from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
 from selfsup.train.precision import resolve_precision
@@ -57,13 +57,6 @@ def train_augmentation(augment: str, crop_size: int) -> T.Compose:
     else:
         crop = [T.RandomResizedCrop(crop_size, scale=(0.08, 1.0), antialias=True)]
     return T.Compose([*crop, T.RandomHorizontalFlip()])
-
-
-def _labeled(data: DictConfig, split: str, subset: int | None, seed: int) -> Dataset:
-    dataset = load_split(data, split, subset, seed, "eval.finetune.train_subset")
-    if (dataset_labels(dataset) < 0).any():
-        raise UserError(f"split {split!r} of {data.name} has unlabeled images; fine-tune on a labeled split")
-    return dataset
 
 
 class Classifier(nn.Module):
@@ -108,8 +101,10 @@ def run(job: TransferJob) -> TaskResult:
         )
     data = finetune_data(cfg)
     crop_size = section.crop_size or cfg.views.crop_size
-    train_set = _labeled(data, data.eval_train_split, section.train_subset, cfg.seed)
-    test_set = _labeled(data, data.test_split, None, cfg.seed)
+    train_set = labeled_dataset(
+        data, data.eval_train_split, section.train_subset, cfg.seed, "eval.finetune.train_subset"
+    )
+    test_set = labeled_dataset(data, data.test_split, None, cfg.seed, "eval.finetune.test_split")
     num_classes = int(max(dataset_labels(train_set).max(), dataset_labels(test_set).max())) + 1
     if len(train_set) < section.batch_size:
         raise UserError(
