@@ -22,6 +22,8 @@ from selfsup.train.checkpoint import load_checkpoint
 ARGS = [
     "pretrain",
     "method=byol",  # EMA target and predictor: more state than SimCLR to restore
+    "method.proj_hidden_dim=64",  # small heads keep each of the ~40 checkpoints a test writes small on disk
+    "method.predictor.hidden_dim=64",
     "data=synthetic",
     "data.subset=64",
     "views.crop_size=16",
