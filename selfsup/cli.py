@@ -23,6 +23,12 @@ commands:
   export backbone run=DIR [checkpoint=last] out=FILE.safetensors
                                                 write a checkpoint's backbone weights as safetensors (for
                                                 backbone.weights=FILE or other code)
+  submit pretrain key=value ... slurm.nodes=N slurm.gpus_per_node=G [slurm.partition=P slurm.time=MIN ...]
+                                                the same pretraining as a SLURM job of N x G processes
+                                                (submitit); requeued near its time limit, resumes itself
+  bench [stages=[compute,loader,full]] [variants=[fp32,channels_last,bf16]] [steps=3] [memory_budget_gb=G] ...
+                                                images/s of pure compute, data path and full step; ratios,
+                                                peak memory, largest batch within a memory budget
   config    key=value ...                       print the composed config without running anything
 
 examples:
@@ -55,7 +61,7 @@ def parse_list(value: str) -> list[str]:
 
 
 def cmd_pretrain(args: list[str]) -> int:
-    """Exit status 128 + signal number when SIGTERM / SIGUSR1 stopped the run after saving it (what shells
+    """Exit status 128 + signal number when SIGTERM / SIGUSR1 / SIGUSR2 stopped the run after saving it (what shells
     and SLURM report for a signalled job; the same command resumes it)."""
     from selfsup.config import load_config
     from selfsup.train.guards import Preempted, requeue_on_slurm
@@ -150,8 +156,79 @@ def cmd_export(args: list[str]) -> None:
     )
 
 
+SUBMIT_USAGE = (
+    "selfsup submit pretrain [key=value ...] slurm.nodes=N slurm.gpus_per_node=G [slurm.partition=P "
+    "slurm.time=MINUTES slurm.cpus_per_task=C slurm.mem_gb=M slurm.account=A slurm.qos=Q slurm.cluster=slurm|local]"
+)
+
+
+def cmd_submit(args: list[str]) -> int:
+    from selfsup.config import load_config
+    from selfsup.train.loop import batch_plan
+    from selfsup.train.slurm import SlurmOptions, submit
+
+    if not args or args[0] != "pretrain":
+        raise UserError(f"usage: {SUBMIT_USAGE}")
+    slurm = {a.split("=", 1)[0].removeprefix("slurm."): a.split("=", 1)[1] for a in args if a.startswith("slurm.")}
+    if any(a.startswith("slurm.") and "=" not in a for a in args):
+        raise UserError(f"slurm options are key=value pairs: {SUBMIT_USAGE}")
+    options = SlurmOptions.from_keys(slurm)
+    job = submit([a for a in args[1:] if not a.startswith("slurm.")], options)
+    cfg = load_config(job.args)
+    print(
+        f"submitted job {job.job_id} ({options.cluster}): {options.nodes} node(s) x {options.tasks_per_node} task(s); "
+        f"{batch_plan(cfg, cfg.trainer.devices * cfg.trainer.num_nodes)}"
+    )
+    print(f"run directory: {cfg.output_dir}; job logs: {job.folder / job.job_id}")
+    if options.cluster == "slurm":
+        return 0
+    status = job.job.result()  # a local job: wait for it, as a foreground command would
+    print(f"job {job.job_id} finished with exit status {status}")
+    return int(status)
+
+
+BENCH_KEYS = ("stages", "variants", "steps", "warmup", "memory_budget_gb", "peak_tflops", "out")
+
+
+def cmd_bench(args: list[str]) -> None:
+    from selfsup.config import load_config
+    from selfsup.train.bench import STAGES, bench, check_settings, default_out, format_table, save_record
+
+    keys, overrides = _pop_keys(args, BENCH_KEYS)
+    stages = parse_list(keys.get("stages", ",".join(STAGES)))
+    variants = parse_list(keys["variants"]) if "variants" in keys else None
+    steps, warmup = _number(keys, "steps", 3, int), _number(keys, "warmup", 1, int)
+    check_settings(stages, variants, steps, warmup)
+    cfg = load_config(overrides)
+    record = bench(
+        cfg,
+        stages,
+        variants,
+        steps,
+        warmup,
+        memory_budget_gb=_number(keys, "memory_budget_gb", None, float),
+        peak_tflops=_number(keys, "peak_tflops", None, float),
+    )
+    out = Path(keys["out"]) if "out" in keys else default_out(cfg)
+    save_record(record, out)
+    print(format_table(record), end="")
+    print(f"-> {out}")
+
+
+def _number(keys: dict[str, str], name: str, default, kind):
+    """A numeric command-level key, with a one-line error when it does not parse."""
+    if name not in keys:
+        return default
+    try:
+        return kind(keys[name])
+    except ValueError:
+        raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {keys[name]!r}") from None
+
+
 COMMANDS = {
     "pretrain": cmd_pretrain,
+    "bench": cmd_bench,
+    "submit": cmd_submit,
     "eval": cmd_eval,
     "sweep": cmd_sweep,
     "report": cmd_report,

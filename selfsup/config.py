@@ -220,7 +220,9 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         PROBABILITY: ("method.final_momentum",),
         FRACTION: ("trainer.nonfinite_lr_factor",),
         BOOL: (
-            *("trainer.progress", "data.download", "backbone.zero_init_residual", "optim.exclude_bias_and_norm"),
+            *("trainer.progress", "trainer.sync_batchnorm", "trainer.activation_checkpointing", "data.download"),
+            "backbone.zero_init_residual",
+            "optim.exclude_bias_and_norm",
             *("method.symmetric", "method.use_bn_in_head", "method.norm_last_layer", "method.fixed_predictor_lr"),
             "method.predictor.symmetric",
         ),

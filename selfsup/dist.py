@@ -44,6 +44,28 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
+class _AllReduceWithGrad(torch.autograd.Function):
+    """Sum over processes whose backward sums, over processes, the gradient sent to the total."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        total = x.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """`x` summed over processes, differentiably: each process's part receives the sum of every process's
+    gradient of the total (statistics of the global batch inside the network, e.g. synchronised BatchNorm)."""
+    return x if world_info()[1] == 1 else _AllReduceWithGrad.apply(x)
+
+
 def sum_over_processes(t: torch.Tensor) -> torch.Tensor:
     """`t` summed over processes, in place (unchanged with one process); returns `t`. For statistics of the
     global batch: Sinkhorn's normalisers, DINO's center, DirectPred's correlation."""

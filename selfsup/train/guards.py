@@ -1,7 +1,8 @@
 """What stops or protects a training run: preemption signals, non-finite steps, unwritable output.
 
-SLURM sends SIGUSR1 shortly before a time limit (`--signal=USR1@90`) and SIGTERM on preemption;
-torchrun forwards SIGTERM to its workers. The handler only records the signal; the loop finishes the
+SLURM sends the signal asked for shortly before a time limit (`--signal=USR1@90` in sbatch scripts;
+submitit, behind `selfsup submit`, asks for USR2) and SIGTERM on preemption; torchrun forwards SIGTERM to
+its workers. The handler only records the signal; the loop finishes the
 current step, saves `last.pt` and stops, so the same command resumes exactly.
 """
 
@@ -20,7 +21,8 @@ import torch.nn as nn
 
 from selfsup.errors import UserError
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 NONFINITE_POLICIES = ("stop", "skip", "rollback")
 
 
@@ -38,7 +40,7 @@ class Preempted(Exception):
 
 
 class StopSignals:
-    """Records SIGTERM / SIGUSR1 instead of dying; a context manager that restores the old handlers."""
+    """Records SIGTERM / SIGUSR1 / SIGUSR2 instead of dying; a context manager that restores the old handlers."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -59,10 +61,11 @@ class StopSignals:
 
 
 def requeue_on_slurm(signum: int) -> bool:
-    """On SIGUSR1 inside a SLURM job, requeue it (the time limit is near; SLURM requeues preempted jobs
-    itself). Returns whether a requeue was asked for."""
+    """On a time-limit signal inside a SLURM job, requeue it, once, from its first task (SLURM requeues
+    preempted jobs itself). Returns whether a requeue was asked for."""
     job = os.environ.get("SLURM_JOB_ID")
-    if signum != signal.SIGUSR1 or not job or shutil.which("scontrol") is None:
+    first_task = os.environ.get("SLURM_PROCID", "0") == "0"
+    if signum not in TIME_LIMIT_SIGNALS or not job or not first_task or shutil.which("scontrol") is None:
         return False
     return subprocess.run(["scontrol", "requeue", job], check=False).returncode == 0
 

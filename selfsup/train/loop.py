@@ -24,16 +24,19 @@ import torch
 from lightning_fabric import Fabric
 from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from selfsup.analysis.dynamics import dynamics_record
 from selfsup.config import save_config
-from selfsup.data.loader import Transformed, pretrain_dataset, resolve_num_workers, train_loader
+from selfsup.data.loader import ResumableSampler, Transformed, pretrain_dataset, resolve_num_workers, train_loader
 from selfsup.data.views import BatchAugment, CropFlip, crops_of_batch, views_config
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split, split_mean_std
 from selfsup.eval.knn import knn_accuracy
 from selfsup.methods.base import Method, build_method
+from selfsup.nets.activation_checkpoint import disable_activation_checkpointing, enable_activation_checkpointing
+from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
 from selfsup.train.checkpoint import atomic_write_text, load_checkpoint, newest_good_checkpoint, save_checkpoint
 from selfsup.train.cost import CostRecord, count_training_flops, device_name
@@ -47,7 +50,7 @@ from selfsup.train.guards import (
     state_bytes,
 )
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
-from selfsup.train.precision import resolve_device, resolve_precision
+from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision
 from selfsup.train.rng import capture_rng, restore_rng
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
@@ -72,6 +75,66 @@ def build_model(cfg: DictConfig, init_weights: bool = False) -> Method:
     momentum networks."""
     backbone, feature_dim = build_backbone_from_config(cfg, init_weights)
     return build_method(cfg, backbone, feature_dim)
+
+
+def training_model(
+    cfg: DictConfig, device_type: str, channels_last: bool, sync_bn: bool, init_weights: bool = False
+) -> Method:
+    """The method as the loop trains it: activation checkpointing, BatchNorm over the global batch and the
+    memory format, as configured."""
+    method = build_model(cfg, init_weights)
+    if cfg.trainer.activation_checkpointing:
+        enable_activation_checkpointing(method.backbone)
+    if sync_bn:
+        method = convert_sync_batchnorm(method, device_type)
+    if channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    return method
+
+
+def data_pipeline(
+    cfg: DictConfig, device: torch.device, rank: int, world: int, local_batch: int
+) -> tuple[Transformed, DataLoader, ResumableSampler, BatchAugment]:
+    """The training data path: per-sample crop/flip on uint8 in the loader, colour ops batched on `device`."""
+    dataset = Transformed(pretrain_dataset(cfg.data, cfg.seed), CropFlip(cfg.views))
+    num_workers = resolve_num_workers(cfg.trainer.num_workers, device.type, cfg.trainer.devices)
+    loader, sampler = train_loader(
+        dataset, local_batch, num_workers, cfg.seed, rank, world, pin_memory=device.type == "cuda"
+    )
+    mean, std = split_mean_std(cfg.data, cfg.views)
+    return dataset, loader, sampler, BatchAugment(cfg.views, mean, std).to(device)
+
+
+def device_views(batch: Any, augment: BatchAugment, device: torch.device, channels_last: bool) -> list[torch.Tensor]:
+    """A collated loader batch as the method's input: augmented float views on `device`, in view order."""
+    views = [augment(crop, v) for v, crop in enumerate(crops_of_batch(batch, device))]
+    if channels_last:
+        views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+    return views
+
+
+def batch_plan(cfg: DictConfig, world: int) -> str:
+    """Per-process batch, global batch and the lr scaling rule, as printed when a run starts or is submitted."""
+    t = cfg.trainer
+    local_batch = t.batch_size // (world * t.accumulate)
+    peak_lr = scaled_lr(cfg.optim.base_lr, t.batch_size, cfg.optim.lr_scaling)
+    return (
+        f"{world} process(es) x {local_batch} per batch x {t.accumulate} accumulation = global batch {t.batch_size}; "
+        f"lr {cfg.optim.base_lr} x {t.batch_size}/256 = {peak_lr:.4g} ({cfg.optim.lr_scaling} rule)"
+    )
+
+
+def training_optimizer(method: Method, cfg: DictConfig) -> tuple[torch.optim.Optimizer, float]:
+    """The configured optimizer over the method's parameter groups, and its peak lr after batch scaling."""
+    peak_lr = scaled_lr(cfg.optim.base_lr, cfg.trainer.batch_size, cfg.optim.lr_scaling)
+    optimizer = build_optimizer(
+        cfg.optim.name,
+        param_groups(method, cfg.optim.weight_decay, cfg.optim.exclude_bias_and_norm, method.fixed_lr_modules()),
+        lr=peak_lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    return optimizer, peak_lr
 
 
 def check_output_dir(cfg: DictConfig, out: Path) -> None:
@@ -186,7 +249,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     t = cfg.trainer
     device_type = resolve_device(cfg.device)
     precision = resolve_precision(str(t.precision), device_type)
-    channels_last = precision == "bf16-mixed" if t.channels_last == "auto" else bool(t.channels_last)
+    channels_last = resolve_channels_last(t.channels_last, precision, device_type)
     processes = t.devices * t.num_nodes
     fabric = Fabric(
         accelerator=device_type,
@@ -205,13 +268,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     # ---- data: crop/flip per sample in workers; colour ops batched on the device -------------------
     seed_everything(cfg.seed, verbose=False)
     local_batch = t.batch_size // (world * t.accumulate)
-    dataset = Transformed(pretrain_dataset(cfg.data, cfg.seed), CropFlip(cfg.views))
-    num_workers = resolve_num_workers(t.num_workers, device_type, t.devices)
-    loader, sampler = train_loader(
-        dataset, local_batch, num_workers, cfg.seed, rank, world, pin_memory=device_type == "cuda"
-    )
-    mean, std = split_mean_std(cfg.data, cfg.views)
-    augment = BatchAugment(cfg.views, mean, std).to(fabric.device)
+    dataset, loader, sampler, augment = data_pipeline(cfg, fabric.device, rank, world, local_batch)
     steps_per_epoch = len(loader) // t.accumulate
     if steps_per_epoch == 0:
         raise UserError(f"one epoch has fewer than trainer.accumulate={t.accumulate} batches; lower it")
@@ -222,17 +279,9 @@ def _pretrain(cfg: DictConfig) -> Path:
     monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast_dtype) if cfg.eval.every and is_main else None
 
     # ---- model and optimizer -------------------------------------------------------------------------
-    method = build_model(cfg, init_weights=not any(ckpt_dir.glob("*.pt")))
-    if channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    peak_lr = scaled_lr(cfg.optim.base_lr, t.batch_size, cfg.optim.lr_scaling)
-    optimizer = build_optimizer(
-        cfg.optim.name,
-        param_groups(method, cfg.optim.weight_decay, cfg.optim.exclude_bias_and_norm, method.fixed_lr_modules()),
-        lr=peak_lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-    )
+    sync_bn = bool(t.sync_batchnorm) and world > 1
+    method = training_model(cfg, device_type, channels_last, sync_bn, init_weights=not any(ckpt_dir.glob("*.pt")))
+    optimizer, peak_lr = training_optimizer(method, cfg)
     method.set_schedule(steps_per_epoch, total_steps)
     cost = CostRecord(devices=world, device_name=device_name(fabric.device))
     cost.flops_per_image = measure_flops(method, cfg)
@@ -260,9 +309,9 @@ def _pretrain(cfg: DictConfig) -> Path:
             save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), ckpt_dir / "epoch-0000.pt")
     fabric.print(
         f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images), "
-        f"{world} process(es) x {local_batch} per batch x {t.accumulate} accumulation = global batch {t.batch_size}; "
-        f"lr {cfg.optim.base_lr} x {t.batch_size}/256 = {peak_lr:.4g} ({cfg.optim.lr_scaling} rule); "
-        f"precision {precision}{', channels_last' if channels_last else ''}; {total_steps} steps -> {out}"
+        f"{batch_plan(cfg, world)}; precision {precision}{', channels_last' if channels_last else ''}"
+        f"{', SyncBatchNorm' if sync_bn else ''}; "
+        f"{total_steps} steps -> {out}"
     )
     if progress.step >= total_steps:
         fabric.print(f"{out} is already complete ({progress.step} steps); nothing to do")
@@ -296,9 +345,7 @@ def _pretrain(cfg: DictConfig) -> Path:
                 method.current_step = step
                 for micro in range(t.accumulate):
                     batch, _labels = next(batches)
-                    views = [augment(c, v) for v, c in enumerate(crops_of_batch(batch, fabric.device))]
-                    if channels_last:
-                        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                    views = device_views(batch, augment, fabric.device, channels_last)
                     with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
                         out_step = model(views)
                         fabric.backward(out_step["loss"] / t.accumulate)
@@ -463,5 +510,8 @@ class Progress:
 def measure_flops(method: Method, cfg: DictConfig) -> float | None:
     """FLOPs per source image of a training step, on a 2-image batch (BatchNorm needs 2) of every crop."""
     views = [torch.rand(2, 3, size, size) for size in views_config(cfg.views).sizes()]
-    # A copy, so that neither BatchNorm statistics nor gradients of the real model change.
-    return count_training_flops(copy.deepcopy(method), views) / 2
+    # A copy, so that neither BatchNorm statistics nor gradients of the real model change; model FLOPs,
+    # without activation checkpointing's recomputation.
+    model = copy.deepcopy(method)
+    disable_activation_checkpointing(model)
+    return count_training_flops(model, views) / 2

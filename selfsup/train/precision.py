@@ -41,3 +41,11 @@ def resolve_precision(setting: str, device_type: str) -> str:
     if setting == "16" and device_type == "cpu":
         raise UserError("trainer.precision=16 needs a GPU; on CPU use trainer.precision=bf16 or 32")
     return FABRIC_PRECISION[setting]
+
+
+def resolve_channels_last(setting: str | bool, precision: str, device_type: str) -> bool:
+    """Map trainer.channels_last (auto, or a bool as the config parses true/false) to a bool; `auto` turns it
+    on with bf16 autocast."""
+    if setting == "auto":
+        return precision == "bf16-mixed"
+    return str(setting).lower() == "true"

@@ -1,0 +1,141 @@
+"""`selfsup submit pretrain ...`: a pretraining run as a SLURM job of `nodes x gpus_per_node` processes,
+through submitit.
+
+Each SLURM task is one training process (submitit starts them with srun; lightning-fabric reads the rank
+from SLURM's environment). Near the time limit SLURM signals the job (submitit asks for USR2): the loop
+saves last.pt, stops, and the first task requeues the job, which resumes from last.pt by rerunning the
+same command. The run directory is the job's identity, as for any `selfsup pretrain`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from selfsup.errors import UserError
+
+CLUSTERS = ("slurm", "local")
+
+
+@dataclass
+class SlurmOptions:
+    """`slurm.*` keys of `selfsup submit`, with submitit's meaning."""
+
+    nodes: int = 1
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int | None = None  # per node; None: the partition's default
+    time: int = 4320  # minutes per job; the run continues in requeued jobs after that
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    signal_delay_s: int = 120  # time between the warning signal and the kill: a checkpoint must fit in it
+    folder: str | None = None  # submitit's logs; default <output_dir>/slurm
+    cluster: str = "slurm"  # slurm | local (the job as a process on this machine, to try it out)
+
+    @classmethod
+    def from_keys(cls, keys: dict[str, str]) -> SlurmOptions:
+        """From `slurm.NAME=value` pairs (NAME without the prefix), with one-line errors."""
+        from selfsup.registry import close_matches_hint
+
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, text in keys.items():
+            if name not in known:
+                hint = close_matches_hint(name, list(known))
+                raise UserError(f"unknown key slurm.{name}{hint} (known: {', '.join(known)})")
+            kind = str(known[name].type)
+            if "int" in kind:
+                try:
+                    values[name] = int(text)
+                except ValueError:
+                    raise UserError(f"slurm.{name} must be an integer, got {text!r}") from None
+                if values[name] < (0 if name == "gpus_per_node" else 1):
+                    raise UserError(f"slurm.{name} must be positive, got {text}")
+            else:
+                values[name] = text
+        options = cls(**values)
+        if options.cluster not in CLUSTERS:
+            raise UserError(f"slurm.cluster must be one of {', '.join(CLUSTERS)}, got {options.cluster!r}")
+        if options.cluster == "local" and options.nodes != 1:
+            raise UserError(f"slurm.cluster=local runs on this machine: slurm.nodes must be 1, got {options.nodes}")
+        return options
+
+    @property
+    def tasks_per_node(self) -> int:
+        """One task per GPU on SLURM; locally one task, in which lightning-fabric starts the processes."""
+        return max(self.gpus_per_node, 1) if self.cluster == "slurm" else 1
+
+    def executor_parameters(self, job_name: str) -> dict[str, Any]:
+        """submitit AutoExecutor.update_parameters arguments."""
+        params: dict[str, Any] = {
+            "name": job_name,
+            "timeout_min": self.time,
+            "nodes": self.nodes,
+            "tasks_per_node": self.tasks_per_node,
+            "cpus_per_task": self.cpus_per_task,
+        }
+        if self.cluster == "slurm":
+            params["gpus_per_node"] = self.gpus_per_node
+            params["slurm_signal_delay_s"] = self.signal_delay_s
+            if self.mem_gb is not None:
+                params["mem_gb"] = self.mem_gb
+            for name in ("partition", "account", "qos", "constraint"):
+                if getattr(self, name) is not None:
+                    params[f"slurm_{name}"] = getattr(self, name)
+        return params
+
+    def training_overrides(self) -> list[str]:
+        """What the job adds to the pretraining command: its processes come from the allocation."""
+        if self.cluster != "slurm":
+            return []
+        device = ["device=cuda"] if self.gpus_per_node else ["device=cpu"]
+        return [f"trainer.devices={self.tasks_per_node}", f"trainer.num_nodes={self.nodes}", *device]
+
+
+class PretrainJob:
+    """What each task of the job runs: `selfsup pretrain ARGS` (picklable for submitit). A job requeued by
+    SLURM, or by submitit when signalled outside the training loop, resumes from the run's last.pt."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+
+    def __call__(self) -> int:
+        from selfsup.cli import cmd_pretrain
+
+        return cmd_pretrain(self.args)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(PretrainJob(self.args))
+
+
+@dataclass
+class Submitted:
+    job_id: str
+    folder: Path
+    args: list[str]
+    job: Any  # submitit.Job
+
+
+def submit(args: list[str], options: SlurmOptions) -> Submitted:
+    """Submit `selfsup pretrain ARGS` (already checked by composing its config) as one job."""
+    import submitit
+
+    from selfsup.config import load_config
+
+    pretrain_args = [*args, *options.training_overrides()]
+    cfg = load_config(pretrain_args)  # bad overrides fail here, before anything is queued
+    if options.cluster == "slurm" and shutil.which("sbatch") is None:
+        raise UserError(
+            "sbatch is not on PATH: submit from a SLURM login node, or try the job here with slurm.cluster=local"
+        )
+    folder = Path(options.folder or Path(cfg.output_dir) / "slurm")
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
+    executor.update_parameters(**options.executor_parameters(Path(cfg.output_dir).name))
+    job = executor.submit(PretrainJob(pretrain_args))
+    return Submitted(job_id=str(job.job_id), folder=folder, args=pretrain_args, job=job)

@@ -1,0 +1,116 @@
+"""`selfsup submit`: the sbatch script submitit writes for `nodes x gpus`, a job run end to end by submitit's
+local executor, and the requeue of a job signalled near its time limit."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.train.guards import requeue_on_slurm
+
+TINY = [
+    "data=synthetic",
+    "data.subset=32",
+    "views.crop_size=16",
+    "method.proj_hidden_dim=32",
+    "method.proj_output_dim=16",
+    "trainer.batch_size=16",
+    "trainer.epochs=1",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "eval.every=0",
+    "analysis.every=0",
+]
+
+
+def fake_command(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+def test_submit_writes_an_sbatch_script_for_nodes_x_gpus(tmp_path: Path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    fake_command(bin_dir, "sbatch", f'cp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"')
+    fake_command(bin_dir, "srun", "exit 1")  # submitit only checks that it exists
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    run = tmp_path / "run"
+    args = [*TINY, "trainer.batch_size=256", f"output_dir={run}"]
+    slurm = ["slurm.nodes=2", "slurm.gpus_per_node=4", "slurm.partition=gpu", "slurm.time=600", "slurm.account=ssl"]
+    assert main(["submit", "pretrain", *args, *slurm]) == 0
+
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=ssl",
+        "#SBATCH --time=600",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --job-name=run",
+    ):
+        assert line in script, line
+    assert "srun" in script and "submitit.core._submit" in script
+    printed = capsys.readouterr().out
+    # 8 processes: the per-process batch, the global batch and the scaled lr are said before anything runs.
+    assert "submitted job 4242 (slurm): 2 node(s) x 4 task(s)" in printed
+    assert "8 process(es) x 32 per batch x 1 accumulation = global batch 256" in printed
+    [pickled] = (run / "slurm").rglob("*_submitted.pkl")
+    job = pickle.loads(pickled.read_bytes()).function
+    assert job.args[-3:] == ["trainer.devices=4", "trainer.num_nodes=2", "device=cuda"]
+
+
+def test_a_local_job_trains_the_run(tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    assert main(["submit", "pretrain", *TINY, "device=cpu", f"output_dir={run}", "slurm.cluster=local"]) == 0
+    assert "finished with exit status 0" in capsys.readouterr().out
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    logs = list((run / "slurm").rglob("*_log.out"))
+    assert logs and "selfsup pretrain: simclr / resnet18" in logs[0].read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["slurm.nodse=2"], "unknown key slurm.nodse; did you mean 'nodes'?"),
+        (["slurm.nodes=two"], "slurm.nodes must be an integer, got 'two'"),
+        (["slurm.time=0"], "slurm.time must be positive, got 0"),
+        (["slurm.cluster=local", "slurm.nodes=2"], "slurm.nodes must be 1, got 2"),
+        (["slurm.cluster=pbs"], "slurm.cluster must be one of slurm, local, got 'pbs'"),
+        (["trainer.batch_sise=8"], "trainer.batch_sise"),
+    ],
+)
+def test_bad_submissions_fail_in_one_line_before_anything_is_queued(args, message, tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    assert main(["submit", "pretrain", *TINY, f"output_dir={run}", "slurm.cluster=local", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not run.exists()
+
+
+def test_without_sbatch_the_error_names_the_way_out(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert main(["submit", "pretrain", *TINY, f"output_dir={tmp_path / 'run'}"]) == 2
+    assert "sbatch is not on PATH" in capsys.readouterr().err
+
+
+def test_only_the_first_task_requeues_and_only_near_the_time_limit(tmp_path: Path, monkeypatch):
+    calls = tmp_path / "calls"
+    fake_command(tmp_path / "bin", "scontrol", f'echo "$@" >> {calls}')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert not requeue_on_slurm(signal.SIGUSR2)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert not requeue_on_slurm(signal.SIGTERM)  # preemption: SLURM requeues by itself
+    assert requeue_on_slurm(signal.SIGUSR2) and requeue_on_slurm(signal.SIGUSR1)
+    assert calls.read_text().splitlines() == ["requeue 77", "requeue 77"]
