@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from selfsup.errors import UserError
@@ -23,12 +24,19 @@ commands:
   export backbone run=DIR [checkpoint=last] out=FILE.safetensors
                                                 write a checkpoint's backbone weights as safetensors (for
                                                 backbone.weights=FILE or other code)
+  export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR
+                                                frozen features, labels and indices of each split as
+                                                safetensors; `selfsup eval linear|knn features=[TRAIN,TEST]`
   submit pretrain key=value ... slurm.nodes=N slurm.gpus_per_node=G [slurm.partition=P slurm.time=MIN ...]
                                                 the same pretraining as a SLURM job of N x G processes
                                                 (submitit); requeued near its time limit, resumes itself
   bench [stages=[compute,loader,full]] [variants=[fp32,channels_last,bf16]] [steps=3] [memory_budget_gb=G] ...
                                                 images/s of pure compute, data path and full step; ratios,
                                                 peak memory, largest batch within a memory budget
+  study NAME [smoke=true] [out=DIR] [hours_scale=X hours_label=L] [key=value ...]
+                                                a published study end to end: its pretraining runs, sweep
+                                                and report (smoke=true: minutes on a CPU); NAME is a shipped
+                                                study or the path of a study .yaml
   config    key=value ...                       print the composed config without running anything
 
 examples:
@@ -61,14 +69,19 @@ def parse_list(value: str) -> list[str]:
 
 
 def cmd_pretrain(args: list[str]) -> int:
-    """Exit status 128 + signal number when SIGTERM / SIGUSR1 / SIGUSR2 stopped the run after saving it (what shells
-    and SLURM report for a signalled job; the same command resumes it)."""
     from selfsup.config import load_config
-    from selfsup.train.guards import Preempted, requeue_on_slurm
     from selfsup.train.loop import pretrain
 
+    return until_preempted(lambda: pretrain(load_config(args)))
+
+
+def until_preempted(work: Callable[[], object]) -> int:
+    """Run `work`; exit status 0, or 128 + signal number when SIGTERM / SIGUSR1 / SIGUSR2 stopped a run after
+    saving it (what shells and SLURM report for a signalled job; the same command resumes it)."""
+    from selfsup.train.guards import Preempted, requeue_on_slurm
+
     try:
-        pretrain(load_config(args))
+        work()
     except Preempted as stop:
         requeued = requeue_on_slurm(stop.signum)
         print(f"selfsup: {stop}{' (SLURM job requeued)' if requeued else ''}", file=sys.stderr)
@@ -90,7 +103,9 @@ def cmd_eval(args: list[str]) -> None:
     if not args or "=" in args[0]:
         raise UserError(f"say which evaluation: selfsup eval {'|'.join(TASKS)} run=DIR")
     task, rest = args[0], args[1:]
-    keys, overrides = _pop_keys(rest, ("run", "checkpoint"))
+    keys, overrides = _pop_keys(rest, ("run", "checkpoint", "features"))
+    if "features" in keys:
+        return eval_features(task, keys["features"], overrides)
     if "run" not in keys:
         raise UserError("selfsup eval needs run=DIR, the output_dir of a pretraining run")
     result = evaluate(task, Path(keys["run"]), keys.get("checkpoint", "last"), overrides)
@@ -103,8 +118,29 @@ def cmd_eval(args: list[str]) -> None:
     print(f"run directory: {keys['run']}")
 
 
+def eval_features(task: str, files: str, overrides: list[str]) -> None:
+    from selfsup.eval.export import evaluate_features
+
+    paths = parse_list(files)
+    if len(paths) != 2:
+        raise UserError(
+            "features= takes the train and the test file: features=[DIR/train.safetensors,DIR/test.safetensors]"
+        )
+    result = evaluate_features(task, Path(paths[0]), Path(paths[1]), overrides)
+    dataset = result["dataset"]
+    print(
+        f"{task} on {dataset['name']} {dataset['test_split']} (exported features): {format_metrics(result['metrics'])}"
+    )
+    print(f"-> {result['path']}")
+
+
 def format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+
+
+def show_row(row) -> None:
+    """One sweep result as a line: checkpoint, task, status, metrics."""
+    print(f"{row.checkpoint:>12}  {row.task:<12} {row.status:<8} {format_metrics(row.metrics)}", flush=True)
 
 
 def cmd_sweep(args: list[str]) -> None:
@@ -117,10 +153,7 @@ def cmd_sweep(args: list[str]) -> None:
     tasks = parse_list(keys.get("tasks", ",".join(FEATURE_TASKS)))
     checkpoints = parse_list(keys["checkpoints"]) if "checkpoints" in keys else None
 
-    def show(row) -> None:
-        print(f"{row.checkpoint:>12}  {row.task:<12} {row.status:<8} {format_metrics(row.metrics)}", flush=True)
-
-    rows = sweep(Path(keys["run"]), tasks, checkpoints, overrides, on_row=show)
+    rows = sweep(Path(keys["run"]), tasks, checkpoints, overrides, on_row=show_row)
     partial = sum(row.status == "partial" for row in rows)
     print(
         f"{len(rows)} results in {Path(keys['run']) / 'eval'}"
@@ -139,12 +172,17 @@ def cmd_report(args: list[str]) -> None:
     print(report.index)
 
 
+FEATURES_USAGE = "selfsup export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [data=...]"
+
+
 def cmd_export(args: list[str]) -> None:
     from selfsup.nets.weights import export_backbone
 
     usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors"
+    if args and args[0] == "features":
+        return export_features_command(args[1:])
     if not args or args[0] != "backbone":
-        raise UserError(f"say what to export: {usage}")
+        raise UserError(f"say what to export: {usage}, or {FEATURES_USAGE}")
     keys, rest = _pop_keys(args[1:], ("run", "checkpoint", "out"))
     if rest or "run" not in keys or "out" not in keys:
         extra = f"; unexpected {' '.join(rest)}" if rest else ""
@@ -154,6 +192,31 @@ def cmd_export(args: list[str]) -> None:
         f"{meta['backbone']} backbone (cifar_stem={meta['cifar_stem']}, {meta['feature_dim']}-d features) of "
         f"{meta['method']} checkpoint {keys.get('checkpoint', 'last')} in {keys['run']} -> {keys['out']}"
     )
+
+
+def cmd_study(args: list[str]) -> int:
+    from selfsup.report import BOOLEANS
+    from selfsup.study import load_study, run_study, study_names
+
+    keys, rest = _pop_keys(args, ("experiment", "smoke", "out", "hours_scale", "hours_label"))
+    name = keys.get("experiment")
+    if name is None:
+        if not rest or "=" in rest[0]:
+            raise UserError(f"say which study: selfsup study NAME [smoke=true] (studies: {', '.join(study_names())})")
+        name, rest = rest[0], rest[1:]
+    smoke_text = keys.get("smoke", "false").lower()
+    if smoke_text not in BOOLEANS:
+        raise UserError(f"smoke={keys['smoke']} is not a boolean; use smoke=true or smoke=false")
+    smoke = BOOLEANS[smoke_text]
+    study = load_study(name, smoke)
+    report_keys = {k: keys[k] for k in ("hours_scale", "hours_label") if k in keys}
+    if report_keys:
+        from selfsup.report import parse_options
+
+        options = parse_options(report_keys, [])
+        study.report.update({k: v for k, v in options.items() if k != "out"})
+    out = Path(keys.get("out", f"output/study-{study.name}{'-smoke' if smoke else ''}"))
+    return until_preempted(lambda: run_study(study, out, rest, on_row=show_row))
 
 
 SUBMIT_USAGE = (
@@ -185,6 +248,19 @@ def cmd_submit(args: list[str]) -> int:
     status = job.job.result()  # a local job: wait for it, as a foreground command would
     print(f"job {job.job_id} finished with exit status {status}")
     return int(status)
+
+
+def export_features_command(args: list[str]) -> None:
+    from selfsup.eval.export import export_features
+
+    keys, overrides = _pop_keys(args, ("run", "checkpoint", "splits", "out"))
+    if "run" not in keys or "out" not in keys:
+        raise UserError(f"usage: {FEATURES_USAGE}")
+    splits = parse_list(keys["splits"]) if "splits" in keys else None
+    for path in export_features(
+        Path(keys["run"]), keys.get("checkpoint", "last"), splits, Path(keys["out"]), overrides
+    ):
+        print(f"-> {path}")
 
 
 BENCH_KEYS = ("stages", "variants", "steps", "warmup", "memory_budget_gb", "peak_tflops", "out")
@@ -229,6 +305,7 @@ COMMANDS = {
     "pretrain": cmd_pretrain,
     "bench": cmd_bench,
     "submit": cmd_submit,
+    "study": cmd_study,
     "eval": cmd_eval,
     "sweep": cmd_sweep,
     "report": cmd_report,

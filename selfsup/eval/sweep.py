@@ -81,6 +81,8 @@ def sweep(
     paths = run_checkpoints(run_dir)
     if checkpoints:
         by_name = {p.stem: p for p in paths}
+        if paths:  # `last` names the newest checkpoint, also when last.pt is a copy of the final epoch's
+            by_name.setdefault("last", paths[-1])
         missing = [c for c in checkpoints if c not in by_name]
         if missing:
             raise UserError(f"no checkpoint {missing[0]!r} in {run_dir} (available: {', '.join(by_name)})")

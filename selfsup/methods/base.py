@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from selfsup.errors import UserError
 from selfsup.registry import Registry
 
 
@@ -20,6 +21,8 @@ class Method(nn.Module):
     once per optimizer step. Before each step the loop sets `current_step`; `set_schedule` tells the
     method the length of an epoch and of the run, so options given in epochs become steps.
     """
+
+    multi_crop = False  # whether forward takes local crops after the global views (SwAV, DINO)
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()
@@ -58,7 +61,14 @@ def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Meth
     # Importing the package registers every method module.
     import selfsup.methods  # noqa: F401
 
-    return METHODS.get(cfg.method.name)(cfg.method, backbone, feature_dim)
+    method = METHODS.get(cfg.method.name)
+    if cfg.views.get("local_crops", 0) and not method.multi_crop:
+        takers = ", ".join(name for name in METHODS.names() if METHODS.get(name).multi_crop)
+        raise UserError(
+            f"method={cfg.method.name} takes global views only; views.local_crops (multi-crop) is for {takers}: "
+            "set views.local_crops=0"
+        )
+    return method(cfg.method, backbone, feature_dim)
 
 
 def resolution_runs(views: list[torch.Tensor]) -> list[tuple[int, int]]:

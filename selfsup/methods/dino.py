@@ -21,6 +21,8 @@ class DINO(Method):
     `warmup_teacher_temp_epochs`; the teacher follows the student by EMA on BYOL's cosine schedule.
     The last layer gets no gradient during the first `freeze_last_layer_epochs`."""
 
+    multi_crop = True
+
     def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(backbone, feature_dim)
         self.head = DINOHead(

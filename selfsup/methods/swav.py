@@ -21,6 +21,8 @@ class SwAV(Method):
     embeddings of each global view and, once the queue is full, adds them to the Sinkhorn batch
     (the official code's remedy for small batches)."""
 
+    multi_crop = True
+
     def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(backbone, feature_dim)
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)

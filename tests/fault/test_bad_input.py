@@ -71,6 +71,11 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
         (["views.flip_p=1.5"], "views.flip_p=1.5 must be a probability in [0, 1]"),
         (["views.jitter_p=-0.1"], "views.jitter_p=-0.1 must be a probability in [0, 1]"),
         (["views.crop_size=0"], "views.crop_size=0 must be a positive integer"),
+        (
+            ["method=beta_vae", "views.local_crops=2"],
+            "method=beta_vae takes global views only; views.local_crops (multi-crop) is for dino, swav: set "
+            "views.local_crops=0",
+        ),
         *(
             (
                 [f"views.crop_scale={scale}"],

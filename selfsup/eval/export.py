@@ -1,0 +1,155 @@
+"""`selfsup export features`: a checkpoint's frozen features as safetensors files that other tools read
+(active-learning loops, notebooks, other languages) and that `selfsup eval linear|knn features=...` reads
+back without the run.
+
+One file per split, `<out>/<split>.safetensors`:
+
+    features  float32 [N, D]  Method.representation() of each image (the backbone's pooled output; the
+                              beta-VAE's posterior mean) after the evaluation transform (resize, centre crop,
+                              normalisation)
+    labels    int64   [N]     class index; -1 where the split is unlabeled (e.g. STL-10 unlabeled)
+    indices   int64   [N]     the image's position in the split, as `data=<name>` lists it
+
+and string metadata: format (selfsup-features/1), dataset, split, root, crop_size, mean and std (JSON
+lists), classes (JSON list), checkpoint, checkpoint_sha256, method, backbone, feature_dim, git_commit.
+Read with `safetensors.torch.load_file` (tensors) and `safetensors.safe_open(...).metadata()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from selfsup.config import apply_overrides, load_config, load_run_config
+from selfsup.data.loader import Transformed, load_split
+from selfsup.data.views import eval_transform
+from selfsup.errors import UserError
+from selfsup.eval.features import Features, extract_features, split_mean_std
+from selfsup.eval.knn import knn_accuracy
+from selfsup.eval.linear import train_linear_probe
+from selfsup.eval.offline import load_method
+from selfsup.train.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256, resolve_checkpoint
+from selfsup.train.loop import git_commit
+from selfsup.train.precision import resolve_device
+
+FORMAT = "selfsup-features/1"
+
+
+def export_features(
+    run_dir: Path, checkpoint: str, splits: list[str] | None, out: Path, overrides: list[str] | None = None
+) -> list[Path]:
+    """Write `<out>/<split>.safetensors` for each split (default: the data group's evaluation train and test
+    splits) of the run's dataset, or of another data group given by overrides (data=stl10 ...)."""
+    from safetensors.torch import save as safetensors_bytes
+
+    run_dir = Path(run_dir)
+    cfg = apply_overrides(load_run_config(run_dir), overrides or [])
+    splits = splits or [s for s in (cfg.data.eval_train_split, cfg.data.test_split) if s]
+    if not splits:
+        raise UserError(f"data={cfg.data.name} names no evaluation splits; say which: splits=[train,...]")
+    ckpt_path = resolve_checkpoint(run_dir, checkpoint)
+    device = torch.device(resolve_device(cfg.device))
+    method, _ = load_method(cfg, ckpt_path)
+    representation = method.representation().to(device)
+    mean, std = split_mean_std(cfg.data, cfg.views)
+    provenance = {
+        "format": FORMAT,
+        "dataset": cfg.data.name,
+        "root": str(cfg.data.root),
+        "crop_size": str(cfg.views.crop_size),
+        "mean": json.dumps(list(mean)),
+        "std": json.dumps(list(std)),
+        "checkpoint": str(ckpt_path),
+        "checkpoint_sha256": file_sha256(ckpt_path),
+        "method": cfg.method.name,
+        "backbone": cfg.backbone.name,
+        "git_commit": git_commit() or "",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    written = []
+    for split in splits:
+        dataset = load_split(cfg.data, split, None, cfg.seed)
+        feats = extract_features(
+            representation,
+            Transformed(dataset, eval_transform(cfg.views.crop_size)),
+            mean,
+            std,
+            device,
+            batch_size=cfg.eval.batch_size,
+            num_workers=0,
+        )
+        tensors = {
+            "features": feats.features.contiguous(),
+            "labels": feats.labels.contiguous(),
+            "indices": torch.arange(len(feats.labels), dtype=torch.int64),
+        }
+        metadata = {
+            **provenance,
+            "split": split,
+            "feature_dim": str(feats.features.shape[1]),
+            "classes": json.dumps(list(getattr(dataset, "classes", []))),
+        }
+        path = Path(out) / f"{split}.safetensors"
+        atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+        written.append(path)
+    return written
+
+
+def read_features(path: Path) -> tuple[Features, dict[str, str]]:
+    """Features, labels and metadata of an exported split, checked for the format."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no features file {path}; write one with `selfsup export features run=DIR out=...`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{path} is not a readable safetensors file ({err})") from None
+    if metadata.get("format") != FORMAT or not {"features", "labels"} <= tensors.keys():
+        raise UserError(f"{path} is not a selfsup features file (format {FORMAT}: features, labels, indices)")
+    return Features(tensors["features"].float(), tensors["labels"].long()), metadata
+
+
+def evaluate_features(task: str, train_path: Path, test_path: Path, overrides: list[str]) -> dict[str, Any]:
+    """kNN or a linear probe on exported features (eval.knn.* / eval.linear.* from the overrides); writes
+    <task>.json next to the test file."""
+    if task not in ("knn", "linear"):
+        raise UserError(f"features= works with selfsup eval knn or linear, not {task}")
+    cfg: DictConfig = load_config(overrides)
+    (train, train_meta), (test, test_meta) = read_features(train_path), read_features(test_path)
+    for path, feats, meta in ((train_path, train, train_meta), (test_path, test, test_meta)):
+        if (feats.labels < 0).any():
+            raise UserError(f"{path} holds the unlabeled split {meta.get('split')!r}; use features of a labeled split")
+    if train_meta.get("checkpoint_sha256") != test_meta.get("checkpoint_sha256"):
+        raise UserError(f"{train_path} and {test_path} come from different checkpoints; export both from one")
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    params = OmegaConf.to_container(cfg.eval[task])
+    if task == "knn":
+        metrics = knn_accuracy(train.features, train.labels, test.features, test.labels, num_classes, **params)
+    else:
+        metrics = train_linear_probe(
+            train.features, train.labels, test.features, test.labels, num_classes, seed=cfg.seed, **params
+        )
+    result = {
+        "task": task,
+        "metrics": {k: float(v) for k, v in metrics.items() if k in ("top1", "top5", "train_loss")},
+        "settings": params,
+        "features": {"train": str(train_path), "test": str(test_path)},
+        "checkpoint_sha256": test_meta.get("checkpoint_sha256"),
+        "dataset": {"name": test_meta.get("dataset"), "train_split": train_meta.get("split"),
+                    "test_split": test_meta.get("split"), "train_size": len(train.labels),
+                    "test_size": len(test.labels)},
+        "git_commit": git_commit(),
+    }  # fmt: skip
+    path = Path(test_path).parent / f"{task}.json"
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    result["path"] = str(path)
+    return result
