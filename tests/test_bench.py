@@ -97,3 +97,16 @@ def test_bad_settings_fail_in_one_line(args, message, capsys):
     assert main(["bench", *TINY, *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_channels_last_auto_follows_precision_and_cpu_batch_size():
+    from selfsup.train.precision import CPU_CHANNELS_LAST_MIN_PIXELS, resolve_channels_last
+
+    big, small = 128 * 32 * 32, 16 * 16 * 16
+    assert resolve_channels_last("auto", "32-true", "cpu", big)  # measured faster at 32 px, batch 128/256
+    assert not resolve_channels_last("auto", "32-true", "cpu", small)  # and slower at 16 px, batch 16
+    assert resolve_channels_last("auto", "32-true", "cpu", CPU_CHANNELS_LAST_MIN_PIXELS)
+    assert resolve_channels_last("auto", "bf16-mixed", "cuda", small)
+    assert not resolve_channels_last("auto", "32-true", "cuda", big)
+    assert not resolve_channels_last(False, "bf16-mixed", "cpu", big)
+    assert resolve_channels_last(True, "32-true", "cpu", 1)

@@ -115,7 +115,8 @@ PRETRAIN = [
 
 def test_two_process_run_ends_with_the_weights_of_a_one_process_run(tmp_path: Path):
     """SimCLR couples the batch twice, through negatives gathered across processes and through BatchNorm;
-    with sync_batchnorm both equal a single process's, so 4 SGD steps later the weights agree. Also what a 2-process CLI run logs and records."""
+    with sync_batchnorm both equal a single process's, so 4 SGD steps later the weights agree. Also what a
+    2-process CLI run logs and records."""
     runs = {}
     for devices in (1, 2):
         run = tmp_path / f"p{devices}"

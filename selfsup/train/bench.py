@@ -120,8 +120,9 @@ def measure_loader(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
 
     device = torch.device(resolve_device(cfg.device))
     precision = resolve_precision(str(cfg.trainer.precision), device.type)
-    channels_last = resolve_channels_last(cfg.trainer.channels_last, precision, device.type)
     accumulate = cfg.trainer.accumulate
+    view_pixels = cfg.trainer.batch_size // accumulate * cfg.views.crop_size**2
+    channels_last = resolve_channels_last(cfg.trainer.channels_last, precision, device.type, view_pixels)
     _, loader, sampler, augment = data_pipeline(cfg, device, 0, 1, cfg.trainer.batch_size // accumulate)
     batches = _endless(loader, sampler)
 

@@ -249,8 +249,9 @@ def _pretrain(cfg: DictConfig) -> Path:
     t = cfg.trainer
     device_type = resolve_device(cfg.device)
     precision = resolve_precision(str(t.precision), device_type)
-    channels_last = resolve_channels_last(t.channels_last, precision, device_type)
     processes = t.devices * t.num_nodes
+    view_pixels = t.batch_size // (processes * t.accumulate) * cfg.views.crop_size**2
+    channels_last = resolve_channels_last(t.channels_last, precision, device_type, view_pixels)
     fabric = Fabric(
         accelerator=device_type,
         devices=t.devices,
