@@ -182,8 +182,10 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 def test_export_cli_errors_leave_no_file(run: Path, tmp_path: Path, capsys):
     usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors"
+    features = "selfsup export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [data=...]"
     out = tmp_path / "b.safetensors"
-    assert one_line_error(capsys, ["export"]) == f"say what to export: {usage}"
+    assert one_line_error(capsys, ["export"]) == f"say what to export: {usage}, or {features}"
+    assert one_line_error(capsys, ["export", "features", f"run={run}"]) == f"usage: {features}"
     assert one_line_error(capsys, ["export", "backbone", f"run={run}"]) == f"usage: {usage}"
     assert one_line_error(capsys, ["export", "backbone", f"run={run}", f"out={out}", "k=3"]) == (
         f"usage: {usage}; unexpected k=3"
