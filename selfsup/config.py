@@ -191,6 +191,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
     from selfsup.data.sources import BAD_IMAGES, dataset_names
     from selfsup.methods.base import METHODS
     from selfsup.nets.backbones import BACKBONES
+    from selfsup.nets.compile import COMPILE_MODES
     from selfsup.nets.predictors import PREDICTORS
     from selfsup.train.guards import NONFINITE_POLICIES
     from selfsup.train.optim import OPTIMIZERS
@@ -201,7 +202,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
             *("trainer.devices", "trainer.num_nodes", "eval.batch_size", "eval.knn.k"),
             *("eval.linear.epochs", "eval.linear.batch_size"),
             *("method.*_dim", "method.proj_layers", "method.num_prototypes", "method.decoder_channels"),
-            *("method.sinkhorn_iters", "method.image_size", "method.predictor.freq"),
+            *("method.sinkhorn_iters", "method.image_size", "method.predictor.freq", "method.predictor.layers"),
         ),
         optional(POSITIVE_INT): ("trainer.max_steps", "trainer.checkpoint_every_steps", "*subset"),
         COUNT: (
@@ -209,13 +210,21 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
             *("method.moco_k", "method.queue_length"),
         ),
         AUTO_OR_COUNT: ("trainer.num_workers",),
-        POSITIVE: ("optim.base_lr", "eval.linear.lr", "*temperature", "method.*_temp", "method.moco_t", "*_eps"),
+        POSITIVE: (
+            "optim.base_lr",
+            "method.predictor.lr_scale",
+            "eval.linear.lr",
+            "*temperature",
+            "method.*_temp",
+            "method.moco_t",
+            "*_eps",
+        ),
         NON_NEGATIVE: (
             *("optim.weight_decay", "optim.final_lr", "optim.warmup_epochs", "eval.linear.weight_decay"),
             *("method.*_weight", "method.lambd", "method.beta", "method.*_epochs", "method.predictor.eps"),
             "method.predictor.symmetry_reg",
         ),
-        optional(NON_NEGATIVE): ("method.capacity",),
+        optional(NON_NEGATIVE): ("method.capacity", "method.predictor.weight_decay"),
         MOMENTUM: ("*.momentum", "method.center_momentum", "method.moco_m", "method.predictor.rho"),
         PROBABILITY: ("method.final_momentum",),
         FRACTION: ("trainer.nonfinite_lr_factor",),
@@ -232,6 +241,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         one_of(*PRECISIONS): ("trainer.precision",),
         one_of("auto", "true", "false"): ("trainer.channels_last", "backbone.cifar_stem"),
         one_of(*NONFINITE_POLICIES): ("trainer.nonfinite",),
+        one_of("true", "false", *COMPILE_MODES): ("trainer.compile",),
         one_of(*dataset_names()): ("data.name",),
         one_of(*BAD_IMAGES): ("data.bad_images",),
         one_of(*BACKBONES.names()): ("backbone.name",),

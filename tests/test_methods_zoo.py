@@ -195,6 +195,38 @@ def test_directpred_and_directcopy_on_simsiam_targets():
         assert torch.isfinite(loss)
 
 
+def test_three_layer_directpred_sets_only_its_last_layer_from_the_correlation_of_its_input():
+    torch.manual_seed(0)
+    pred = LinearPredictor(4, "directpred", rho=0.0, eps=0.1, layers=3)
+    trained = [name for name, p in pred.named_parameters()]
+    assert len(pred.trunk) == 2 and trained and all(name.startswith("trunk.") for name in trained)
+    f = torch.randn(16, 4)
+    out = pred(f)
+    with torch.no_grad():
+        h = pred.trunk(f)  # BatchNorm in training mode: the same batch statistics as the forward
+    torch.testing.assert_close(pred.corr, h.T @ h / 16)  # F of W's input, the trunk's output
+    torch.testing.assert_close(out, h)  # W is the identity until it is first set
+    out.sum().backward()
+    assert all(p.grad is not None for p in pred.trunk.parameters())
+    pred.after_optimizer_step(1)
+    torch.testing.assert_close(pred.weight, directpred_weight(h.T @ h / 16, 0.1))
+
+
+def test_predictor_own_lr_and_weight_decay_reach_the_optimizer():
+    from selfsup.train.loop import training_optimizer
+
+    cfg = load_config(["method=simsiam", "views.crop_size=16", "method.proj_hidden_dim=32", "method.proj_output_dim=16",
+                       "method.predictor.type=linear", "method.predictor.symmetric=true",
+                       "method.predictor.lr_scale=10", "method.predictor.weight_decay=0"])  # fmt: skip
+    model = build_model(cfg)
+    optimizer, peak = training_optimizer(model, cfg)
+    own = [g for g in optimizer.param_groups if g.get("lr_scale") == 10.0]
+    assert [p for g in own for p in g["params"]] == [model.predictor.weight]
+    assert own[0]["weight_decay"] == 0.0 and own[0]["fixed_lr"]  # SimSiam's predictor lr stays at the peak
+    others = [g for g in optimizer.param_groups if "lr_scale" not in g]
+    assert others[0]["weight_decay"] == cfg.optim.weight_decay
+
+
 def test_unknown_predictor_is_a_user_error_with_a_suggestion():
     with pytest.raises(UserError, match="did you mean 'directpred'"):
         build_model(load_config(["method=byol", "method.predictor.type=directpredd"]))

@@ -221,7 +221,7 @@ def test_set_lr_honours_lr_scale():
 
 def test_fixed_lr_modules_get_their_own_groups_that_stay_at_peak():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    groups = param_groups(model, weight_decay=1e-4, fixed_lr_modules=[model[2]])
+    groups = param_groups(model, weight_decay=1e-4, module_options=[(model[2], {"fixed_lr": True})])
     fixed = [g for g in groups if g.get("fixed_lr")]
     assert {id(p) for g in fixed for p in g["params"]} == {id(p) for p in model[2].parameters()}
     assert sorted(g["weight_decay"] for g in fixed) == [0.0, 1e-4]  # weight decayed, bias not
@@ -232,3 +232,17 @@ def test_fixed_lr_modules_get_their_own_groups_that_stay_at_peak():
     assert all(g["lr"] == 0.5 for g in opt.param_groups if g.get("fixed_lr"))
     with pytest.raises(ValueError, match="peak_lr"):
         set_lr(opt, 0.01)
+
+
+def test_a_module_with_its_own_lr_scale_and_weight_decay():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    groups = param_groups(
+        model, weight_decay=1e-4, module_options=[(model[2], {"lr_scale": 10.0, "weight_decay": 0.0})]
+    )
+    own = [g for g in groups if "lr_scale" in g]
+    assert {id(p) for g in own for p in g["params"]} == {id(p) for p in model[2].parameters()}
+    assert [g["weight_decay"] for g in own] == [0.0, 0.0]  # its own decay for the weight; never for the bias
+    assert [g["weight_decay"] for g in groups if "lr_scale" not in g] == [1e-4, 0.0]
+    opt = build_optimizer("sgd", groups, lr=0.5, momentum=0.9, weight_decay=1e-4)
+    set_lr(opt, 0.02)
+    assert sorted({round(g["lr"], 6) for g in opt.param_groups}) == [0.02, 0.2]

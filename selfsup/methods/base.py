@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -48,8 +49,9 @@ class Method(nn.Module):
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Momentum / EMA updates; nothing for methods without them."""
 
-    def fixed_lr_modules(self) -> list[nn.Module]:
-        """Modules trained at the peak lr throughout instead of the schedule (SimSiam's predictor)."""
+    def param_group_options(self) -> list[tuple[nn.Module, dict[str, Any]]]:
+        """Modules trained with optimizer options of their own (see `param_groups`): a predictor's own lr,
+        weight decay, or lr fixed at the peak (SimSiam)."""
         return []
 
 

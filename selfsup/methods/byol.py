@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
@@ -10,7 +12,7 @@ from selfsup.losses import negative_cosine
 from selfsup.methods.base import METHODS, Method
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import mlp
-from selfsup.nets.predictors import build_predictor
+from selfsup.nets.predictors import build_predictor, predictor_options
 
 
 @METHODS.register("byol")
@@ -19,6 +21,7 @@ class BYOL(Method):
         super().__init__(backbone, feature_dim)
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
         self.predictor = build_predictor(cfg.predictor, cfg.proj_output_dim)
+        self.predictor_cfg = cfg.predictor
         self.target_backbone = frozen_copy(backbone)
         self.target_projector = frozen_copy(self.projector)
         self.base_momentum = float(cfg.momentum)
@@ -43,6 +46,10 @@ class BYOL(Method):
         ema_update(self.target_backbone, self.backbone, tau)
         ema_update(self.target_projector, self.projector, tau)
         self.predictor.after_optimizer_step(step)
+
+    def param_group_options(self) -> list[tuple[nn.Module, dict[str, Any]]]:
+        options = predictor_options(self.predictor_cfg)
+        return [(self.predictor, options)] if options else []
 
 
 # DirectPred and DirectCopy are BYOL with an analytic predictor (method.predictor.type); their own names

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
@@ -9,7 +11,7 @@ from omegaconf import DictConfig
 from selfsup.losses import negative_cosine
 from selfsup.methods.base import METHODS, Method
 from selfsup.nets.heads import mlp
-from selfsup.nets.predictors import build_predictor
+from selfsup.nets.predictors import build_predictor, predictor_options
 
 
 @METHODS.register("simsiam")
@@ -20,6 +22,7 @@ class SimSiam(Method):
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=3, last_bn=True)
         self.predictor = build_predictor(cfg.predictor, cfg.proj_output_dim)
         self.fixed_predictor_lr = bool(cfg.fixed_predictor_lr)
+        self.predictor_cfg = cfg.predictor
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         if len(views) != 2:
@@ -36,6 +39,7 @@ class SimSiam(Method):
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         self.predictor.after_optimizer_step(step)
 
-    def fixed_lr_modules(self) -> list[nn.Module]:
+    def param_group_options(self) -> list[tuple[nn.Module, dict[str, Any]]]:
         # Paper section 4.1: "the learning rate of the predictor is not decayed" (it helps, table 1 note).
-        return [self.predictor] if self.fixed_predictor_lr else []
+        options = {**predictor_options(self.predictor_cfg), **({"fixed_lr": True} if self.fixed_predictor_lr else {})}
+        return [(self.predictor, options)] if options else []

@@ -39,11 +39,11 @@ def directcopy_weight(corr: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class LinearPredictor(nn.Module):
-    """p = W f without bias. `kind`: "linear" trains W (optionally used as (W + W^T) / 2, and with a
-    penalty symmetry_reg * ||W - W^T||_F^2); "directpred" / "directcopy" set W from F every `freq`
-    optimizer steps and train nothing. F <- rho * F + (1 - rho) * mean(f f^T) at every training
-    forward, averaged over processes so that every process sets the same W; rho = 0 uses the current
-    batch alone."""
+    """p = W f without bias, after `layers - 1` trained Linear-BN-ReLU layers. `kind`: "linear" trains W
+    (optionally used as (W + W^T) / 2, and with a penalty symmetry_reg * ||W - W^T||_F^2); "directpred" /
+    "directcopy" set W from F every `freq` optimizer steps. F <- rho * F + (1 - rho) * mean(f f^T) at every
+    training forward, averaged over processes so that every process sets the same W; rho = 0 uses the
+    current batch alone."""
 
     def __init__(
         self,
@@ -54,8 +54,16 @@ class LinearPredictor(nn.Module):
         freq: int = 1,
         symmetric: bool = False,
         symmetry_reg: float = 0.0,
+        layers: int = 1,
     ) -> None:
         super().__init__()
+        if layers < 1:
+            raise UserError(f"method.predictor.layers must be >= 1, got {layers}")
+        # layers > 1: trained Linear-BN-ReLU layers before W (DirectPred's 3-layer variant sets only the last
+        # layer); F is then the correlation of W's input, the trunk's output.
+        self.trunk = nn.Sequential(
+            *(nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True)) for _ in range(layers - 1))
+        )
         if kind not in ("linear", "directpred", "directcopy"):
             raise ValueError(f"unknown linear predictor {kind!r}")
         if not 0 <= rho < 1 or freq < 1:
@@ -75,6 +83,7 @@ class LinearPredictor(nn.Module):
         return (self.weight + self.weight.T) / 2 if self.symmetric else self.weight
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        f = self.trunk(f)
         if self.training:
             self.update_corr(f.detach())
         return f @ self.matrix().to(f.dtype).T
@@ -128,6 +137,19 @@ def build_predictor(cfg: DictConfig, dim: int) -> MLPPredictor | LinearPredictor
             freq=int(cfg.freq),
             symmetric=bool(cfg.symmetric),
             symmetry_reg=float(cfg.symmetry_reg),
+            layers=int(cfg.get("layers", 1)),
         )
     hint = close_matches_hint(str(cfg.type), list(PREDICTORS))
     raise UserError(f"unknown method.predictor.type={cfg.type!r}{hint} (known: {', '.join(PREDICTORS)})")
+
+
+def predictor_options(cfg: DictConfig) -> dict[str, float]:
+    """The predictor's own optimizer options (`param_groups`): lr_scale (a multiple of the scheduled lr) and
+    weight_decay, when set (method.predictor.lr_scale / weight_decay; the symmetric-predictor baseline of
+    Tian et al. 2021 trains its predictor at its own lr and weight decay)."""
+    options = {}
+    if cfg.get("lr_scale", 1.0) != 1.0:
+        options["lr_scale"] = float(cfg.lr_scale)
+    if cfg.get("weight_decay") is not None:
+        options["weight_decay"] = float(cfg.weight_decay)
+    return options

@@ -33,6 +33,7 @@ from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
+from selfsup.nets.compile import compile_backbones
 from selfsup.registry import close_matches_hint
 from selfsup.train.checkpoint import atomic_write_text
 from selfsup.train.cost import device_name, peak_memory_bytes
@@ -93,6 +94,7 @@ def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> d
     views = device_views(next(iter(loader))[0], augment, fabric.device, channels_last)
     method = training_model(cfg, fabric.device.type, channels_last, sync_bn=False)
     flops_per_image = measure_flops(method, cfg)
+    compile_backbones(method, cfg.trainer.compile)
     optimizer, _ = training_optimizer(method, cfg)
     total = warmup + steps
     method.set_schedule(total, total)
@@ -134,24 +136,26 @@ def measure_loader(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
 
 
 def measure_full(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
-    """`selfsup pretrain` for warmup + steps steps in a scratch directory, timed by its own step log."""
+    """`selfsup pretrain` in a scratch directory, timed by its own step log: one log record every `steps`
+    steps (a log is the loop's one host sync, so logging every step would hide a GPU's asynchrony), and
+    the rate of the last window, after at least `warmup` steps."""
     from selfsup.train.loop import pretrain
 
-    total = warmup + steps
+    total = (-(-warmup // steps) + 1) * steps  # warmup rounded up to whole windows, then the timed window
     with tempfile.TemporaryDirectory(prefix="selfsup-bench-") as scratch:
         run = OmegaConf.merge(
             cfg,
             {
                 "output_dir": f"{scratch}/run",
-                "trainer": {"epochs": total, "max_steps": total, "log_every": 1, "progress": False},
+                "trainer": {"epochs": total, "max_steps": total, "log_every": steps, "progress": False},
                 "eval": {"every": 0},
                 "analysis": {"every": 0},
             },
         )
         pretrain(run)
         records = [json.loads(line) for line in (Path(scratch) / "run" / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["train/img_per_s"] for r in records if "train/img_per_s" in r and r["step"] > warmup]
-    return _rate(cfg, len(rates), sum(cfg.trainer.batch_size / rate for rate in rates))
+    rate = [r["train/img_per_s"] for r in records if "train/img_per_s" in r][-1]
+    return _rate(cfg, steps, steps * cfg.trainer.batch_size / rate)
 
 
 MEASURES: dict[str, Callable[..., dict[str, Any]]] = {

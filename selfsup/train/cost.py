@@ -28,7 +28,11 @@ class CostRecord:
     def start(self) -> None:
         self._started = time.perf_counter()
 
-    def stop(self) -> None:
+    def stop(self, device: torch.device | None = None) -> None:
+        """Add the seconds since start(). On a GPU the device's queue is drained first: the loop does not sync
+        every step, so the host can be steps ahead of the work it launched."""
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
         if self._started is not None:
             self.device_seconds += (time.perf_counter() - self._started) * self.devices
             self._started = None

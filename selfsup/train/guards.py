@@ -95,17 +95,40 @@ def state_bytes(module: nn.Module, optimizer_copies: int = 2) -> int:
     return tensors + optimizer_copies * params
 
 
-def all_finite(module: nn.Module) -> bool:
-    """Whether every gradient and floating-point buffer is finite: one reduction and one host sync.
+def finite_flag(module: nn.Module) -> torch.Tensor:
+    """Whether every gradient and floating-point buffer is finite, as a bool tensor on their device: one
+    reduction, no host sync.
 
     Buffers count because forward passes update them (BatchNorm statistics, queues, F, centres): a
     non-finite forward poisons them even when its step is skipped."""
     tensors = [p.grad for p in module.parameters() if p.grad is not None]
     tensors += [b for b in module.buffers() if b.is_floating_point()]
     if not tensors:
-        return True
-    norms = torch._foreach_norm(tensors)
-    return bool(torch.isfinite(torch.stack(norms).sum()).item())
+        return torch.tensor(True)
+    return torch.isfinite(torch.stack(torch._foreach_norm(tensors)).sum())
+
+
+def all_finite(module: nn.Module) -> bool:
+    """finite_flag read on the host (one sync): what skip and rollback decide each step on."""
+    return bool(finite_flag(module))
+
+
+class FirstNonfinite:
+    """The first step with non-finite gradients or buffers, kept on the device. trainer.nonfinite=stop records
+    every step here without a host sync (so on a GPU the host runs ahead of the device) and reads it at log
+    intervals and before every save: the run stops naming the exact step and never saves what followed it."""
+
+    def __init__(self) -> None:
+        self.step: torch.Tensor | None = None
+
+    def record(self, finite: torch.Tensor, step: int) -> None:
+        if self.step is None:
+            self.step = torch.full((), -1, dtype=torch.long, device=finite.device)
+        self.step = torch.where(finite | (self.step >= 0), self.step, self.step.new_full((), step))
+
+    def first(self) -> int | None:
+        first = -1 if self.step is None else int(self.step)
+        return None if first < 0 else first
 
 
 def check_weights_finite(module: nn.Module, step: int, last: Path) -> None:

@@ -36,17 +36,20 @@ from selfsup.eval.features import extract_features, labeled_split, split_mean_st
 from selfsup.eval.knn import knn_accuracy
 from selfsup.methods.base import Method, build_method
 from selfsup.nets.activation_checkpoint import disable_activation_checkpointing, enable_activation_checkpointing
+from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
 from selfsup.train.checkpoint import atomic_write_text, load_checkpoint, newest_good_checkpoint, save_checkpoint
 from selfsup.train.cost import CostRecord, count_training_flops, device_name
 from selfsup.train.guards import (
+    FirstNonfinite,
     Preempted,
     StopSignals,
     TrainingFault,
     all_finite,
     check_weights_finite,
     check_writable,
+    finite_flag,
     state_bytes,
 )
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
@@ -129,7 +132,7 @@ def training_optimizer(method: Method, cfg: DictConfig) -> tuple[torch.optim.Opt
     peak_lr = scaled_lr(cfg.optim.base_lr, cfg.trainer.batch_size, cfg.optim.lr_scaling)
     optimizer = build_optimizer(
         cfg.optim.name,
-        param_groups(method, cfg.optim.weight_decay, cfg.optim.exclude_bias_and_norm, method.fixed_lr_modules()),
+        param_groups(method, cfg.optim.weight_decay, cfg.optim.exclude_bias_and_norm, method.param_group_options()),
         lr=peak_lr,
         momentum=cfg.optim.momentum,
         weight_decay=cfg.optim.weight_decay,
@@ -286,6 +289,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     method.set_schedule(steps_per_epoch, total_steps)
     cost = CostRecord(devices=world, device_name=device_name(fabric.device))
     cost.flops_per_image = measure_flops(method, cfg)
+    compiled = compile_backbones(method, t.compile)
     model, optimizer = fabric.setup(method, optimizer)
     warmup_steps = int(cfg.optim.warmup_epochs * steps_per_epoch)
     if warmup_steps >= total_steps:
@@ -311,7 +315,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     fabric.print(
         f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images), "
         f"{batch_plan(cfg, world)}; precision {precision}{', channels_last' if channels_last else ''}"
-        f"{', SyncBatchNorm' if sync_bn else ''}; "
+        f"{', SyncBatchNorm' if sync_bn else ''}{f', {compiled} compiled backbone(s)' if compiled else ''}; "
         f"{total_steps} steps -> {out}"
     )
     if progress.step >= total_steps:
@@ -319,6 +323,7 @@ def _pretrain(cfg: DictConfig) -> Path:
         return out
 
     log = MetricsLog(out, is_main, after_step=progress.step)
+    first_nonfinite = FirstNonfinite()
     progress.cost.devices = world
     model.train()
     with StopSignals() as signals:
@@ -350,7 +355,9 @@ def _pretrain(cfg: DictConfig) -> Path:
                     with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
                         out_step = model(views)
                         fabric.backward(out_step["loss"] / t.accumulate)
-                if not all_finite(method):
+                if t.nonfinite == "stop":
+                    first_nonfinite.record(finite_flag(method), step)
+                elif not all_finite(method):
                     action = progress.on_nonfinite(cfg.trainer, step, last)
                     fabric.print(f"step {step + 1}: non-finite gradients or buffers; {action}")
                     optimizer.zero_grad(set_to_none=True)
@@ -376,7 +383,8 @@ def _pretrain(cfg: DictConfig) -> Path:
                 bar.update(1)
                 at_log = step % t.log_every == 0 or step == total_steps
                 if at_log:
-                    # The only host sync of the step besides the finiteness check, once per log interval.
+                    # The step's only host sync (skip and rollback add one for their per-step decision).
+                    stop_at_nonfinite(first_nonfinite, progress, t, last)
                     reduced = fabric.all_reduce(
                         {k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean"
                     )
@@ -400,7 +408,8 @@ def _pretrain(cfg: DictConfig) -> Path:
                 mid_epoch = step % steps_per_epoch != 0 and step < total_steps
                 step_save = bool(t.checkpoint_every_steps) and step % (t.checkpoint_every_steps or 1) == 0
                 if mid_epoch and (stop or step_save):
-                    progress.cost.stop()
+                    progress.cost.stop(fabric.device)
+                    stop_at_nonfinite(first_nonfinite, progress, t, last)
                     if is_main:
                         check_weights_finite(method, step, last)
                         save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), last)
@@ -412,12 +421,13 @@ def _pretrain(cfg: DictConfig) -> Path:
                 if step >= total_steps or stop:
                     break
             bar.close()
-            progress.cost.stop()
+            progress.cost.stop(fabric.device)
             if rolled_back:
                 continue
             progress.cost.update_memory(fabric.device)
             epoch, epoch_done = step // steps_per_epoch, step % steps_per_epoch == 0
             # ---- checkpoint (rank 0) and online monitor -----------------------------------------------------
+            stop_at_nonfinite(first_nonfinite, progress, t, last)
             if is_main:
                 check_weights_finite(method, step, last)
                 state = progress.state(method, optimizer, cfg, steps_per_epoch)
@@ -440,6 +450,13 @@ def _pretrain(cfg: DictConfig) -> Path:
     log.close()
     fabric.print(f"finished {progress.step} steps; run directory: {out}")
     return out
+
+
+def stop_at_nonfinite(first: FirstNonfinite, progress: Progress, trainer: DictConfig, last: Path) -> None:
+    """trainer.nonfinite=stop: raise, naming the first non-finite step recorded since the last check."""
+    bad_step = first.first()
+    if bad_step is not None:
+        progress.on_nonfinite(trainer, bad_step, last)
 
 
 def any_process(fabric: Fabric, signals: StopSignals) -> bool:

@@ -74,26 +74,29 @@ def param_groups(
     model: nn.Module,
     weight_decay: float,
     exclude_bias_and_norm: bool = True,
-    fixed_lr_modules: Sequence[nn.Module] = (),
+    module_options: Sequence[tuple[nn.Module, dict[str, Any]]] = (),
 ) -> list[dict]:
     """Split trainable parameters into a decayed group and a group of 1-D tensors (biases, norm weights).
 
     Decaying biases and BatchNorm/LayerNorm scales only shrinks them towards values that the following
     layers must undo, and LARS's trust ratio is meaningless for them (BYOL, SimCLR, Barlow Twins exclude
-    them), so the 1-D group gets weight_decay=0 and lars_exclude=True. Parameters of `fixed_lr_modules`
-    (SimSiam's predictor) get groups of their own marked `fixed_lr=True`, which `set_lr` keeps at the peak
-    lr instead of following the schedule. Empty groups are left out.
+    them), so the 1-D group gets weight_decay=0 and lars_exclude=True. Each (module, options) of
+    `module_options` (a predictor with its own lr or weight decay) gets groups of its own carrying the
+    options: `weight_decay` replaces the decayed group's, `lr_scale` and `fixed_lr=True` (kept at the peak lr
+    instead of the schedule) are read by `set_lr`. Empty groups are left out.
     """
-    fixed_ids = {id(p) for module in fixed_lr_modules for p in module.parameters()}
+    own = [(options, [p for p in module.parameters() if p.requires_grad]) for module, options in module_options]
+    taken = {id(p) for _, params in own for p in params}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     groups = []
-    for fixed in (False, True):
-        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fixed_ids) == fixed]
-        extra = {"fixed_lr": True} if fixed else {}
+    for options, params in [({}, rest), *own]:
+        extra = {k: v for k, v in options.items() if k != "weight_decay"}
+        decay = options.get("weight_decay", weight_decay)
         if not exclude_bias_and_norm:
-            groups.append({"params": params, "weight_decay": weight_decay, **extra})
+            groups.append({"params": params, "weight_decay": decay, **extra})
             continue
         groups += [
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **extra},
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": decay, **extra},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True, **extra},
         ]
     return [g for g in groups if g["params"]]
