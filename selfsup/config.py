@@ -206,7 +206,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         ),
         optional(POSITIVE_INT): ("trainer.max_steps", "trainer.checkpoint_every_steps", "*subset"),
         COUNT: (
-            *("seed", "analysis.every", "eval.every", "trainer.nonfinite_max"),
+            *("seed", "analysis.every", "eval.every", "eval.val_loss_every", "trainer.nonfinite_max"),
             *("method.moco_k", "method.queue_length"),
         ),
         AUTO_OR_COUNT: ("trainer.num_workers",),

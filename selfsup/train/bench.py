@@ -148,7 +148,7 @@ def measure_full(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
             {
                 "output_dir": f"{scratch}/run",
                 "trainer": {"epochs": total, "max_steps": total, "log_every": steps, "progress": False},
-                "eval": {"every": 0},
+                "eval": {"every": 0, "val_loss_every": 0},
                 "analysis": {"every": 0},
             },
         )

@@ -55,6 +55,7 @@ from selfsup.train.guards import (
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
 from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision
 from selfsup.train.rng import capture_rng, restore_rng
+from selfsup.train.val_loss import ValidationLoss
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
 IDENTITY_KEYS = ("method.name", "method.predictor.type", "backbone.name", "data.name", "views.crop_size")
@@ -281,6 +282,8 @@ def _pretrain(cfg: DictConfig) -> Path:
         total_steps = min(total_steps, t.max_steps)
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast_dtype) if cfg.eval.every and is_main else None
+    val_every = cfg.eval.val_loss_every
+    validation = ValidationLoss(cfg, fabric, augment, local_batch, channels_last) if val_every else None
 
     # ---- model and optimizer -------------------------------------------------------------------------
     sync_bn = bool(t.sync_batchnorm) and world > 1
@@ -426,13 +429,17 @@ def _pretrain(cfg: DictConfig) -> Path:
                 continue
             progress.cost.update_memory(fabric.device)
             epoch, epoch_done = step // steps_per_epoch, step % steps_per_epoch == 0
-            # ---- checkpoint (rank 0) and online monitor -----------------------------------------------------
+            # ---- checkpoint (rank 0), held-out loss (every process) and online monitor --------------------
             stop_at_nonfinite(first_nonfinite, progress, t, last)
+            finished = step >= total_steps
+            val_loss = None
+            if validation is not None and epoch_done and (epoch % val_every == 0 or finished):
+                val_loss = validation(method, model)
+                fabric.print(f"epoch {epoch}: held-out loss {val_loss:.4f}")
             if is_main:
                 check_weights_finite(method, step, last)
                 state = progress.state(method, optimizer, cfg, steps_per_epoch)
                 paths = [last]
-                finished = step >= total_steps
                 if epoch_done and (epoch % t.checkpoint_every == 0 or finished):
                     paths.append(ckpt_dir / f"epoch-{epoch:04d}.pt")
                 save_checkpoint(state, *paths)
@@ -440,6 +447,8 @@ def _pretrain(cfg: DictConfig) -> Path:
                     "epoch": epoch,
                     **{f"cost/{k}": v for k, v in progress.cost.as_dict().items() if isinstance(v, (int, float))},
                 }
+                if val_loss is not None:
+                    record["val/loss"] = val_loss
                 if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
                     record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
                     fabric.print(f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")

@@ -1,0 +1,59 @@
+"""The pretraining loss on held-out images (`eval.val_loss_every`): SimCLR toolboxes report it every few
+epochs to see the pretext task over-fit, which the training loss alone cannot show.
+
+Each process evaluates its shard of data.test_split with the training augmentations drawn from a fixed seed
+(the same views at every evaluation, so the curve moves only with the weights), the model in eval mode and
+no gradients; the mean over processes is reported. Whatever the forward updates (queues, centres, F) and
+every random generator are restored afterwards, so a run with the evaluation trains exactly as one without.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning_fabric import Fabric
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from selfsup.data.loader import Transformed, load_split, resolve_num_workers
+from selfsup.data.views import BatchAugment, CropFlip
+from selfsup.errors import UserError
+
+
+class ValidationLoss:
+    def __init__(self, cfg: DictConfig, fabric: Fabric, augment: BatchAugment, local_batch: int, channels_last: bool):
+        split = cfg.data.test_split
+        if not split:
+            raise UserError(f"eval.val_loss_every needs a held-out split, but data {cfg.data.name} has no test_split")
+        dataset = Transformed(load_split(cfg.data, split), CropFlip(cfg.views))
+        if len(dataset) < local_batch * fabric.world_size:
+            raise UserError(
+                f"eval.val_loss_every: the {len(dataset)} images of {cfg.data.name} {split} are fewer than one global "
+                f"batch ({local_batch * fabric.world_size}); lower trainer.batch_size or set eval.val_loss_every=0"
+            )
+        # Every process gets as many batches (DistributedSampler pads), each of the training batch size: the
+        # loss of batch-coupled methods depends on it.
+        sampler = DistributedSampler(dataset, fabric.world_size, fabric.global_rank, shuffle=False)
+        workers = resolve_num_workers(cfg.trainer.num_workers, fabric.device.type, cfg.trainer.devices)
+        self.loader = DataLoader(dataset, local_batch, sampler=sampler, num_workers=workers, drop_last=True)
+        self.fabric, self.augment, self.channels_last, self.seed = fabric, augment, channels_last, cfg.seed
+
+    @torch.no_grad()
+    def __call__(self, method: nn.Module, model: nn.Module) -> float:
+        """The mean loss of `model` (the fabric-wrapped `method`) over the held-out split."""
+        from selfsup.train.loop import device_views
+
+        device = self.fabric.device
+        buffers = {name: b.clone() for name, b in method.named_buffers()}
+        training = method.training
+        total, batches = torch.zeros((), device=device), 0
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            method.eval()
+            for batch, _labels in self.loader:
+                total += model(device_views(batch, self.augment, device, self.channels_last))["loss"].float()
+                batches += 1
+        method.train(training)
+        for name, b in method.named_buffers():
+            b.copy_(buffers[name])
+        return float(self.fabric.all_reduce(total / batches, reduce_op="mean"))
