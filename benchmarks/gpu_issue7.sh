@@ -2,6 +2,9 @@
 # Issue 7's GPU figures in one pass (sized for a 10-minute lease): bench of SimCLR and BYOL ResNet-18 on
 # CIFAR-10 and SimCLR ResNet-50 at 224 px, torch.compile, host syncs per step, and fp32 vs bf16 kNN.
 # Writes JSON records and logs to $OUT (default output/gpu_issue7). SMOKE=1 runs every command tiny, on CPU.
+# Each bench stage is a fresh process. On the H200 of 2026-11-26 BYOL's two stages finished within 200 s but
+# SimCLR's five did not, nor its two within 110 s: about a minute per stage end to end (start, model, first
+# batches), so the whole script needs about 15 minutes; on a short lease run it in parts.
 #   SELFSUP_DATA=../shared/data bash benchmarks/gpu_issue7.sh
 set -uo pipefail
 OUT=${OUT:-output/gpu_issue7}
@@ -16,7 +19,7 @@ else
   KNN="epochs=10 seeds=0,1 trainer.batch_size=256"; SYNC_STEPS=40
 fi
 bench() { local name=$1; shift; echo "== bench $name"; timeout 200 $PY -m selfsup.cli bench data=cifar10 peak_tflops=$PEAK $S \
-  out="$OUT/$name.json" "$@" 2>&1 | grep -v Warning | tail -12; }
+  out="$OUT/$name.json" "$@" 2>&1 | grep -v -e Warning -e "Tensor Cores" -e warnings.warn; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 bench simclr-r18-b512 $B512

@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import multiprocessing
+import sys
 import tempfile
 import time
 import traceback
@@ -185,6 +186,9 @@ def _child(conn: Any, cfg_yaml: str, stage: str, kwargs: dict[str, Any]) -> None
 def run_isolated(cfg: DictConfig, stage: str, **kwargs: Any) -> dict[str, Any]:
     """One measurement in a fresh process (spawned: no CUDA state or peak memory carried over).
     Returns its result, or {"error": ...} when it ran out of memory."""
+    what = " ".join([stage, *(str(v) for k, v in kwargs.items() if k == "variant")])
+    print(f"selfsup bench: measuring {what} (batch {cfg.trainer.batch_size}) ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_child, args=(send, OmegaConf.to_yaml(cfg, resolve=True), stage, kwargs))
@@ -195,6 +199,7 @@ def run_isolated(cfg: DictConfig, stage: str, **kwargs: Any) -> dict[str, Any]:
     except EOFError:  # killed without a word: on CPU, the kernel's out-of-memory killer
         status, payload = "oom", "process killed (out of memory?)"
     process.join()
+    print(f"selfsup bench: {what} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     if status == "user":
         raise UserError(payload)
     if status == "error":

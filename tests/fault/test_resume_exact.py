@@ -106,40 +106,43 @@ def test_sigkill_at_random_steps_then_rerun_is_bitwise_identical(tmp_path: Path,
     assert logged_steps(run) == list(range(1, TOTAL_STEPS + 1))  # every step logged once
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_stop_signals_save_and_exit_with_a_requeue_status(tmp_path: Path, reference: dict, signum: int):
-    run = tmp_path / "run"
+def stop_with(signum: int, run: Path, at_step: int) -> int:
+    """Start a run, send `signum` once it logged `at_step`, check its clean exit; returns the saved step."""
     proc = start(run)
-    wait_for_step(proc, run, 5)
+    wait_for_step(proc, run, at_step)
     os.killpg(proc.pid, signum)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, stderr
     assert f"received {signal.Signals(signum).name} at step" in stderr and "Traceback" not in stderr
-    stopped = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert 5 <= stopped["step"] < TOTAL_STEPS
+    return load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+
+
+def test_slurm_time_limit_signal_saves_exits_with_a_requeue_status_and_resumes(tmp_path: Path, reference: dict):
+    run = tmp_path / "run"
+    assert 5 <= stop_with(signal.SIGUSR1, run, 5) < TOTAL_STEPS
     assert main([*ARGS, f"output_dir={run}"]) == 0
     assert_same_training(load_checkpoint(run / "checkpoints" / "last.pt"), reference)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_good_one(
-    tmp_path: Path, reference: dict, capsys, damage: str
+def test_sigterm_then_a_corrupt_last_checkpoint_falls_back_to_the_newest_good_one(
+    tmp_path: Path, reference: dict, capsys
 ):
-    run = tmp_path / "run"
-    proc = start(run)  # stopped in epoch 2: epoch-0001.pt at step 4, last.pt later
-    wait_for_step(proc, run, 6)
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.communicate(timeout=300)
-    last = run / "checkpoints" / "last.pt"
-    assert load_checkpoint(last)["step"] > 4
-    data = last.read_bytes()
-    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-100] + bytes(100))
-    good = (run / "checkpoints" / "epoch-0001.pt").read_bytes()
-    assert main([*ARGS, f"output_dir={run}"]) == 0
-    out = capsys.readouterr().out
-    assert "warning: checkpoint" in out and "is corrupt" in out and "resuming" in out and "epoch-0001.pt" in out
-    assert (run / "checkpoints" / "epoch-0001.pt").read_bytes() == good  # the good one was never rewritten
-    assert_same_training(load_checkpoint(last), reference)
+    """SIGTERM (preemption) saves and exits like SIGUSR1; then last.pt is damaged two ways (cut in half,
+    its end overwritten) and each copy of the run resumes from epoch-0001.pt to the reference weights."""
+    stopped = tmp_path / "stopped"
+    assert 4 < stop_with(signal.SIGTERM, stopped, 6) < TOTAL_STEPS  # in epoch 2: epoch-0001.pt is at step 4
+    good = (stopped / "checkpoints" / "epoch-0001.pt").read_bytes()
+    for damage in ("truncate", "flip"):
+        run = tmp_path / damage
+        shutil.copytree(stopped, run)
+        last = run / "checkpoints" / "last.pt"
+        data = last.read_bytes()
+        last.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-100] + bytes(100))
+        assert main([*ARGS, f"output_dir={run}"]) == 0
+        out = capsys.readouterr().out
+        assert "warning: checkpoint" in out and "is corrupt" in out and "resuming" in out and "epoch-0001.pt" in out
+        assert (run / "checkpoints" / "epoch-0001.pt").read_bytes() == good  # the good one was never rewritten
+        assert_same_training(load_checkpoint(last), reference)
 
 
 def test_no_readable_checkpoint_at_all_is_a_one_line_error(tmp_path: Path, capsys):
