@@ -22,8 +22,12 @@ demo: setup
 	$(VENV)/bin/selfsup pretrain $(DEMO_ARGS)
 	$(VENV)/bin/selfsup eval knn run=$(DEMO_DIR)
 
+# Two test files at a time (one per core on the CI machine), one thread each: most tests are small steps,
+# process starts and I/O that a single process leaves the second core idle for (23 min -> 12.5 min on 2 cores).
+# A test file stays on one worker, so its module fixtures are built once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check selfsup tests benchmarks
