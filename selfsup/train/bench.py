@@ -38,7 +38,7 @@ from selfsup.nets.compile import compile_backbones
 from selfsup.registry import close_matches_hint
 from selfsup.train.checkpoint import atomic_write_text
 from selfsup.train.cost import device_name, peak_memory_bytes
-from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision
+from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision, tune_device
 
 STAGES = ("compute", "loader", "full")
 # variant -> (lightning-fabric precision, channels_last)
@@ -89,6 +89,7 @@ def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> d
 
     precision, channels_last = VARIANTS[variant]
     fabric = Fabric(accelerator=resolve_device(cfg.device), devices=1, precision=precision)
+    tune_device(fabric.device.type)
     seed_everything(cfg.seed, verbose=False)
     accumulate = cfg.trainer.accumulate
     _, loader, _, augment = data_pipeline(cfg, fabric.device, 0, 1, cfg.trainer.batch_size // accumulate)

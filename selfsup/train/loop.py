@@ -53,7 +53,7 @@ from selfsup.train.guards import (
     state_bytes,
 )
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
-from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision
+from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision, tune_device
 from selfsup.train.rng import capture_rng, restore_rng
 from selfsup.train.val_loss import ValidationLoss
 
@@ -264,6 +264,7 @@ def _pretrain(cfg: DictConfig) -> Path:
         precision=precision,
     )
     fabric.launch()
+    tune_device(device_type)
     rank, world = fabric.global_rank, fabric.world_size
     is_main = rank == 0
     out = Path(cfg.output_dir)

@@ -56,3 +56,10 @@ def resolve_channels_last(setting: str | bool, precision: str, device_type: str,
     if setting == "auto":
         return precision == "bf16-mixed" or (device_type == "cpu" and batch_pixels >= CPU_CHANNELS_LAST_MIN_PIXELS)
     return str(setting).lower() == "true"
+
+
+def tune_device(device_type: str) -> None:
+    """On GPUs, let cuDNN time its convolution algorithms once per input shape and keep the fastest: a run
+    meets only a few shapes (one per crop size), so the one-off search pays back within the first steps."""
+    if device_type == "cuda":
+        torch.backends.cudnn.benchmark = True
