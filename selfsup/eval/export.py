@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from selfsup.config import apply_overrides, load_config, load_run_config
 from selfsup.data.loader import Transformed, load_split
 from selfsup.data.views import eval_transform
 from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features, split_mean_std
-from selfsup.eval.knn import knn_accuracy
-from selfsup.eval.linear import train_linear_probe
-from selfsup.eval.offline import load_method
+from selfsup.eval.offline import load_method, score_features
 from selfsup.train.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256, resolve_checkpoint
 from selfsup.train.loop import git_commit
 from selfsup.train.precision import resolve_device
@@ -130,17 +128,10 @@ def evaluate_features(task: str, train_path: Path, test_path: Path, overrides: l
             raise UserError(f"{path} holds the unlabeled split {meta.get('split')!r}; use features of a labeled split")
     if train_meta.get("checkpoint_sha256") != test_meta.get("checkpoint_sha256"):
         raise UserError(f"{train_path} and {test_path} come from different checkpoints; export both from one")
-    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    params = OmegaConf.to_container(cfg.eval[task])
-    if task == "knn":
-        metrics = knn_accuracy(train.features, train.labels, test.features, test.labels, num_classes, **params)
-    else:
-        metrics = train_linear_probe(
-            train.features, train.labels, test.features, test.labels, num_classes, seed=cfg.seed, **params
-        )
+    params, scores, _ = score_features(task, cfg, train, test)
     result = {
         "task": task,
-        "metrics": {k: float(v) for k, v in metrics.items() if k in ("top1", "top5", "train_loss")},
+        "metrics": scores,
         "settings": params,
         "features": {"train": str(train_path), "test": str(test_path)},
         "checkpoint_sha256": test_meta.get("checkpoint_sha256"),

@@ -102,13 +102,11 @@ def task_settings(cfg: DictConfig, task: str) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in ("num_workers", "chunk_epochs")}
 
 
-def feature_task(
-    task: str, cfg: DictConfig, method: Method, ckpt_hash: str, out_dir: Path, device: torch.device
-) -> TaskResult:
-    """kNN or a linear probe on the cached frozen features of `Method.representation()`."""
-    representation = method.representation().to(device)
-    train = cached_features(cfg, representation, "eval_train_split", out_dir, ckpt_hash, device)
-    test = cached_features(cfg, representation, "test_split", out_dir, ckpt_hash, device)
+def score_features(
+    task: str, cfg: DictConfig, train: Features, test: Features, device: str = "cpu", progress: bool = False
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    """kNN or a linear probe (`task`, settings from cfg.eval.<task>) of labeled train/test features.
+    Returns the settings, the scores (top1, top5, train_loss) and what else the task reported."""
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     params = OmegaConf.to_container(cfg.eval[task])
     if task == "knn":
@@ -121,12 +119,25 @@ def feature_task(
             test.labels,
             num_classes,
             seed=cfg.seed,
-            device=str(device),
-            progress=cfg.trainer.progress,
+            device=device,
+            progress=progress,
             **params,
         )
     scores = {k: float(v) for k, v in metrics.items() if k in ("top1", "top5", "train_loss")}
-    params.update({k: v for k, v in metrics.items() if k not in scores})  # the probe's effective lr etc.
+    return params, scores, {k: v for k, v in metrics.items() if k not in scores}
+
+
+def feature_task(
+    task: str, cfg: DictConfig, method: Method, ckpt_hash: str, out_dir: Path, device: torch.device
+) -> TaskResult:
+    """kNN or a linear probe on the cached frozen features of `Method.representation()`."""
+    representation = method.representation().to(device)
+    train = cached_features(cfg, representation, "eval_train_split", out_dir, ckpt_hash, device)
+    test = cached_features(cfg, representation, "test_split", out_dir, ckpt_hash, device)
+    params, scores, extra = score_features(
+        task, cfg, train, test, device=str(device), progress=bool(cfg.trainer.progress)
+    )
+    params.update(extra)  # the probe's effective lr etc.
     dataset = {
         "name": cfg.data.name,
         "train_split": cfg.data.eval_train_split,

@@ -21,7 +21,7 @@ class BYOL(Method):
         super().__init__(backbone, feature_dim)
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
         self.predictor = build_predictor(cfg.predictor, cfg.proj_output_dim)
-        self.predictor_cfg = cfg.predictor
+        self.predictor_options = predictor_options(cfg.predictor)  # its own lr scale / weight decay, if set
         self.target_backbone = frozen_copy(backbone)
         self.target_projector = frozen_copy(self.projector)
         self.base_momentum = float(cfg.momentum)
@@ -48,8 +48,7 @@ class BYOL(Method):
         self.predictor.after_optimizer_step(step)
 
     def param_group_options(self) -> list[tuple[nn.Module, dict[str, Any]]]:
-        options = predictor_options(self.predictor_cfg)
-        return [(self.predictor, options)] if options else []
+        return [(self.predictor, self.predictor_options)] if self.predictor_options else []
 
 
 # DirectPred and DirectCopy are BYOL with an analytic predictor (method.predictor.type); their own names

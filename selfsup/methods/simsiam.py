@@ -22,7 +22,7 @@ class SimSiam(Method):
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=3, last_bn=True)
         self.predictor = build_predictor(cfg.predictor, cfg.proj_output_dim)
         self.fixed_predictor_lr = bool(cfg.fixed_predictor_lr)
-        self.predictor_cfg = cfg.predictor
+        self.predictor_options = predictor_options(cfg.predictor)  # its own lr scale / weight decay, if set
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         if len(views) != 2:
@@ -41,5 +41,5 @@ class SimSiam(Method):
 
     def param_group_options(self) -> list[tuple[nn.Module, dict[str, Any]]]:
         # Paper section 4.1: "the learning rate of the predictor is not decayed" (it helps, table 1 note).
-        options = {**predictor_options(self.predictor_cfg), **({"fixed_lr": True} if self.fixed_predictor_lr else {})}
+        options = {**self.predictor_options, **({"fixed_lr": True} if self.fixed_predictor_lr else {})}
         return [(self.predictor, options)] if options else []

@@ -38,7 +38,7 @@ from selfsup.nets.compile import compile_backbones
 from selfsup.registry import close_matches_hint
 from selfsup.train.checkpoint import atomic_write_text
 from selfsup.train.cost import device_name, peak_memory_bytes
-from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision, tune_device
+from selfsup.train.precision import resolve_device, resolve_precision, tune_device
 
 STAGES = ("compute", "loader", "full")
 # variant -> (lightning-fabric precision, channels_last)
@@ -120,13 +120,12 @@ def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> d
 
 def measure_loader(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
     """The data path of the loop alone: loader batches turned into augmented views on the device."""
-    from selfsup.train.loop import data_pipeline, device_views
+    from selfsup.train.loop import data_pipeline, device_views, views_channels_last
 
     device = torch.device(resolve_device(cfg.device))
     precision = resolve_precision(str(cfg.trainer.precision), device.type)
     accumulate = cfg.trainer.accumulate
-    view_pixels = cfg.trainer.batch_size // accumulate * cfg.views.crop_size**2
-    channels_last = resolve_channels_last(cfg.trainer.channels_last, precision, device.type, view_pixels)
+    channels_last = views_channels_last(cfg, precision, device.type, processes=1)
     _, loader, sampler, augment = data_pipeline(cfg, device, 0, 1, cfg.trainer.batch_size // accumulate)
     batches = _endless(loader, sampler)
 

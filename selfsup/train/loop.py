@@ -109,6 +109,13 @@ def data_pipeline(
     return dataset, loader, sampler, BatchAugment(cfg.views, mean, std).to(device)
 
 
+def views_channels_last(cfg: DictConfig, precision: str, device_type: str, processes: int) -> bool:
+    """trainer.channels_last resolved for the view batch one process feeds its network per micro-step."""
+    t = cfg.trainer
+    view_pixels = t.batch_size // (processes * t.accumulate) * cfg.views.crop_size**2
+    return resolve_channels_last(t.channels_last, precision, device_type, view_pixels)
+
+
 def device_views(batch: Any, augment: BatchAugment, device: torch.device, channels_last: bool) -> list[torch.Tensor]:
     """A collated loader batch as the method's input: augmented float views on `device`, in view order."""
     views = [augment(crop, v) for v, crop in enumerate(crops_of_batch(batch, device))]
@@ -254,8 +261,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     device_type = resolve_device(cfg.device)
     precision = resolve_precision(str(t.precision), device_type)
     processes = t.devices * t.num_nodes
-    view_pixels = t.batch_size // (processes * t.accumulate) * cfg.views.crop_size**2
-    channels_last = resolve_channels_last(t.channels_last, precision, device_type, view_pixels)
+    channels_last = views_channels_last(cfg, precision, device_type, processes)
     fabric = Fabric(
         accelerator=device_type,
         devices=t.devices,
