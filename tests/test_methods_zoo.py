@@ -173,6 +173,18 @@ def test_predictor_tracks_the_ema_of_the_correlation_and_sets_w_every_freq_steps
     torch.testing.assert_close(pred.corr, expected)
 
 
+def test_predictor_step_decides_without_reading_the_device():
+    """Whether F has been seen is known on the host: the step never reads `corr_updates` (a host sync on GPU)."""
+    pred = LinearPredictor(3, "directcopy", rho=0.0, eps=0.0)
+    pred.after_optimizer_step(0)  # no F yet: W stays the identity
+    torch.testing.assert_close(pred.weight, torch.eye(3))
+    f = torch.randn(8, 3)
+    pred(f)
+    pred.corr_updates = torch.empty((), dtype=torch.long, device="meta")  # reading it would raise
+    pred.after_optimizer_step(1)
+    torch.testing.assert_close(pred.weight, directcopy_weight(f.T @ f / 8, 0.0))
+
+
 def test_trained_linear_predictor_symmetric_and_regularised():
     torch.manual_seed(0)
     pred = LinearPredictor(4, "linear", symmetric=True, symmetry_reg=0.5)

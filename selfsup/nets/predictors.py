@@ -72,6 +72,9 @@ class LinearPredictor(nn.Module):
         self.symmetric, self.symmetry_reg = symmetric, symmetry_reg
         self.register_buffer("corr", torch.zeros(dim, dim))
         self.register_buffer("corr_updates", torch.zeros((), dtype=torch.long))
+        # Whether this process has updated F: a host-side copy of `corr_updates > 0`, so that the step
+        # never reads the device to decide whether W can be set (after a resume, W is restored with F).
+        self.corr_seen = False
         if kind == "linear":
             self.weight = nn.Parameter(nn.Linear(dim, dim, bias=False).weight.detach().clone())
         else:
@@ -96,6 +99,7 @@ class LinearPredictor(nn.Module):
         rho = torch.where(self.corr_updates > 0, self.rho, 0.0)
         self.corr.mul_(rho).add_(batch_corr * (1 - rho))
         self.corr_updates.add_(1)
+        self.corr_seen = True
 
     def regularization(self) -> torch.Tensor | None:
         """symmetry_reg * ||W - W^T||_F^2 for a trained W; None when there is nothing to add."""
@@ -105,7 +109,7 @@ class LinearPredictor(nn.Module):
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
-        if self.kind == "linear" or step % self.freq != 0 or self.corr_updates == 0:
+        if self.kind == "linear" or step % self.freq != 0 or not self.corr_seen:
             return
         make = directpred_weight if self.kind == "directpred" else directcopy_weight
         self.weight.copy_(make(self.corr, self.eps))
