@@ -4,8 +4,10 @@
 # Writes JSON records and logs to $OUT (default output/gpu_issue7). SMOKE=1 runs every command tiny, on CPU.
 # Each bench stage is a fresh process. On the H200 of 2026-11-26 BYOL's two stages finished within 200 s but
 # SimCLR's five did not, nor its two within 110 s: about a minute per stage end to end (start, model, first
-# batches), so the whole script needs about 15 minutes; on a short lease run it in parts.
+# batches), so the whole script needs about 15 minutes; on a short lease run it in parts: ONLY=REGEX runs the
+# parts whose names match (bench names, host-syncs, knn).
 #   SELFSUP_DATA=../shared/data bash benchmarks/gpu_issue7.sh
+#   SELFSUP_DATA=../shared/data ONLY='simclr-r18-b512$|workers' bash benchmarks/gpu_issue7.sh
 set -uo pipefail
 OUT=${OUT:-output/gpu_issue7}
 mkdir -p "$OUT"
@@ -18,18 +20,25 @@ else
   S="steps=8 warmup=8"; B512="trainer.batch_size=512"; B128="trainer.batch_size=128"
   KNN="epochs=10 seeds=0,1 trainer.batch_size=256"; SYNC_STEPS=40
 fi
-bench() { local name=$1; shift; echo "== bench $name"; timeout 200 $PY -m selfsup.cli bench data=cifar10 peak_tflops=$PEAK $S \
+wanted() { [[ -z "${ONLY:-}" || "$1" =~ $ONLY ]]; }
+bench() { local name=$1; shift; wanted "$name" || return 0; echo "== bench $name"; timeout 200 $PY -m selfsup.cli bench data=cifar10 peak_tflops=$PEAK $S \
   out="$OUT/$name.json" "$@" 2>&1 | grep -v -e Warning -e "Tensor Cores" -e warnings.warn; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 bench simclr-r18-b512 $B512
+# the same data path with crops per image in 8 loader workers instead of batched on the GPU
+bench simclr-r18-b512-workers data.crop_on_device=false stages=[loader,full] variants=[bf16] $B512
 bench byol-r18-b512 method=byol stages=[compute,full] variants=[bf16] $B512
 bench simclr-r50-224-b128 backbone=resnet50 views.crop_size=224 stages=[compute,loader,full] \
   variants=[channels_last,bf16] $B128
 bench simclr-r18-b512-compile trainer.compile=true stages=[compute] variants=[bf16] $B512
+if wanted host-syncs; then
 echo "== host syncs"
 timeout 120 $PY benchmarks/host_syncs.py steps=$SYNC_STEPS trainer.log_every=20 $B512 2>&1 | grep -v Warning | tail -15 \
   | tee "$OUT/host_syncs.txt"
+fi
+if wanted knn; then
 echo "== fp32 vs bf16 kNN"
 timeout 300 $PY benchmarks/precision_knn.py $KNN out=/tmp/precision_knn 2>&1 | grep -v Warning | tee "$OUT/precision_knn.txt" \
   | grep -E '^\||^\{'
+fi

@@ -146,7 +146,7 @@ def main(argv: list[str]) -> None:
         "has no native bf16, so each side's default precision is fp32)",
         f"- command: `SELFSUP_DATA=../shared/data {command.strip()}`; {steps} timed steps after {warmup}, each side "
         "in a fresh process, one after the other",
-        "- selfsup: `selfsup pretrain` defaults (crop/flip on uint8 in the loader, colour ops batched, both views "
+        "- selfsup: `selfsup pretrain` defaults (crops, flips and colour ops batched on the device, both views "
         "in one forward); lightly: its SimCLR example (PIL SimCLRTransform per image in workers, one forward "
         "per view)",
         "",

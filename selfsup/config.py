@@ -239,7 +239,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         optional(TEXT): ("data.eval_train_split", "data.test_split", "backbone.weights"),
         one_of(*DEVICES): ("device",),
         one_of(*PRECISIONS): ("trainer.precision",),
-        one_of("auto", "true", "false"): ("trainer.channels_last", "backbone.cifar_stem"),
+        one_of("auto", "true", "false"): ("trainer.channels_last", "backbone.cifar_stem", "data.crop_on_device"),
         one_of(*NONFINITE_POLICIES): ("trainer.nonfinite",),
         one_of("true", "false", *COMPILE_MODES): ("trainer.compile",),
         one_of(*dataset_names()): ("data.name",),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,16 +86,21 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-def train_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, seed: int, rank: int, world: int, pin_memory: bool
-) -> tuple[DataLoader, ResumableSampler]:
-    """Shuffled, drop-last loader over this process's shard; call `sampler.set_position(epoch, start)`."""
+def shard_sampler(dataset: Dataset, batch_size: int, seed: int, rank: int, world: int) -> ResumableSampler:
+    """This process's shuffled, drop-last shard of `dataset`; call `set_position(epoch, start)` per epoch."""
     if len(dataset) < batch_size * world:  # type: ignore[arg-type]
         raise UserError(
             f"the dataset has {len(dataset)} images, fewer than one global batch of {batch_size * world}; "  # type: ignore[arg-type]
             "lower trainer.batch_size"
         )
-    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    return ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+
+
+def train_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, seed: int, rank: int, world: int, pin_memory: bool
+) -> tuple[DataLoader, ResumableSampler]:
+    """Loader workers over this process's shard (`shard_sampler`), batches of `batch_size`."""
+    sampler = shard_sampler(dataset, batch_size, seed, rank, world)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -106,6 +112,63 @@ def train_loader(
         generator=torch.Generator().manual_seed(seed + rank),
     )
     return loader, sampler
+
+
+def in_memory_images(dataset: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """(uint8 [N, 3, H, W] images, int64 [N] labels) of a dataset held in memory as one array (or a Subset
+    of one); None for datasets read from files."""
+    if isinstance(dataset, Subset):
+        whole = in_memory_images(dataset.dataset)
+        if whole is None:
+            return None
+        indices = np.asarray(dataset.indices)
+        return whole[0][indices], whole[1][indices]
+    if isinstance(dataset, ImageDataset) and dataset.images is not None:
+        return dataset.images, dataset.labels
+    return None
+
+
+class DeviceCropLoader:
+    """The loader of a dataset held on the training device as one uint8 tensor: each batch of the sampler's
+    indices is gathered there and cropped by `crops` (BatchCropFlip), with no loader workers. Yields
+    (crops, labels) as the worker loader does, already on the device."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        crops: Callable[[torch.Tensor], Any],
+        sampler: ResumableSampler,
+        batch_size: int,
+        device: torch.device,
+    ) -> None:
+        self.images = torch.from_numpy(images).to(device)
+        self.labels = torch.from_numpy(labels).to(device)
+        self.crops, self.sampler, self.batch_size, self.device = crops, sampler, batch_size, device
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
+        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)  # one copy per epoch
+        for k in range(len(self)):
+            index = order[k * self.batch_size : (k + 1) * self.batch_size]
+            yield self.crops(self.images[index]), self.labels[index]
+
+
+def device_crop_arrays(setting: bool | str, dataset: Dataset, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """data.crop_on_device resolved for `dataset`: its arrays when its crops are drawn on the training device
+    (auto: whenever it is held in memory as one array), None for per-image crops in loader workers."""
+    mode = str(setting).lower()
+    if mode not in ("auto", "true", "false"):
+        raise UserError(f"data.crop_on_device={setting!r} must be auto, true or false")
+    arrays = None if mode == "false" else in_memory_images(dataset)
+    if arrays is None and mode == "true":
+        raise UserError(
+            f"data.crop_on_device=true needs a dataset held in memory as one array (cifar10, cifar100, svhn, "
+            f"stl10, fashion_mnist, synthetic); {name} is read from image files: set data.crop_on_device=auto"
+        )
+    return arrays
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:

@@ -2,7 +2,8 @@
 
 * `CropFlip` runs per image in DataLoader workers on uint8: random resized crop and horizontal flip,
   drawn independently for each of the `num` views, plus `local_crops` small crops for multi-crop
-  methods (SwAV, Caron et al. 2020, section 3.2; DINO).
+  methods (SwAV, Caron et al. 2020, section 3.2; DINO). Datasets held in memory take its batched
+  counterpart instead, `batched_crops.BatchCropFlip`, on the training device.
 * `BatchAugment` runs on the training device on a whole uint8 batch of one view: colour jitter,
   grayscale, Gaussian blur and solarize with per-sample random parameters (tensors of shape [B], no
   Python loop over samples), then normalisation.

@@ -24,12 +24,22 @@ import torch
 from lightning_fabric import Fabric
 from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from selfsup.analysis.dynamics import dynamics_record
 from selfsup.config import save_config
-from selfsup.data.loader import ResumableSampler, Transformed, pretrain_dataset, resolve_num_workers, train_loader
+from selfsup.data.batched_crops import BatchCropFlip
+from selfsup.data.loader import (
+    DeviceCropLoader,
+    ResumableSampler,
+    Transformed,
+    device_crop_arrays,
+    pretrain_dataset,
+    resolve_num_workers,
+    shard_sampler,
+    train_loader,
+)
 from selfsup.data.views import BatchAugment, CropFlip, crops_of_batch, views_config
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split, split_mean_std
@@ -98,15 +108,32 @@ def training_model(
 
 def data_pipeline(
     cfg: DictConfig, device: torch.device, rank: int, world: int, local_batch: int
-) -> tuple[Transformed, DataLoader, ResumableSampler, BatchAugment]:
-    """The training data path: per-sample crop/flip on uint8 in the loader, colour ops batched on `device`."""
-    dataset = Transformed(pretrain_dataset(cfg.data, cfg.seed), CropFlip(cfg.views))
+) -> tuple[Dataset, DataLoader | DeviceCropLoader, ResumableSampler, BatchAugment]:
+    """The training data path: crop/flip batched on `device` for a dataset held in memory
+    (data.crop_on_device), else per image on uint8 in loader workers; then colour ops batched on `device`."""
+    dataset = pretrain_dataset(cfg.data, cfg.seed)
+    mean, std = split_mean_std(cfg.data, cfg.views)
+    augment = BatchAugment(cfg.views, mean, std).to(device)
+    arrays = device_crop_arrays(cfg.data.get("crop_on_device", "auto"), dataset, cfg.data.name)
+    if arrays is not None:
+        sampler = shard_sampler(dataset, local_batch, cfg.seed, rank, world)
+        return (
+            dataset,
+            DeviceCropLoader(*arrays, BatchCropFlip(cfg.views), sampler, local_batch, device),
+            sampler,
+            augment,
+        )
     num_workers = resolve_num_workers(cfg.trainer.num_workers, device.type, cfg.trainer.devices)
     loader, sampler = train_loader(
-        dataset, local_batch, num_workers, cfg.seed, rank, world, pin_memory=device.type == "cuda"
+        Transformed(dataset, CropFlip(cfg.views)),
+        local_batch,
+        num_workers,
+        cfg.seed,
+        rank,
+        world,
+        pin_memory=device.type == "cuda",
     )
-    mean, std = split_mean_std(cfg.data, cfg.views)
-    return dataset, loader, sampler, BatchAugment(cfg.views, mean, std).to(device)
+    return dataset, loader, sampler, augment
 
 
 def views_channels_last(cfg: DictConfig, precision: str, device_type: str, processes: int) -> bool:
@@ -323,7 +350,8 @@ def _pretrain(cfg: DictConfig) -> Path:
         if progress.step == 0:  # the starting point: evaluations and reports measure progress from random init
             save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), ckpt_dir / "epoch-0000.pt")
     fabric.print(
-        f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images), "
+        f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images, "
+        f"crops {'batched on the device' if isinstance(loader, DeviceCropLoader) else 'per image in the loader'}), "
         f"{batch_plan(cfg, world)}; precision {precision}{', channels_last' if channels_last else ''}"
         f"{', SyncBatchNorm' if sync_bn else ''}{f', {compiled} compiled backbone(s)' if compiled else ''}; "
         f"{total_steps} steps -> {out}"
