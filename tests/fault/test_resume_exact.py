@@ -1,5 +1,6 @@
 """A run killed (SIGKILL), preempted (SIGTERM / SIGUSR1) or left with a corrupt last.pt ends bitwise identical
-to an uninterrupted run: weights, optimizer state and step, on CPU with num_workers=0."""
+to an uninterrupted run: weights, optimizer state and step, on CPU, with crops batched on the device (the
+default for in-memory data) or per image in the loader."""
 
 from __future__ import annotations
 
@@ -143,6 +144,22 @@ def test_sigterm_then_a_corrupt_last_checkpoint_falls_back_to_the_newest_good_on
         assert "warning: checkpoint" in out and "is corrupt" in out and "resuming" in out and "epoch-0001.pt" in out
         assert (run / "checkpoints" / "epoch-0001.pt").read_bytes() == good  # the good one was never rewritten
         assert_same_training(load_checkpoint(last), reference)
+
+
+def test_the_loader_crop_path_resumes_bitwise_too(tmp_path: Path, reference: dict):
+    """data.crop_on_device=false: crops per image in the loader instead of batched (the path of image-file
+    datasets), resumed from the end of epoch 1."""
+    args = [*ARGS, "data.crop_on_device=false"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main([*args, f"output_dir={whole}"]) == 0
+    shutil.copytree(whole, resumed)
+    for path in (resumed / "checkpoints").iterdir():
+        if not path.name.startswith(("epoch-0000", "epoch-0001")):
+            path.unlink()
+    assert main([*args, f"output_dir={resumed}"]) == 0
+    last = load_checkpoint(whole / "checkpoints" / "last.pt")
+    assert_same_training(load_checkpoint(resumed / "checkpoints" / "last.pt"), last)
+    assert not torch.equal(last["model"]["backbone.conv1.weight"], reference["model"]["backbone.conv1.weight"])
 
 
 def test_no_readable_checkpoint_at_all_is_a_one_line_error(tmp_path: Path, capsys):
