@@ -72,15 +72,15 @@ def resize_matrices(start: Tensor, length: Tensor, size_in: int, size_out: int) 
     """float32 [B, size_out, size_in]: row i holds the weights of output pixel i when the segment
     [start, start + length) of each sample's axis is resized to size_out, with torchvision's antialiased
     bilinear filter (zero outside the segment, so a crop never reads its neighbours)."""
-    scale = (length.double() / size_out)[:, None, None]  # [B, 1, 1] input pixels per output pixel
+    scale = (length.float() / size_out)[:, None, None]  # [B, 1, 1] input pixels per output pixel
     support = scale.clamp_min(1.0)
-    out = torch.arange(size_out, device=start.device, dtype=torch.float64)[None, :, None]
-    center = start.double()[:, None, None] + (out + 0.5) * scale
-    pixels = torch.arange(size_in, device=start.device, dtype=torch.float64)[None, None, :]
+    out = torch.arange(size_out, device=start.device, dtype=torch.float32)[None, :, None]
+    center = start.float()[:, None, None] + (out + 0.5) * scale
+    pixels = torch.arange(size_in, device=start.device, dtype=torch.float32)[None, None, :]
     weights = (1 - ((pixels + 0.5 - center) / support).abs()).clamp_min(0)
     inside = (pixels >= start[:, None, None]) & (pixels < (start + length)[:, None, None])
     weights = weights * inside
-    return (weights / weights.sum(dim=2, keepdim=True)).float()
+    return weights / weights.sum(dim=2, keepdim=True)
 
 
 def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
