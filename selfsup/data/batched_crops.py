@@ -109,20 +109,21 @@ class BatchCropFlip:
     def __init__(self, cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> None:
         self.cfg = views_config(cfg)
 
-    def _crops(self, images: Tensor, count: int, size: int, scale: tuple[float, float]) -> Tensor:
-        batch, _, height, width = images.shape
+    def _crops(self, pixels: Tensor, count: int, size: int, scale: tuple[float, float]) -> Tensor:
+        batch, _, height, width = pixels.shape
         crops = []
         for _ in range(count):
-            boxes = random_resized_boxes(batch, height, width, scale, device=images.device)
-            flip = torch.rand(batch, device=images.device) < self.cfg.flip_p
-            crops.append(_to_uint8(resized_crops(images, boxes, size, flip)))
+            boxes = random_resized_boxes(batch, height, width, scale, device=pixels.device)
+            flip = torch.rand(batch, device=pixels.device) < self.cfg.flip_p
+            crops.append(_to_uint8(resized_crops(pixels, boxes, size, flip)))
         return torch.stack(crops, dim=1)
 
     def __call__(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"BatchCropFlip expects uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
         c = self.cfg
-        views = self._crops(images, c.num, c.crop_size, c.crop_scale)
+        pixels = images.float()  # once for every crop of the batch
+        views = self._crops(pixels, c.num, c.crop_size, c.crop_scale)
         if not c.local_crops:
             return views
-        return views, self._crops(images, c.local_crops, c.local_crop_size, c.local_crop_scale)
+        return views, self._crops(pixels, c.local_crops, c.local_crop_size, c.local_crop_scale)

@@ -304,7 +304,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     ckpt_dir = out / "checkpoints"
     check_output_dir(cfg, out)
 
-    # ---- data: crop/flip per sample in workers; colour ops batched on the device -------------------
+    # ---- data: crop/flip batched on the device (in-memory data) or per image in workers; colour ops on the device
     seed_everything(cfg.seed, verbose=False)
     local_batch = t.batch_size // (world * t.accumulate)
     dataset, loader, sampler, augment = data_pipeline(cfg, fabric.device, rank, world, local_batch)
