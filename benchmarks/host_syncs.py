@@ -3,7 +3,8 @@
 Runs `selfsup pretrain` with torch.cuda.set_sync_debug_mode("warn"), which warns at every operation that
 makes the host wait for the GPU, and counts the warnings by the innermost selfsup line that caused them.
 A line counted about once per step syncs every step; the loop should show only its log interval, its
-checkpoint saves and its start.
+checkpoint saves and its start. Without a GPU it records instead the ATen ops that would transfer on one
+(selfsup/train/host_transfers.py; tests/test_host_transfers.py checks every method's step that way).
 
     SELFSUP_DATA=../shared/data python benchmarks/host_syncs.py [steps=40] [key=value ...]
 """
@@ -12,21 +13,31 @@ from __future__ import annotations
 
 import collections
 import sys
-import traceback
 import warnings
 
 import torch
+from omegaconf import DictConfig
 
 from selfsup.config import load_config
+from selfsup.train.host_transfers import HostTransferRecorder, innermost_selfsup_line
 from selfsup.train.loop import pretrain
 
 
-def innermost_selfsup_line() -> str:
-    frames = [f for f in traceback.extract_stack() if "/selfsup/" in f.filename and "/benchmarks/" not in f.filename]
-    if not frames:
-        return "(outside selfsup)"
-    frame = frames[-1]
-    return f"{frame.filename.split('/selfsup/', 1)[1]}:{frame.lineno} {frame.line}"
+def cuda_syncs(cfg: DictConfig) -> collections.Counter[str]:
+    """CUDA's own count: every operation that makes the host wait for the GPU, by selfsup line."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - showwarning's signature
+        if "synchronizing" in str(message):
+            counts[innermost_selfsup_line()] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        pretrain(cfg)
+        torch.cuda.set_sync_debug_mode("default")
+    return counts
 
 
 def main(argv: list[str]) -> None:
@@ -45,21 +56,14 @@ def main(argv: list[str]) -> None:
             *overrides,
         ]
     )
-    counts: collections.Counter[str] = collections.Counter()
-
-    def record(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - showwarning's signature
-        if "synchronizing" in str(message):
-            counts[innermost_selfsup_line()] += 1
-
-    if not torch.cuda.is_available():
-        sys.exit("host_syncs.py needs a CUDA GPU (set_sync_debug_mode is CUDA's)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = record
-        torch.cuda.set_sync_debug_mode("warn")
-        pretrain(cfg)
-        torch.cuda.set_sync_debug_mode("default")
-    print(f"\nhost syncs in {steps} steps (log every {cfg.trainer.log_every}), by source line:")
+    if torch.cuda.is_available():
+        counts = cuda_syncs(cfg)
+        what = "host syncs"
+    else:  # the ops that would sync on a GPU, recorded as they are dispatched
+        with HostTransferRecorder() as recorder:
+            pretrain(cfg)
+        counts, what = recorder.counts, "ops that transfer between host and GPU on a GPU (run on CPU)"
+    print(f"\n{what} in {steps} steps (log every {cfg.trainer.log_every}), by source line:")
     for where, n in counts.most_common():
         print(f"{n:6d}  {where}")
 

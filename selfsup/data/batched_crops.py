@@ -61,11 +61,10 @@ def random_resized_boxes(
         fallback_w, fallback_h = int(round(height * ratio[1])), height
     else:
         fallback_w, fallback_h = width, height
-    fallback = torch.tensor(
-        [(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w], device=device
-    )
-    boxes = torch.stack([top, left, h, w], dim=1)
-    return torch.where(fits.any(dim=1, keepdim=True), boxes, fallback)
+    fallback = ((height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w)
+    found = fits.any(dim=1)
+    # one where per coordinate with a Python scalar: a tensor of the fallback would be a host-to-device copy
+    return torch.stack([torch.where(found, v, f) for v, f in zip((top, left, h, w), fallback, strict=True)], dim=1)
 
 
 def resize_matrices(start: Tensor, length: Tensor, size_in: int, size_out: int) -> Tensor:
