@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 7's GPU figures in one pass (sized for a 10-minute lease): bench of SimCLR and BYOL ResNet-18 on
+# Issue 7's GPU figures: bench of SimCLR and BYOL ResNet-18 on
 # CIFAR-10 and SimCLR ResNet-50 at 224 px, torch.compile, host syncs per step, and fp32 vs bf16 kNN.
 # Writes JSON records and logs to $OUT (default output/gpu_issue7). SMOKE=1 runs every command tiny, on CPU.
-# Each bench stage is a fresh process (BENCH_TIMEOUT seconds per bench, default 200). On the H200 of 2026-11-26 BYOL's two stages finished within 200 s but
-# SimCLR's five did not, nor its two within 110 s: about a minute per stage end to end (start, model, first
-# batches), so the whole script needs about 15 minutes; on a short lease run it in parts: ONLY=REGEX runs the
-# parts whose names match (bench names, host-syncs, knn).
+# Each bench stage is a fresh process (BENCH_TIMEOUT seconds per bench, default 200). On the H200, stages with 8 loader workers take about 90 s each end to end (start, workers, model,
+# first batches), stages with crops batched on the GPU 15-30 s. On the second lease (RESULTS.md) the parts
+# ran as four commands, 446 + 147 + 64 s in all, within one 15-minute lease including its start; ONLY=REGEX
+# runs the parts whose names match (bench names, host-syncs, knn), in the order below.
 #   SELFSUP_DATA=../shared/data bash benchmarks/gpu_issue7.sh
 #   SELFSUP_DATA=../shared/data ONLY='simclr-r18-b512$|workers' bash benchmarks/gpu_issue7.sh
 set -uo pipefail
