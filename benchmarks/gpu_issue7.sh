@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Issue 7's GPU figures: bench of SimCLR and BYOL ResNet-18 on
-# CIFAR-10 and SimCLR ResNet-50 at 224 px, torch.compile, host syncs per step, and fp32 vs bf16 kNN.
-# Writes JSON records and logs to $OUT (default output/gpu_issue7). SMOKE=1 runs every command tiny, on CPU.
-# Each bench stage is a fresh process (BENCH_TIMEOUT seconds per bench, default 200). On the H200, stages with 8 loader workers take about 90 s each end to end (start, workers, model,
-# first batches), stages with crops batched on the GPU 15-30 s. On the second lease (RESULTS.md) the parts
-# ran as four commands, 446 + 147 + 64 s in all, within one 15-minute lease including its start; ONLY=REGEX
-# runs the parts whose names match (bench names, host-syncs, knn), in the order below.
+# Issue 7's GPU figures: bench of SimCLR and BYOL ResNet-18 on CIFAR-10 and SimCLR ResNet-50 at 224 px,
+# torch.compile, host syncs per step, and fp32 vs bf16 kNN. Writes JSON records and logs to $OUT (default
+# output/gpu_issue7). SMOKE=1 runs every command tiny, on CPU. Each bench stage is a fresh process
+# (BENCH_TIMEOUT seconds per bench, default 200). On the H200 a stage with 8 loader workers takes about 90 s
+# end to end (start, workers, model, first batches), one with crops batched on the GPU 15-30 s. On the second
+# lease (RESULTS.md) the parts ran as four commands, 446 + 147 + 64 s in all, within one 15-minute lease
+# including its start. ONLY=REGEX runs the parts whose names match (bench names, host-syncs, knn), in the
+# order below.
 #   SELFSUP_DATA=../shared/data bash benchmarks/gpu_issue7.sh
 #   SELFSUP_DATA=../shared/data ONLY='simclr-r18-b512$|workers' bash benchmarks/gpu_issue7.sh
 set -uo pipefail
