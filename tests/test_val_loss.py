@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from selfsup.cli import main
@@ -35,19 +36,25 @@ def test_held_out_loss_is_logged_every_n_epochs_and_leaves_training_unchanged(tm
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_evaluating_twice_gives_the_same_loss_and_changes_nothing():
+@pytest.mark.parametrize("crop_on_device, workers", [("auto", 0), ("false", 1)])
+def test_evaluating_twice_gives_the_same_loss_and_changes_nothing(crop_on_device, workers):
     from lightning_fabric import Fabric
 
     from selfsup.config import load_config
+    from selfsup.data.loader import DeviceCropLoader
     from selfsup.data.views import BatchAugment
     from selfsup.eval.features import split_mean_std
     from selfsup.train.loop import build_model
     from selfsup.train.val_loss import ValidationLoss
 
-    cfg = load_config([*MOCO[1:], "eval.val_loss_every=1"])
+    cfg = load_config(
+        [*MOCO[1:], "eval.val_loss_every=1", f"data.crop_on_device={crop_on_device}", f"trainer.num_workers={workers}"]
+    )
     fabric = Fabric(accelerator="cpu", devices=1)
     augment = BatchAugment(cfg.views, *split_mean_std(cfg.data, cfg.views))
     validation = ValidationLoss(cfg, fabric, augment, local_batch=32, channels_last=False)
+    # the training crop path: batched on the device for this in-memory dataset unless switched off
+    assert isinstance(validation.loader, DeviceCropLoader) == (crop_on_device == "auto")
     method = build_model(cfg)
     method.train()
     buffers = {k: v.clone() for k, v in method.named_buffers()}

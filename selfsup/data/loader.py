@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from selfsup.data.batched_crops import BatchCropFlip
 from selfsup.data.sources import ImageDataset, balanced_subset, build_dataset
+from selfsup.data.views import CropFlip
 from selfsup.errors import UserError
 
 
@@ -96,24 +98,6 @@ def shard_sampler(dataset: Dataset, batch_size: int, seed: int, rank: int, world
     return ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
 
 
-def train_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, seed: int, rank: int, world: int, pin_memory: bool
-) -> tuple[DataLoader, ResumableSampler]:
-    """Loader workers over this process's shard (`shard_sampler`), batches of `batch_size`."""
-    sampler = shard_sampler(dataset, batch_size, seed, rank, world)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        drop_last=True,
-        persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed + rank),
-    )
-    return loader, sampler
-
-
 def in_memory_images(dataset: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
     """(uint8 [N, 3, H, W] images, int64 [N] labels) of a dataset held in memory as one array (or a Subset
     of one); None for datasets read from files."""
@@ -138,7 +122,7 @@ class DeviceCropLoader:
         images: np.ndarray,
         labels: np.ndarray,
         crops: Callable[[torch.Tensor], Any],
-        sampler: ResumableSampler,
+        sampler: Sampler,
         batch_size: int,
         device: torch.device,
     ) -> None:
@@ -169,6 +153,37 @@ def device_crop_arrays(setting: bool | str, dataset: Dataset, name: str) -> tupl
             f"stl10, fashion_mnist, synthetic); {name} is read from image files: set data.crop_on_device=auto"
         )
     return arrays
+
+
+def crop_loader(
+    dataset: Dataset,
+    data_cfg: DictConfig,
+    views: DictConfig,
+    sampler: Sampler,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int,
+    generator: torch.Generator | None = None,
+    keep_workers: bool = True,
+) -> DataLoader | DeviceCropLoader:
+    """Drop-last batches of `sampler`'s indices as collated crops and flips (CropFlip's output): drawn batched
+    on `device` for a dataset held in memory (data.crop_on_device), else per image on uint8 in `num_workers`
+    loader workers, whose random draws follow `generator` (the global RNG when None). `keep_workers`: the
+    same workers serve every pass (their random state runs on), else each pass starts new ones."""
+    setting = data_cfg.get("crop_on_device", "auto")  # absent from configs saved before the option existed
+    arrays = device_crop_arrays(setting, dataset, data_cfg.name)
+    if arrays is not None:
+        return DeviceCropLoader(*arrays, BatchCropFlip(views), sampler, batch_size, device)
+    return DataLoader(
+        Transformed(dataset, CropFlip(views)),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=keep_workers and num_workers > 0,
+        generator=generator,
+    )
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:

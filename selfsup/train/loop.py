@@ -29,18 +29,15 @@ from tqdm import tqdm
 
 from selfsup.analysis.dynamics import dynamics_record
 from selfsup.config import save_config
-from selfsup.data.batched_crops import BatchCropFlip
 from selfsup.data.loader import (
     DeviceCropLoader,
     ResumableSampler,
-    Transformed,
-    device_crop_arrays,
+    crop_loader,
     pretrain_dataset,
     resolve_num_workers,
     shard_sampler,
-    train_loader,
 )
-from selfsup.data.views import BatchAugment, CropFlip, crops_of_batch, views_config
+from selfsup.data.views import BatchAugment, crops_of_batch, views_config
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split, split_mean_std
 from selfsup.eval.knn import knn_accuracy
@@ -114,25 +111,10 @@ def data_pipeline(
     dataset = pretrain_dataset(cfg.data, cfg.seed)
     mean, std = split_mean_std(cfg.data, cfg.views)
     augment = BatchAugment(cfg.views, mean, std).to(device)
-    arrays = device_crop_arrays(cfg.data.get("crop_on_device", "auto"), dataset, cfg.data.name)
-    if arrays is not None:
-        sampler = shard_sampler(dataset, local_batch, cfg.seed, rank, world)
-        return (
-            dataset,
-            DeviceCropLoader(*arrays, BatchCropFlip(cfg.views), sampler, local_batch, device),
-            sampler,
-            augment,
-        )
+    sampler = shard_sampler(dataset, local_batch, cfg.seed, rank, world)
     num_workers = resolve_num_workers(cfg.trainer.num_workers, device.type, cfg.trainer.devices)
-    loader, sampler = train_loader(
-        Transformed(dataset, CropFlip(cfg.views)),
-        local_batch,
-        num_workers,
-        cfg.seed,
-        rank,
-        world,
-        pin_memory=device.type == "cuda",
-    )
+    generator = torch.Generator().manual_seed(cfg.seed + rank)
+    loader = crop_loader(dataset, cfg.data, cfg.views, sampler, local_batch, device, num_workers, generator)
     return dataset, loader, sampler, augment
 
 

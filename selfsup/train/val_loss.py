@@ -13,10 +13,10 @@ import torch
 from lightning_fabric import Fabric
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
-from selfsup.data.loader import Transformed, load_split, resolve_num_workers
-from selfsup.data.views import BatchAugment, CropFlip
+from selfsup.data.loader import crop_loader, load_split, resolve_num_workers
+from selfsup.data.views import BatchAugment
 from selfsup.errors import UserError
 
 
@@ -25,7 +25,7 @@ class ValidationLoss:
         split = cfg.data.test_split
         if not split:
             raise UserError(f"eval.val_loss_every needs a held-out split, but data {cfg.data.name} has no test_split")
-        dataset = Transformed(load_split(cfg.data, split), CropFlip(cfg.views))
+        dataset = load_split(cfg.data, split)
         if len(dataset) < local_batch * fabric.world_size:
             raise UserError(
                 f"eval.val_loss_every: the {len(dataset)} images of {cfg.data.name} {split} are fewer than one global "
@@ -35,7 +35,11 @@ class ValidationLoss:
         # loss of batch-coupled methods depends on it.
         sampler = DistributedSampler(dataset, fabric.world_size, fabric.global_rank, shuffle=False)
         workers = resolve_num_workers(cfg.trainer.num_workers, fabric.device.type, cfg.trainer.devices)
-        self.loader = DataLoader(dataset, local_batch, sampler=sampler, num_workers=workers, drop_last=True)
+        # The training crop path (batched on the device for in-memory data). New workers at each evaluation
+        # take their seeds from the global RNG, which the evaluation seeds: every evaluation sees the same views.
+        self.loader = crop_loader(
+            dataset, cfg.data, cfg.views, sampler, local_batch, fabric.device, workers, keep_workers=False
+        )
         self.fabric, self.augment, self.channels_last, self.seed = fabric, augment, channels_last, cfg.seed
 
     @torch.no_grad()
