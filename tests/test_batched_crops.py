@@ -38,6 +38,17 @@ def test_crops_equal_torchvision_resized_crop_up_and_down(height, width, size):
         assert (out[b].round() - ref_uint8.float()).abs().max() <= 1  # torchvision's uint8 kernel rounds itself
 
 
+def test_k_crops_per_image_equal_k_single_crops():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 20, 28), dtype=torch.uint8)
+    boxes = random_resized_boxes(6 * 3, 20, 28, (0.08, 1.0)).view(6, 3, 4)
+    flip = torch.rand(6, 3) < 0.5
+    together = resized_crops(images, boxes, 12, flip)
+    assert together.shape == (6, 3, 3, 12, 12)
+    for k in range(3):  # each image's k-th crop, alone; different images' pixels never mix
+        torch.testing.assert_close(together[:, k], resized_crops(images, boxes[:, k], 12, flip[:, k]))
+
+
 def test_a_crop_reads_only_its_box():
     images = torch.zeros(1, 1, 8, 8)
     images[..., 2:6, 2:6] = 100.0  # a bright box, dark around it

@@ -83,17 +83,23 @@ def resize_matrices(start: Tensor, length: Tensor, size_in: int, size_out: int) 
 
 
 def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
-    """Each image's box (top, left, h, w) resized to size x size, mirrored where `flip` (bool [B]) is True.
+    """Each box (top, left, h, w) of its image resized to size x size, mirrored where `flip` is True.
 
-    images: [B, C, H, W] (uint8 or float); returns float32 [B, C, size, size] on the pixel scale of the input.
+    images: [B, C, H, W] (uint8 or float). boxes int64 [B, 4] and flip bool [B]: one crop per image, float32
+    [B, C, size, size]; or boxes [B, K, 4] and flip [B, K]: K crops per image in one pair of batched matmuls,
+    float32 [B, K, C, size, size]. On the pixel scale of the input.
     """
-    _, _, height, width = images.shape
-    rows = resize_matrices(boxes[:, 0], boxes[:, 2], height, size)
-    cols = resize_matrices(boxes[:, 1], boxes[:, 3], width, size)
+    batch, _, height, width = images.shape
+    flat = boxes.reshape(-1, 4)
+    rows = resize_matrices(flat[:, 0], flat[:, 2], height, size)
+    cols = resize_matrices(flat[:, 1], flat[:, 3], width, size)
     if flip is not None:
-        cols = torch.where(flip[:, None, None], cols.flip(1), cols)
+        cols = torch.where(flip.reshape(-1, 1, 1), cols.flip(1), cols)
+    rows, cols = rows.view(batch, -1, size, height), cols.view(batch, -1, size, width)
     with torch.autocast(images.device.type, enabled=False):
-        return rows[:, None] @ images.float() @ cols[:, None].transpose(-1, -2)
+        # K crops of one image contract with its pixels in one product, without a copy of the image per crop
+        crops = torch.einsum("bksh,bchw,bktw->bkcst", rows, images.float(), cols)
+    return crops if boxes.ndim == 3 else crops.squeeze(1)
 
 
 def _to_uint8(x: Tensor) -> Tensor:
@@ -109,13 +115,11 @@ class BatchCropFlip:
         self.cfg = views_config(cfg)
 
     def _crops(self, pixels: Tensor, count: int, size: int, scale: tuple[float, float]) -> Tensor:
+        """uint8 [B, count, 3, size, size]: all `count` crops of every image drawn and resized at once."""
         batch, _, height, width = pixels.shape
-        crops = []
-        for _ in range(count):
-            boxes = random_resized_boxes(batch, height, width, scale, device=pixels.device)
-            flip = torch.rand(batch, device=pixels.device) < self.cfg.flip_p
-            crops.append(_to_uint8(resized_crops(pixels, boxes, size, flip)))
-        return torch.stack(crops, dim=1)
+        boxes = random_resized_boxes(batch * count, height, width, scale, device=pixels.device)
+        flip = torch.rand(batch * count, device=pixels.device) < self.cfg.flip_p
+        return _to_uint8(resized_crops(pixels, boxes.view(batch, count, 4), size, flip.view(batch, count)))
 
     def __call__(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         if images.dtype != torch.uint8 or images.ndim != 4:
