@@ -98,3 +98,31 @@ def test_bad_study_files_fail_in_one_line(text: str, message: str, tmp_path: Pat
     path = write(tmp_path / "mine.yaml", text)
     assert main(["study", str(path), "smoke=true", f"out={tmp_path / 'out'}"]) == 2
     assert message in capsys.readouterr().err
+
+
+def can_reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not can_reset_peak_rss(), reason="resetting the peak RSS needs Linux /proc and permission")
+def test_a_run_after_a_bigger_one_in_the_same_process_reports_its_own_peak_memory(tmp_path: Path):
+    """A study pretrains its runs one after another in one process; each run's peak must be its own."""
+    import numpy as np
+
+    from selfsup.config import load_config
+    from selfsup.train.checkpoint import load_checkpoint
+    from selfsup.train.loop import pretrain
+
+    big = np.ones(3 * 2**30 // 8)  # 3 GiB touched: the process's peak so far
+    del big
+    cfg = load_config(
+        ["data=synthetic", "data.subset=32", "views.crop_size=16", "trainer.batch_size=16", "trainer.epochs=1",
+         "trainer.progress=false", "eval.every=0", "device=cpu", f"output_dir={tmp_path / 'run'}"]
+    )  # fmt: skip
+    pretrain(cfg)
+    peak = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["cost"]["peak_memory_bytes"]
+    assert 100 * 2**20 < peak < 2.5 * 2**30  # torch and a ResNet-18: under 2.5 GiB, and not the 3 GiB above

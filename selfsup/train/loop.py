@@ -47,7 +47,7 @@ from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
 from selfsup.train.checkpoint import atomic_write_text, load_checkpoint, newest_good_checkpoint, save_checkpoint
-from selfsup.train.cost import CostRecord, count_training_flops, device_name
+from selfsup.train.cost import CostRecord, count_training_flops, device_name, reset_peak_memory
 from selfsup.train.guards import (
     FirstNonfinite,
     Preempted,
@@ -280,6 +280,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     )
     fabric.launch()
     tune_device(device_type)
+    reset_peak_memory(fabric.device)
     rank, world = fabric.global_rank, fabric.world_size
     is_main = rank == 0
     out = Path(cfg.output_dir)
