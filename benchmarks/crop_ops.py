@@ -1,7 +1,7 @@
 """ATen ops (on a GPU, kernel launches) and CPU time per batch of BatchCropFlip at two commits, in one
 process, interleaved: what drawing all crops of an image in one product saves over one call per view.
 
-    git show 1f9663c:selfsup/data/batched_crops.py > /tmp/old_batched_crops.py
+    git show 168b834:selfsup/data/batched_crops.py > /tmp/old_batched_crops.py
     OMP_NUM_THREADS=1 python benchmarks/crop_ops.py /tmp/old_batched_crops.py
 """
 
