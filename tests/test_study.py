@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from selfsup.cli import main
 from selfsup.study import load_study, study_names
+from selfsup.train.cost import reset_peak_memory
 
 SHIPPED = ["noncontrastive_dynamics", "simclr_moco_cifar10", "simclr_toolbox", "swav_vs_beta_vae", "vicreg_detection"]
 
@@ -100,15 +102,7 @@ def test_bad_study_files_fail_in_one_line(text: str, message: str, tmp_path: Pat
     assert message in capsys.readouterr().err
 
 
-def can_reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not can_reset_peak_rss(), reason="resetting the peak RSS needs Linux /proc and permission")
+@pytest.mark.skipif(not reset_peak_memory(torch.device("cpu")), reason="resetting the peak RSS needs Linux /proc")
 def test_a_run_after_a_bigger_one_in_the_same_process_reports_its_own_peak_memory(tmp_path: Path):
     """A study pretrains its runs one after another in one process; each run's peak must be its own."""
     import numpy as np

@@ -50,17 +50,18 @@ class CostRecord:
         return cls(**{k: v for k, v in record.items() if k in cls.__dataclass_fields__ and not k.startswith("_")})
 
 
-def reset_peak_memory(device: torch.device) -> None:
+def reset_peak_memory(device: torch.device) -> bool:
     """Start this run's peak memory afresh, so that runs made one after another in one process (a study)
     do not report each other's peaks. On CPU this resets the process's peak resident set size, which Linux
-    allows through /proc; where it cannot, the peak stays the whole process's."""
+    allows through /proc; where it cannot (returns False), the peak stays the whole process's."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
+        return True
     try:
         Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (VmHWM and ru_maxrss)
     except OSError:  # not Linux, or not permitted in this container
-        pass
+        return False
+    return True
 
 
 def peak_memory_bytes(device: torch.device) -> int:
