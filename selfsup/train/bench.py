@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric import Fabric
 from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,7 +37,7 @@ from selfsup.nets.compile import compile_backbones
 from selfsup.registry import close_matches_hint
 from selfsup.train.checkpoint import atomic_write_text
 from selfsup.train.cost import device_name, peak_memory_bytes
-from selfsup.train.precision import resolve_device, resolve_precision, tune_device
+from selfsup.train.precision import make_fabric, resolve_device, resolve_precision, tune_device
 
 STAGES = ("compute", "loader", "full")
 # variant -> (lightning-fabric precision, channels_last)
@@ -88,7 +87,7 @@ def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> d
     from selfsup.train.loop import data_pipeline, device_views, measure_flops, training_model, training_optimizer
 
     precision, channels_last = VARIANTS[variant]
-    fabric = Fabric(accelerator=resolve_device(cfg.device), devices=1, precision=precision)
+    fabric = make_fabric(accelerator=resolve_device(cfg.device), devices=1, precision=precision)
     tune_device(fabric.device.type)
     seed_everything(cfg.seed, verbose=False)
     accumulate = cfg.trainer.accumulate

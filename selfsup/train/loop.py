@@ -60,7 +60,7 @@ from selfsup.train.guards import (
     state_bytes,
 )
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
-from selfsup.train.precision import resolve_channels_last, resolve_device, resolve_precision, tune_device
+from selfsup.train.precision import make_fabric, resolve_channels_last, resolve_device, resolve_precision, tune_device
 from selfsup.train.rng import capture_rng, restore_rng
 from selfsup.train.val_loss import ValidationLoss
 
@@ -271,7 +271,7 @@ def _pretrain(cfg: DictConfig) -> Path:
     precision = resolve_precision(str(t.precision), device_type)
     processes = t.devices * t.num_nodes
     channels_last = views_channels_last(cfg, precision, device_type, processes)
-    fabric = Fabric(
+    fabric = make_fabric(
         accelerator=device_type,
         devices=t.devices,
         num_nodes=t.num_nodes,

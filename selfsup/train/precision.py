@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning_fabric import Fabric
 
 from selfsup.errors import UserError
 
@@ -18,6 +21,13 @@ def resolve_device(setting: str) -> str:
     if setting == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
     return setting
+
+
+def make_fabric(**kwargs: Any) -> Fabric:
+    """Fabric without its INFO line "Using bfloat16 Automatic Mixed Precision": selfsup's start line names the
+    precision already, and a run refused on bad input must print that one error line only."""
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    return Fabric(**kwargs)
 
 
 def cpu_has_native_bf16() -> bool:
