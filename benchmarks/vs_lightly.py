@@ -2,21 +2,28 @@
 
 Lightly's side is its documented example (lightly examples/pytorch/simclr.py): per-image PIL augmentations
 (SimCLRTransform) in DataLoader workers, one forward per view, NTXentLoss, SGD, in its default precision
-(fp32). Both sides get the same backbone (torchvision ResNet-18 with the CIFAR stem, from selfsup's
-registry), projector (2048 hidden, 128 out), batch, augmentation settings (crop scale 0.08-1, flip 0.5,
-colour jitter strength 0.5 with p 0.8, grayscale 0.2, no blur) and CIFAR-10 images from SELFSUP_DATA.
-Each side runs in its own fresh process, one after the other, for `steps` timed steps after `warmup`.
-Then NT-Xent of both libraries on the same embeddings, in fp32.
+(fp32); on CPUs with native bf16, where selfsup's default is bf16 autocast with channels_last, also given the
+same precision (bf16 autocast, lightly's memory format) and given both (bf16 and channels_last). Both sides
+get the same backbone (torchvision ResNet-18 with the CIFAR stem, from selfsup's registry), projector (2048
+hidden, 128 out), batch, augmentation settings (crop scale 0.08-1, flip 0.5, colour jitter strength 0.5 with p
+0.8, grayscale 0.2, no blur) and CIFAR-10 images from SELFSUP_DATA. Each side runs in its own fresh process,
+one after the other, for `steps` timed steps after `warmup`. Then NT-Xent of both libraries on the same
+embeddings, in fp32.
 
     pip install --no-deps --target benchmarks/.lightly lightly==1.6.0
     SELFSUP_DATA=../shared/data python benchmarks/vs_lightly.py [batches=128,256] [steps=3] [warmup=1] \\
-        [lightly_workers=8,0]
+        [lightly_workers=8,0] [lightly_modes=fp32,bf16,bf16+channels_last] [repeats=1]
+
+repeats=N runs every measurement N times, in rounds (selfsup, then each lightly run, then again), and reports
+medians: of each rate, and of each ratio taken within a round, which holds when the machine's speed drifts
+between processes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +38,7 @@ from selfsup.data.loader import pretrain_dataset  # noqa: E402
 from selfsup.losses import nt_xent  # noqa: E402
 from selfsup.train.bench import run_isolated  # noqa: E402
 from selfsup.train.cost import device_name  # noqa: E402
+from selfsup.train.precision import resolve_precision  # noqa: E402
 
 
 def selfsup_config(batch: int):
@@ -68,8 +76,11 @@ class LightlySimCLR(torch.nn.Module):
         return self.projection_head(self.backbone(x).flatten(start_dim=1))
 
 
-def lightly_loop(batch: int, workers: int, steps: int, warmup: int, result) -> None:
-    """Lightly's SimCLR example on selfsup's backbone and data; puts images/s in `result`."""
+MODES = ("fp32", "bf16", "bf16+channels_last")  # how lightly's loop runs: its default first
+
+
+def lightly_loop(batch: int, workers: int, mode: str, steps: int, warmup: int, result) -> None:
+    """Lightly's SimCLR example on selfsup's backbone and data, in one of MODES; puts images/s in `result`."""
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
     from torch.utils.data import DataLoader
@@ -81,6 +92,9 @@ def lightly_loop(batch: int, workers: int, steps: int, warmup: int, result) -> N
         PILImages(images, transform), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers
     )
     model = LightlySimCLR()
+    bf16 = mode.startswith("bf16")
+    memory_format = torch.channels_last if mode.endswith("channels_last") else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     criterion = NTXentLoss(temperature=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
     batches = iter(loader)
@@ -89,17 +103,19 @@ def lightly_loop(batch: int, workers: int, steps: int, warmup: int, result) -> N
         if step == warmup:
             start = time.perf_counter()
         (x0, x1), _ = next(batches)
-        loss = criterion(model(x0), model(x1))
+        x0, x1 = x0.to(memory_format=memory_format), x1.to(memory_format=memory_format)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = criterion(model(x0), model(x1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     result.value = steps * batch / (time.perf_counter() - start)
 
 
-def lightly_rate(batch: int, workers: int, steps: int, warmup: int) -> float:
+def lightly_rate(batch: int, workers: int, mode: str, steps: int, warmup: int) -> float:
     ctx = multiprocessing.get_context("spawn")
     result = ctx.Value("d", 0.0)
-    process = ctx.Process(target=lightly_loop, args=(batch, workers, steps, warmup, result))
+    process = ctx.Process(target=lightly_loop, args=(batch, workers, mode, steps, warmup, result))
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -127,38 +143,61 @@ def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     batches = [int(b) for b in args.get("batches", "128,256").split(",")]
     workers = [int(w) for w in args.get("lightly_workers", "8,0").split(",")]
-    steps, warmup = int(args.get("steps", 3)), int(args.get("warmup", 1))
+    steps, warmup, repeats = int(args.get("steps", 3)), int(args.get("warmup", 1)), int(args.get("repeats", 1))
     import lightly
 
+    ours_bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"  # selfsup's default on this CPU
+    modes = args.get("lightly_modes", ",".join(MODES if ours_bf16 else MODES[:1])).split(",")
+    if unknown := set(modes) - set(MODES):
+        raise SystemExit(f"lightly_modes: unknown {sorted(unknown)}; choose from {','.join(MODES)}")
+    same_mode = "bf16" if ours_bf16 else "fp32"
+    if modes[0] != "fp32" or same_mode not in modes:
+        raise SystemExit(f"lightly_modes must start with fp32 (lightly's default) and hold {same_mode} (selfsup's)")
+    lightly_runs = [(w, mode) for mode in modes for w in workers]
     rows = []
     for batch in batches:
-        ours = run_isolated(selfsup_config(batch), "full", steps=steps, warmup=warmup)["images_per_s"]
-        theirs = {w: lightly_rate(batch, w, steps, warmup) for w in workers}
-        rows.append((batch, ours, theirs))
-        print(f"batch {batch}: selfsup {ours:.2f} images/s; lightly {theirs}", flush=True)
+        rounds = []  # per round: selfsup's rate, lightly's rate per run
+        for _ in range(repeats):
+            ours = run_isolated(selfsup_config(batch), "full", steps=steps, warmup=warmup)["images_per_s"]
+            theirs = {run: lightly_rate(batch, *run, steps, warmup) for run in lightly_runs}
+            rounds.append((ours, theirs))
+            print(f"batch {batch}: selfsup {ours:.2f} images/s; lightly (workers, mode) {theirs}", flush=True)
+        ratios = [
+            statistics.median(ours / pick(theirs) for ours, theirs in rounds)
+            for pick in (
+                lambda theirs: theirs[lightly_runs[0]],
+                lambda theirs: max(rate for (_, mode), rate in theirs.items() if mode == same_mode),
+                lambda theirs: max(theirs.values()),
+            )
+        ]
+        ours = statistics.median(ours for ours, _ in rounds)
+        theirs = {run: statistics.median(t[run] for _, t in rounds) for run in lightly_runs}
+        rows.append((batch, ours, theirs, ratios))
     diff = loss_agreement()
     command = "python benchmarks/vs_lightly.py " + " ".join(argv)
+    precision = "bf16 autocast + channels_last" if ours_bf16 else "fp32"
     lines = [
         "",
         f"## selfsup vs lightly {lightly.__version__}: SimCLR ResNet-18 on CIFAR-10, CPU ({dt.date.today()})",
         "",
-        f"- machine: {device_name(torch.device('cpu'))}, torch {torch.__version__}; fp32 on both sides (this CPU "
-        "has no native bf16, so each side's default precision is fp32)",
-        f"- command: `SELFSUP_DATA=../shared/data {command.strip()}`; {steps} timed steps after {warmup}, each side "
-        "in a fresh process, one after the other",
+        f"- machine: {device_name(torch.device('cpu'))}, torch {torch.__version__}; native bf16: "
+        f"{'yes' if ours_bf16 else 'no'}, so selfsup's default precision here is {precision}; lightly's "
+        "default is fp32",
+        f"- command: `SELFSUP_DATA=../shared/data {command.strip()}`; {steps} timed steps after {warmup}, each run "
+        "in a fresh process, one after the other"
+        + (f"; {repeats} rounds: medians of the rates and of the ratios within a round" if repeats > 1 else ""),
         "- selfsup: `selfsup pretrain` defaults (crops, flips and colour ops batched on the device, both views "
         "in one forward); lightly: its SimCLR example (PIL SimCLRTransform per image in workers, one forward "
         "per view)",
         "",
         "| batch | selfsup images/s | "
-        + " | ".join(f"lightly, {w} workers" for w in workers)
-        + " | selfsup / lightly default | selfsup / lightly best |",
-        "| --- | --- | " + " | ".join("---" for _ in workers) + " | --- | --- |",
+        + " | ".join(f"lightly, {w} workers, {mode}" for w, mode in lightly_runs)
+        + " | selfsup / lightly default | selfsup / lightly best at the same precision | selfsup / lightly best |",
+        "| --- | --- | " + " | ".join("---" for _ in lightly_runs) + " | --- | --- | --- |",
     ]
-    for batch, ours, theirs in rows:
-        cells = " | ".join(f"{theirs[w]:.2f}" for w in workers)
-        default, best = ours / theirs[workers[0]], ours / max(theirs.values())
-        lines.append(f"| {batch} | {ours:.2f} | {cells} | {default:.2f}x | {best:.2f}x |")
+    for batch, ours, theirs, ratios in rows:
+        cells = " | ".join(f"{theirs[run]:.2f}" for run in lightly_runs)
+        lines.append(f"| {batch} | {ours:.2f} | {cells} | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
     lines += [
         "",
         f"- NT-Xent, lightly `NTXentLoss` vs `selfsup.losses.nt_xent`, fp32, batches 8/128/256, temperatures "
