@@ -167,3 +167,24 @@ def test_resumable_sampler_continues_the_epoch_order():
     assert list(sampler) == full[6:] and len(sampler) == 4
     sampler.set_position(epoch=5, start=0)
     assert list(sampler) != full  # another epoch, another order
+
+
+def test_pretrain_on_unlabeled_folder_turns_online_knn_off(tmp_path: Path, capsys):
+    """data=folder has no labels: the default online kNN (eval.every=10) is switched off with a note instead of
+    stopping the run, which the VICReg detection study's pretraining on an image folder relies on."""
+    from PIL import Image
+
+    folder = tmp_path / "photos" / "nested"
+    folder.mkdir(parents=True)
+    rng = torch.Generator().manual_seed(0)
+    for i in range(32):
+        pixels = torch.randint(0, 256, (24, 24, 3), generator=rng, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    args = [a for a in SMALL if not a.startswith(("data=", "data.subset", "eval.every"))]
+    run = tmp_path / "run"
+    folder_args = ["data=folder", f"data.root={tmp_path / 'photos'}", "eval.every=1", "trainer.batch_size=16"]
+    assert main(["pretrain", *args, *folder_args, "trainer.epochs=1", f"output_dir={run}"]) == 0
+    assert "online kNN off: data=folder has no labels" in capsys.readouterr().out
+    assert (run / "checkpoints" / "last.pt").is_file()
+    records = read_metrics(run)
+    assert records and not any("monitor/knn_top1" in record for record in records)

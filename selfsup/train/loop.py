@@ -298,7 +298,10 @@ def _pretrain(cfg: DictConfig) -> Path:
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast_dtype) if cfg.eval.every and is_main else None
+    online_knn = bool(cfg.eval.every) and cfg.data.eval_train_split is not None
+    if cfg.eval.every and not online_knn:
+        fabric.print(f"online kNN off: data={cfg.data.name} has no labels (eval.every={cfg.eval.every} ignored)")
+    monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast_dtype) if online_knn and is_main else None
     val_every = cfg.eval.val_loss_every
     validation = ValidationLoss(cfg, fabric, augment, local_batch, channels_last) if val_every else None
 
