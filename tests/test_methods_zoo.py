@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from selfsup.config import load_config
 from selfsup.errors import UserError
-from selfsup.losses import dino
+from selfsup.losses import beta_vae_elbo, dino
 from selfsup.nets.heads import ConvDecoder, upsampling_plan
 from selfsup.nets.predictors import LinearPredictor, directcopy_weight, directpred_weight
 from selfsup.train.loop import build_model
@@ -277,7 +277,27 @@ def test_beta_vae_loss_is_recon_plus_beta_kl_and_capacity_ramps():
     assert math.isclose(build_model(load_config(VAE)).beta, 4.0)
 
 
-def test_beta_vae_config_feeds_pixels_in_unit_range():
-    cfg = load_config(["method=beta_vae"])
-    assert list(cfg.views.mean) == [0.0, 0.0, 0.0] and list(cfg.views.std) == [1.0, 1.0, 1.0]
-    assert cfg.views.num == 1 and cfg.method.image_size == cfg.views.crop_size
+def test_beta_vae_encodes_standardised_views_and_reconstructs_unit_range_pixels():
+    """The backbone sees views standardised like every other method's (and like evaluation feeds it);
+    the likelihood is on the pixels in [0, 1] that the views came from."""
+    cfg = load_config([*VAE, "data=cifar10"])
+    assert cfg.views.mean is None and cfg.views.std is None and cfg.views.num == 1
+    assert cfg.method.image_size == cfg.views.crop_size
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    pixels = torch.rand(4, 3, 16, 16)
+    standardised = (pixels - mean) / std
+    h = model.backbone(standardised)
+    mu, logvar = model.mu(h), model.logvar(h)
+    expected, _ = beta_vae_elbo(pixels, model.decoder(mu), mu, logvar, beta=4.0)
+    torch.testing.assert_close(model([standardised])["loss"], expected, rtol=1e-4, atol=1e-3)
+    # with views.mean 0 / std 1 the views are the pixels themselves
+    raw = build_model(load_config([*VAE, "data=cifar10", "views.mean=[0,0,0]", "views.std=[1,1,1]"])).eval()
+    raw.load_state_dict(model.state_dict())
+    h = raw.backbone(pixels)
+    mu, logvar = raw.mu(h), raw.logvar(h)
+    torch.testing.assert_close(
+        raw([pixels])["loss"], beta_vae_elbo(pixels, raw.decoder(mu), mu, logvar, beta=4.0)[0], rtol=1e-4, atol=1e-3
+    )

@@ -42,8 +42,7 @@ def test_evaluating_twice_gives_the_same_loss_and_changes_nothing(crop_on_device
 
     from selfsup.config import load_config
     from selfsup.data.loader import DeviceCropLoader
-    from selfsup.data.views import BatchAugment
-    from selfsup.eval.features import split_mean_std
+    from selfsup.data.views import BatchAugment, split_mean_std
     from selfsup.train.loop import build_model
     from selfsup.train.val_loss import ValidationLoss
 

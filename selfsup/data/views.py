@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from selfsup.data.sources import dataset_spec
 from selfsup.errors import UserError
 from selfsup.registry import close_matches_hint
 
@@ -232,6 +233,14 @@ class EvalTransform:
 def eval_transform(crop_size: int) -> EvalTransform:
     """The evaluation-time counterpart of `CropFlip`: uint8 [3, H, W] -> uint8 [3, S, S]."""
     return EvalTransform(crop_size)
+
+
+def split_mean_std(data_cfg: DictConfig, views_cfg: DictConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation used for training views and evaluation alike (views.mean/std override the dataset's)."""
+    spec = dataset_spec(data_cfg.name)
+    mean = tuple(views_cfg.mean) if views_cfg.mean is not None else tuple(spec.mean)
+    std = tuple(views_cfg.std) if views_cfg.std is not None else tuple(spec.std)
+    return mean, std
 
 
 def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from selfsup.data.detection import DetectionDataset, build_detection_dataset, default_detection_root
 from selfsup.data.loader import resolve_num_workers
+from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
-from selfsup.eval.features import split_mean_std
 from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
 
 ARCHITECTURES = ("fpn", "c4")

@@ -27,9 +27,9 @@ from omegaconf import DictConfig
 
 from selfsup.config import apply_overrides, load_config, load_run_config
 from selfsup.data.loader import Transformed, load_split
-from selfsup.data.views import eval_transform
+from selfsup.data.views import eval_transform, split_mean_std
 from selfsup.errors import UserError
-from selfsup.eval.features import Features, extract_features, split_mean_std
+from selfsup.eval.features import Features, extract_features
 from selfsup.eval.offline import load_method, score_features
 from selfsup.train.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256, resolve_checkpoint
 from selfsup.train.loop import git_commit

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Subset
 
 from selfsup.data.loader import Transformed, dataset_labels, eval_loader, load_split
-from selfsup.data.sources import ImageDataset, dataset_spec
+from selfsup.data.sources import ImageDataset
 from selfsup.data.views import eval_transform, normalize
 from selfsup.errors import UserError
 
@@ -70,11 +70,3 @@ def extract_features(
     finally:
         backbone.train(was_training)
     return Features(torch.cat(feats), torch.cat(labels).long())
-
-
-def split_mean_std(data_cfg: DictConfig, views_cfg: DictConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation used for training views and evaluation alike (views.mean/std override the dataset's)."""
-    spec = dataset_spec(data_cfg.name)
-    mean = tuple(views_cfg.mean) if views_cfg.mean is not None else tuple(spec.mean)
-    std = tuple(views_cfg.std) if views_cfg.std is not None else tuple(spec.std)
-    return mean, std

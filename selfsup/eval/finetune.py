@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from selfsup.config import compose_group
 from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
-from selfsup.data.views import eval_transform, normalize
+from selfsup.data.views import eval_transform, normalize, split_mean_std
 from selfsup.errors import UserError
-from selfsup.eval.features import labeled_dataset, split_mean_std
+from selfsup.eval.features import labeled_dataset
 from selfsup.eval.knn import topk_accuracy
 from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
 from selfsup.train.precision import resolve_precision

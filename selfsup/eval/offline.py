@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfsup.config import apply_overrides, load_run_config
 from selfsup.data.loader import resolve_num_workers
+from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
-from selfsup.eval.features import Features, extract_features, labeled_split, split_mean_std
+from selfsup.eval.features import Features, extract_features, labeled_split
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import train_linear_probe
 from selfsup.eval.transfer import TaskResult, TransferJob

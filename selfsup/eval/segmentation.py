@@ -34,9 +34,8 @@ from tqdm import tqdm
 
 from selfsup.data.loader import resolve_num_workers
 from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform, voc_segmentation
-from selfsup.data.views import normalize
+from selfsup.data.views import normalize, split_mean_std
 from selfsup.errors import UserError
-from selfsup.eval.features import split_mean_std
 from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
 
 HEADS = ("fcn", "deeplabv3")

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
 from selfsup.registry import Registry
 
@@ -24,6 +25,9 @@ class Method(nn.Module):
     """
 
     multi_crop = False  # whether forward takes local crops after the global views (SwAV, DINO)
+    # Whether the loss compares an output with the input pixels (the beta-VAE): the views come
+    # standardised, so `build_method` passes their mean and std as `pixel_stats` to undo that.
+    reconstructs_pixels = False
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()
@@ -70,6 +74,8 @@ def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Meth
             f"method={cfg.method.name} takes global views only; views.local_crops (multi-crop) is for {takers}: "
             "set views.local_crops=0"
         )
+    if method.reconstructs_pixels:
+        return method(cfg.method, backbone, feature_dim, pixel_stats=split_mean_std(cfg.data, cfg.views))
     return method(cfg.method, backbone, feature_dim)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
@@ -27,12 +29,24 @@ class PosteriorMean(nn.Module):
 class BetaVAE(Method):
     """Encoder: the backbone's pooled features -> (mu, log variance) of a diagonal Gaussian posterior;
     decoder: `ConvDecoder` back to the crop. The likelihood is Gaussian (unit variance) or Bernoulli on
-    pixels in [0, 1] (the configs set views.mean = 0 and views.std = 1 for that). With `capacity` set,
-    the KL target grows linearly from 0 to it over `capacity_epochs` (Burgess et al.); `beta` then
-    weighs |KL - C|."""
+    the crop's pixels in [0, 1], whatever the views' normalisation: the encoder sees standardised views
+    like every other method's backbone (and as evaluation feeds it), the decoder's target is those views
+    with `pixel_stats` = (mean, std) undone. With `capacity` set, the KL target grows linearly from 0 to
+    it over `capacity_epochs` (Burgess et al.); `beta` then weighs |KL - C|."""
 
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+    reconstructs_pixels = True
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        backbone: nn.Module,
+        feature_dim: int,
+        pixel_stats: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    ) -> None:
         super().__init__(backbone, feature_dim)
+        # Not in the state dict: they follow from the run's config, and checkpoints stay loadable.
+        for name, values in zip(("pixel_mean", "pixel_std"), pixel_stats, strict=True):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         if cfg.likelihood not in ("gaussian", "bernoulli"):
             raise UserError(f"method.likelihood must be gaussian or bernoulli, got {cfg.likelihood!r}")
         self.mu = nn.Linear(feature_dim, cfg.latent_dim)
@@ -57,7 +71,9 @@ class BetaVAE(Method):
         h = self.backbone(x)
         mu, logvar = self.mu(h), self.logvar(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
-        loss, terms = beta_vae_elbo(x, self.decoder(z), mu, logvar, self.beta, self.likelihood, self.current_capacity())
+        pixels = x.float() * self.pixel_std + self.pixel_mean
+        capacity = self.current_capacity()
+        loss, terms = beta_vae_elbo(pixels, self.decoder(z), mu, logvar, self.beta, self.likelihood, capacity)
         return {"loss": loss, "recon": terms["recon"].detach(), "kl": terms["kl"].detach()}
 
     def representation(self) -> nn.Module:

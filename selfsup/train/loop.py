@@ -37,9 +37,9 @@ from selfsup.data.loader import (
     resolve_num_workers,
     shard_sampler,
 )
-from selfsup.data.views import BatchAugment, crops_of_batch, views_config
+from selfsup.data.views import BatchAugment, crops_of_batch, split_mean_std, views_config
 from selfsup.errors import UserError
-from selfsup.eval.features import extract_features, labeled_split, split_mean_std
+from selfsup.eval.features import extract_features, labeled_split
 from selfsup.eval.knn import knn_accuracy
 from selfsup.methods.base import Method, build_method
 from selfsup.nets.activation_checkpoint import disable_activation_checkpointing, enable_activation_checkpointing
