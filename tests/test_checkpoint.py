@@ -1,5 +1,7 @@
 """Atomic writes, checksum verification and safe loading of checkpoints."""
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,21 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+@pytest.mark.parametrize(
+    ("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)], ids=["umask022", "umask027", "umask077"]
+)
+def test_written_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int, mode: int):
+    """Like a file open() creates, so a group sharing the output directory can read checkpoints and reports."""
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "result.json", "{}")
+        save_checkpoint(_state(), tmp_path / "last.pt")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "last.pt").stat().st_mode) == mode
 
 
 def test_resolve_checkpoint_names(tmp_path: Path):

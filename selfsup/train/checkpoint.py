@@ -17,10 +17,19 @@ from selfsup.errors import UserError
 FORMAT_VERSION = 1
 
 
+def _new_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the process umask. mkstemp makes 0o600 files, which
+    would hide checkpoints and reports from the rest of a group sharing an output directory."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
