@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from selfsup.cli import main
+from selfsup.data.sources import SYNTHETIC_CLASSES
 from selfsup.train.checkpoint import load_checkpoint
 
 SMALL = [
@@ -85,6 +86,7 @@ def test_pretrain_checkpoint_resume_and_evaluate(tmp_path: Path, capsys):
     assert 0 <= result["metrics"]["top1"] <= result["metrics"]["top5"] <= 100
     cache = run / "eval" / "last" / "features-test.pt"
     cached_at = cache.stat().st_mtime_ns
+    assert torch.load(cache, weights_only=True)["classes"] == list(SYNTHETIC_CLASSES)  # the report's legends
 
     assert (
         main(

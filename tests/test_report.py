@@ -128,13 +128,15 @@ def write_run(root: Path, name: str) -> Path:
     return run
 
 
-def write_features(run: Path, n: int = 90, classes: int = 3) -> None:
-    """The test-split feature cache of `last` as kNN evaluation writes it: three well separated clusters."""
+def write_features(run: Path, n: int = 90, classes: int = 3, names: list[str] | None = None) -> None:
+    """The test-split feature cache of `last` as kNN evaluation writes it: three well separated clusters
+    (without class names, as caches written before they were stored)."""
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(n) % classes
     features = torch.randn(n, 16, generator=g) * 0.1 + torch.eye(16)[labels] * 3
+    cache = {"key": {}, "features": features, "labels": labels, **({"classes": names} if names else {})}
     (run / "eval" / "last").mkdir(parents=True, exist_ok=True)
-    torch.save({"key": {}, "features": features, "labels": labels}, run / "eval" / "last" / "features-test.pt")
+    torch.save(cache, run / "eval" / "last" / "features-test.pt")
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +279,7 @@ def test_embedding_runs_knn_evaluation_first_without_a_current_cache(cache: str,
 
     def evaluate(task: str, run_dir: Path, checkpoint: str) -> None:
         calls.append((task, run_dir, checkpoint))
-        write_features(run_dir, n=10)
+        write_features(run_dir, n=10, names=["cat", "dog", "ship"])
 
     monkeypatch.setattr(embedding_module, "evaluate", evaluate)
     run = load_runs([shutil.copytree(runs[0], tmp_path / "a")])[0]
@@ -287,9 +289,15 @@ def test_embedding_runs_knn_evaluation_first_without_a_current_cache(cache: str,
         (run.path / "checkpoints").mkdir()
         (run.path / "checkpoints" / "last.pt").write_bytes(b"newer")
         (run.path / "checkpoints" / "last.pt.sha256").write_text(f"{'1' * 64}  last.pt\n")
-    features, labels = embedding_module.load_test_features(run, "last")
+    features, labels, names = embedding_module.load_test_features(run, "last")
     assert calls == [("knn", run.path, "last")]
     assert features.shape == (10, 16) and labels.tolist()[:4] == [0, 1, 2, 0]
+    assert [embedding_module.class_label(int(label), names) for label in labels[:4]] == ["cat", "dog", "ship", "cat"]
+
+
+def test_legend_falls_back_to_class_indices_without_names():
+    assert [embedding_module.class_label(i, ["cat", "dog"]) for i in (0, 1, 2)] == ["cat", "dog", "2"]
+    assert embedding_module.class_label(0, []) == "0"
 
 
 def test_runs_with_one_identity_are_told_apart_by_directory(tmp_path: Path):

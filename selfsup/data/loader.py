@@ -50,6 +50,13 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     return np.asarray(dataset.labels)  # type: ignore[attr-defined]
 
 
+def dataset_classes(dataset: Dataset) -> list[str]:
+    """Class names of an ImageDataset, or of a Subset or Transformed view of one."""
+    while isinstance(dataset, Subset | Transformed):
+        dataset = dataset.dataset if isinstance(dataset, Subset) else dataset.base
+    return list(dataset.classes)  # type: ignore[attr-defined]
+
+
 def load_split(
     data_cfg: DictConfig, split: str, subset: int | None = None, seed: int = 0, subset_key: str = "data.subset"
 ) -> ImageDataset | Subset:

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.config import apply_overrides, load_run_config
-from selfsup.data.loader import resolve_num_workers
+from selfsup.data.loader import dataset_classes, resolve_num_workers
 from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features, labeled_split
@@ -79,7 +79,8 @@ def cached_features(
         batch_size=cfg.eval.batch_size,
         num_workers=resolve_num_workers(cfg.trainer.num_workers, device.type, 1),
     )
-    atomic_torch_save({"key": key, "features": feats.features, "labels": feats.labels}, path)
+    names = dataset_classes(dataset)  # for the report's legends
+    atomic_torch_save({"key": key, "features": feats.features, "labels": feats.labels, "classes": names}, path)
     return feats
 
 

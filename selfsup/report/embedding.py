@@ -31,15 +31,21 @@ def _current_cache(path: Path, checkpoint_file: Path) -> dict[str, Any] | None:
     return None if checkpoint_file.is_file() and extracted_from != checkpoint_digest(checkpoint_file) else cached
 
 
-def load_test_features(run: Run, checkpoint: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [N, D], labels [N]) of the run's test split at `checkpoint`, extracting them when needed."""
+def load_test_features(run: Run, checkpoint: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(features [N, D], labels [N], class names) of the run's test split at `checkpoint`, extracting them
+    when needed; caches written before the names were stored give no names."""
     name = Path(checkpoint).stem
     path = run.path / "eval" / name / f"features-{run.test_split}.pt"
     cached = _current_cache(path, run.path / "checkpoints" / f"{name}.pt")
     if cached is None:
         evaluate("knn", run.path, checkpoint)
         cached = torch.load(path, map_location="cpu", weights_only=True)
-    return cached["features"], cached["labels"]
+    return cached["features"], cached["labels"], list(cached.get("classes", []))
+
+
+def class_label(index: int, names: list[str]) -> str:
+    """A legend entry: the class name when the dataset has one, else its index."""
+    return names[index] if 0 <= index < len(names) and names[index] else str(index)
 
 
 def tsne_points(features: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +63,8 @@ def tsne_points(features: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarra
 def embedding_plot(run: Run, checkpoint: str, out: Path) -> Plot:
     """`embedding-<run name>`: the t-SNE map coloured by class, a legend entry per class when they are few
     enough to tell apart by colour (20), a colour bar otherwise."""
-    points, labels = tsne_points(*load_test_features(run, checkpoint))
+    features, labels, names = load_test_features(run, checkpoint)
+    points, labels = tsne_points(features, labels)
     classes = np.unique(labels)
     fig, (ax,) = new_figure(width=7.5, height=6.0)
     style = {"s": 6, "alpha": 0.8, "linewidths": 0}
@@ -65,7 +72,7 @@ def embedding_plot(run: Run, checkpoint: str, out: Path) -> Plot:
         palette = colormaps["tab10" if len(classes) <= 10 else "tab20"].colors
         for color, cls in zip(palette, classes, strict=False):
             mask = labels == cls
-            ax.scatter(points[mask, 0], points[mask, 1], color=color, label=str(cls), **style)
+            ax.scatter(points[mask, 0], points[mask, 1], color=color, label=class_label(int(cls), names), **style)
         fig.legend(title="class", loc="outside right upper", fontsize="small", markerscale=2)
     else:
         fig.colorbar(ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", **style), ax=ax, label="class")
