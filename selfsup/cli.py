@@ -33,10 +33,10 @@ commands:
   bench [stages=[compute,loader,full]] [variants=[fp32,channels_last,bf16]] [steps=3] [memory_budget_gb=G] ...
                                                 images/s of pure compute, data path and full step; ratios,
                                                 peak memory, largest batch within a memory budget
-  study NAME [smoke=true] [out=DIR] [hours_scale=X hours_label=L] [key=value ...]
+  study NAME [smoke=true] [out=DIR] [only=[RUN,...]] [hours_scale=X hours_label=L] [key=value ...]
                                                 a published study end to end: its pretraining runs, sweep
-                                                and report (smoke=true: minutes on a CPU); NAME is a shipped
-                                                study or the path of a study .yaml
+                                                and report (smoke=true: minutes on a CPU; only=: those runs);
+                                                NAME is a shipped study or the path of a study .yaml
   config    key=value ...                       print the composed config without running anything
 
 examples:
@@ -196,9 +196,9 @@ def cmd_export(args: list[str]) -> None:
 
 def cmd_study(args: list[str]) -> int:
     from selfsup.report import BOOLEANS
-    from selfsup.study import load_study, run_study, study_names
+    from selfsup.study import load_study, run_study, study_names, with_only
 
-    keys, rest = _pop_keys(args, ("experiment", "smoke", "out", "hours_scale", "hours_label"))
+    keys, rest = _pop_keys(args, ("experiment", "smoke", "out", "only", "hours_scale", "hours_label"))
     name = keys.get("experiment")
     if name is None:
         if not rest or "=" in rest[0]:
@@ -209,6 +209,8 @@ def cmd_study(args: list[str]) -> int:
         raise UserError(f"smoke={keys['smoke']} is not a boolean; use smoke=true or smoke=false")
     smoke = BOOLEANS[smoke_text]
     study = load_study(name, smoke)
+    if "only" in keys:
+        study = with_only(study, parse_list(keys["only"]))
     report_keys = {k: keys[k] for k in ("hours_scale", "hours_label") if k in keys}
     if report_keys:
         from selfsup.report import parse_options

@@ -137,6 +137,15 @@ def with_smoke(study: Study, smoke: DictConfig | dict) -> Study:
     )
 
 
+def with_only(study: Study, names: list[str]) -> Study:
+    """The study cut to the named runs (`only=[a,b]`): rerun or change one arm without the others."""
+    if not names:
+        runs = list(study.runs)
+        raise UserError(f"only= names no run; give some of {', '.join(runs)}, e.g. only=[{runs[0]}]")
+    keep = set(_names_among(names, list(study.runs), "only=", "runs"))
+    return replace(study, runs={r: args for r, args in study.runs.items() if r in keep})
+
+
 # smoke.data names -> their writers in selfsup.data.format_samples (imported only when used)
 SAMPLE_WRITERS = {"voc_segmentation": "write_voc_segmentation", "voc_detection": "write_voc_detection"}
 

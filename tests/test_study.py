@@ -67,6 +67,16 @@ def test_the_full_versions_compose_valid_configs():
             assert cfg.output_dir == f"output/x/{run}"
 
 
+def test_only_keeps_the_named_runs_with_their_settings(monkeypatch, tmp_path: Path):
+    seen = []
+    monkeypatch.setattr("selfsup.study.run_study", lambda study, out, extra, **kw: seen.append((study, out, extra)))
+    assert main(["study", "noncontrastive_dynamics", "only=[directcopy, byol]", f"out={tmp_path}", "seed=3"]) == 0
+    (study, out, extra), full = seen[0], load_study("noncontrastive_dynamics")
+    assert list(study.runs) == ["byol", "directcopy"]  # in the study's order
+    assert study.runs["directcopy"] == full.runs["directcopy"] and study.tasks == full.tasks
+    assert (out, extra) == (tmp_path, ["seed=3"])
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -79,6 +89,8 @@ def write(path: Path, text: str) -> Path:
         ([], "say which study: selfsup study NAME"),
         (["simclr_toolbox", "smoke=maybe"], "smoke=maybe is not a boolean"),
         (["simclr_toolbox", "smoke=true", "trainer.batch_sise=8"], "trainer.batch_sise"),
+        (["swav_vs_beta_vae", "only=[beta_vea]"], "only= names 'beta_vea'; did you mean 'beta_vae'?"),
+        (["swav_vs_beta_vae", "only=[]"], "only= names no run; give some of swav, beta_vae, e.g. only=[swav]"),
     ],
 )
 def test_bad_commands_fail_in_one_line(args, message, capsys, tmp_path: Path):
