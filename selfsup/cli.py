@@ -13,8 +13,11 @@ USAGE = """selfsup COMMAND [key=value ...]
 
 commands:
   pretrain  key=value ...                       pretrain a backbone (resumes when output_dir has last.pt)
-  eval TASK run=DIR [checkpoint=last] ...       evaluate one checkpoint; TASK is knn | linear (frozen
-                                                features) | finetune | detection | segmentation (transfer)
+  eval TASK run=DIR [checkpoint=last] [baseline=epoch-0000] ...
+                                                evaluate one checkpoint; TASK is knn | linear (frozen
+                                                features) | finetune | detection | segmentation (transfer);
+                                                baseline= also scores that checkpoint (epoch-0000: the
+                                                random init) and prints the gain over it
   sweep run=DIR [tasks=[knn,linear]] [checkpoints=[...]] ...
                                                 evaluate every checkpoint on every task; skips finished
                                                 results and resumes interrupted ones
@@ -103,7 +106,7 @@ def cmd_eval(args: list[str]) -> None:
     if not args or "=" in args[0]:
         raise UserError(f"say which evaluation: selfsup eval {'|'.join(TASKS)} run=DIR")
     task, rest = args[0], args[1:]
-    keys, overrides = _pop_keys(rest, ("run", "checkpoint", "features"))
+    keys, overrides = _pop_keys(rest, ("run", "checkpoint", "features", "baseline"))
     if "features" in keys:
         return eval_features(task, keys["features"], overrides)
     if "run" not in keys:
@@ -115,6 +118,10 @@ def cmd_eval(args: list[str]) -> None:
     if not result["complete"]:
         print("partial: training stopped at its chunk; run the same command to continue")
     print(f"checkpoint {result['checkpoint']['path']} -> {result['path']}")
+    if "baseline" in keys:
+        base = evaluate(task, Path(keys["run"]), keys["baseline"], overrides)
+        print(f"{task} of {base['checkpoint']['path']}: {format_metrics(base['metrics'])} -> {base['path']}")
+        print(f"gain over {keys['baseline']}: {format_gains(result['metrics'], base['metrics'])}")
     print(f"run directory: {keys['run']}")
 
 
@@ -136,6 +143,13 @@ def eval_features(task: str, files: str, overrides: list[str]) -> None:
 
 def format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+
+
+def format_gains(metrics: dict[str, float], baseline: dict[str, float]) -> str:
+    """Each metric beside its baseline value: `top1 30.12 -> 36.40 (+6.28)`."""
+    return ", ".join(
+        f"{k} {baseline[k]:.2f} -> {v:.2f} ({v - baseline[k]:+.2f})" for k, v in metrics.items() if k in baseline
+    )
 
 
 def show_row(row) -> None:

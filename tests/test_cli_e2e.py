@@ -105,8 +105,15 @@ def test_pretrain_checkpoint_resume_and_evaluate(tmp_path: Path, capsys):
     linear = json.loads((run / "eval" / "epoch-0001" / "linear.json").read_text())
     assert linear["checkpoint"]["step"] == 4 and linear["params"]["epochs"] == 3
     # Features of another checkpoint are extracted anew; those of `last` stay cached and are reused.
-    assert main(["eval", "knn", f"run={run}", "eval.knn.k=20", "trainer.num_workers=0"]) == 0
+    # baseline= scores the random init too and prints the gain over it.
+    capsys.readouterr()
+    assert main(["eval", "knn", f"run={run}", "eval.knn.k=20", "trainer.num_workers=0", "baseline=epoch-0000"]) == 0
     assert cache.stat().st_mtime_ns == cached_at
+    base = json.loads((run / "eval" / "epoch-0000" / "knn.json").read_text())
+    assert base["checkpoint"]["step"] == 0 and base["params"] == result["params"]
+    top1, base_top1 = result["metrics"]["top1"], base["metrics"]["top1"]
+    gain = f"gain over epoch-0000: top1 {base_top1:.2f} -> {top1:.2f} ({top1 - base_top1:+.2f})"
+    assert gain in capsys.readouterr().out
 
 
 def test_missing_dataset_fails_in_one_line_without_output(tmp_path: Path):
