@@ -221,6 +221,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         ),
         NON_NEGATIVE: (
             *("optim.weight_decay", "optim.final_lr", "optim.warmup_epochs", "eval.linear.weight_decay"),
+            "eval.linear.final_lr",
             *("method.*_weight", "method.lambd", "method.beta", "method.*_epochs", "method.predictor.eps"),
             "method.predictor.symmetry_reg",
         ),
@@ -231,7 +232,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         BOOL: (
             *("trainer.progress", "trainer.sync_batchnorm", "trainer.activation_checkpointing", "data.download"),
             "backbone.zero_init_residual",
-            "optim.exclude_bias_and_norm",
+            *("optim.exclude_bias_and_norm", "eval.linear.normalize"),
             *("method.symmetric", "method.use_bn_in_head", "method.norm_last_layer", "method.fixed_predictor_lr"),
             "method.predictor.symmetric",
         ),

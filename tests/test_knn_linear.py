@@ -194,3 +194,23 @@ def test_linear_probe_progress_bar_and_errors(capsys):
         train_linear_probe(x, y, x, y, 2, epochs=1)
     with pytest.raises(UserError, match="epochs >= 1"):
         train_linear_probe(x, y, x, y, 3, epochs=0)
+
+
+def test_linear_probe_cosine_ends_at_final_lr(monkeypatch):
+    """The lr of every step: cosine from lr * batch / 256 down to final_lr (seed 003's protocol: 0.001)."""
+    seen: list[float] = []
+    step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    x_train, y_train = blobs(32, 4, 8, seed=0)  # 128 images: 2 steps per epoch at batch 64
+    train_linear_probe(x_train, y_train, x_train, y_train, 4, epochs=10, batch_size=64, lr=0.4, final_lr=0.001)
+    total = len(seen)
+    assert total == 20
+    expected = [0.001 + (0.1 - 0.001) * 0.5 * (1 + math.cos(math.pi * i / total)) for i in range(total)]
+    assert seen == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(UserError, match="final_lr"):
+        train_linear_probe(x_train, y_train, x_train, y_train, 4, epochs=1, batch_size=64, lr=0.4, final_lr=0.2)

@@ -1,7 +1,7 @@
 """Linear probe: a single linear layer trained on cached frozen features.
 
 The standard linear-evaluation protocol (e.g. MoCo, SimCLR): SGD with momentum, cross-entropy, a cosine
-learning-rate schedule decayed to 0 over all steps, and the linear lr-scaling rule
+learning-rate schedule decayed to `final_lr` (0 by default) over all steps, and the linear lr-scaling rule
 lr = base_lr * batch_size / 256. Training on cached features instead of images makes a probe cost seconds,
 so every checkpoint can be probed.
 """
@@ -29,6 +29,7 @@ def train_linear_probe(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     normalize: bool = True,
+    final_lr: float = 0.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -36,6 +37,8 @@ def train_linear_probe(
     """Train a linear classifier on frozen features and report test accuracy in percent.
 
     `lr` is the base lr for a batch of 256; the effective lr (lr * batch_size / 256) is returned under "lr".
+    The cosine schedule ends at `final_lr` (absolute, not scaled): 0 as MoCo and solo-learn, 0.001 in some
+    studies' protocols.
     `normalize=True` standardises every feature dimension with the train-set mean and std (applied to both
     splits). Frozen self-supervised features have arbitrary per-dimension offsets and scales (pooled
     post-ReLU activations are all positive, and their scale differs from method to method), which makes one
@@ -50,10 +53,10 @@ def train_linear_probe(
     for split, feats, labels in (("train", train_feats, train_labels), ("test", test_feats, test_labels)):
         check_labeled_features("linear probe", split, feats, labels, num_classes)
     check_same_width("linear probe", train_feats, test_feats)
-    if epochs < 1 or batch_size < 1 or lr <= 0:
+    if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= final_lr <= lr * batch_size / 256:
         raise UserError(
-            f"linear probe needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={epochs}, "
-            f"batch_size={batch_size}, lr={lr}"
+            f"linear probe needs epochs >= 1, batch_size >= 1, lr > 0 and 0 <= final_lr <= the scaled lr; got "
+            f"epochs={epochs}, batch_size={batch_size}, lr={lr}, final_lr={final_lr}"
         )
 
     x_train = train_feats.to(device, torch.float32)
@@ -84,7 +87,8 @@ def train_linear_probe(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = effective_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+                cosine = 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+                group["lr"] = final_lr + (effective_lr - final_lr) * cosine
             loss = F.cross_entropy(classifier(x_train[idx]), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
