@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import inspect
 import os
-import pickle
 import re
 import warnings
 import zlib
@@ -25,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from selfsup.data.safe_pickle import RefusedGlobal, load_arrays_pickle
 from selfsup.data.subsets import IMAGENET50, IMAGENET100, IMAGENET200
 from selfsup.errors import UserError
 from selfsup.registry import Registry
@@ -225,11 +225,17 @@ def _read_or_download(
 
 
 def _unpickle(path: Path, hint: str) -> Any:
+    """A CIFAR batch's contents, read without running code from the file (see safe_pickle)."""
     if not path.is_file():
         raise UserError(f"missing file: expected a python pickle batch at {path}; {hint}")
     try:
         with path.open("rb") as f:
-            return pickle.load(f, encoding="latin1")
+            return load_arrays_pickle(f)
+    except RefusedGlobal as err:
+        raise UserError(
+            f"{path} is not a CIFAR batch: it asks to run {err.name}, which a CIFAR batch never does; "
+            f"delete it and get the dataset again ({hint})"
+        ) from None
     except Exception as err:  # a corrupt pickle can fail in almost any way
         raise UserError(f"malformed pickle batch {path} ({type(err).__name__}: {err}); {hint}") from err
 
