@@ -7,6 +7,7 @@ directory, logging and error messages: every mistake becomes one UserError line 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from importlib import resources
@@ -151,7 +152,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: no rule admits nan or +-inf, which would only fail (or diverge) mid-run."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _cli_text(value: Any) -> str:
@@ -271,6 +273,8 @@ def check_values(cfg: DictConfig, only: Sequence[str] | None = None) -> None:
         if not rule.ok(value):
             shown = repr(value) if isinstance(value, str) else _cli_text(value)
             hint = close_matches_hint(value, list(rule.options)) if isinstance(value, str) else ""
+            if isinstance(value, float) and not math.isfinite(value):
+                hint = " (numbers must be finite)"
             raise UserError(f"{key} must be {rule.allowed}, got {shown}{hint}")
 
 
