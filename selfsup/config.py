@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from importlib import resources
@@ -82,10 +83,21 @@ def check_groups(overrides: list[str]) -> None:
                 )
 
 
+def _quote_non_ascii(override: str) -> str:
+    """Hydra's override lexer takes unquoted values in ASCII only: a path such as output_dir=/tmp/ränn is
+    passed as a quoted string instead (quotes and the backslashes before them escaped, as its grammar asks).
+    Lists, dicts and values already quoted are left as written."""
+    key, value = _split(override)
+    if value.isascii() or value[:1] in "[{'\"":
+        return override
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"{key}='{escaped}'"
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+            return compose(config_name="config", overrides=[_quote_non_ascii(o) for o in overrides])
     except HydraException as err:
         raise UserError(f"bad override: {str(err).splitlines()[0]}") from None
 
