@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,31 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+# What mkstemp names the temporary sibling of NAME: `.NAME.` + 8 characters of its alphabet + `.tmp`.
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def temp_sibling(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path` (fd, name) that remove_stale_temps recognises."""
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files that saves killed mid-write left in `folder` (each up to a checkpoint's
+    size, so every preemption would leak disk); returns them. Only names this writer makes match."""
+    stale = [
+        Path(e.path)
+        for e in (os.scandir(folder) if folder.is_dir() else ())
+        if _TEMP_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_sibling(path)
     try:
         os.chmod(tmp, _new_file_mode())
         with os.fdopen(fd, "wb") as f:

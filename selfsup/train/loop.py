@@ -46,7 +46,13 @@ from selfsup.nets.activation_checkpoint import disable_activation_checkpointing,
 from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
-from selfsup.train.checkpoint import atomic_write_text, load_checkpoint, newest_good_checkpoint, save_checkpoint
+from selfsup.train.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    newest_good_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+)
 from selfsup.train.cost import CostRecord, count_training_flops, device_name, reset_peak_memory
 from selfsup.train.guards import (
     FirstNonfinite,
@@ -286,6 +292,10 @@ def _pretrain(cfg: DictConfig) -> Path:
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     check_output_dir(cfg, out)
+    if is_main:
+        stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]
+        if stale:
+            fabric.print(f"removed {len(stale)} temporary file(s) of interrupted saves in {out}")
 
     # ---- data: crop/flip batched on the device (in-memory data) or per image in workers; colour ops on the device
     seed_everything(cfg.seed, verbose=False)
