@@ -79,7 +79,7 @@ def cmd_pretrain(args: list[str]) -> int:
 
 
 def until_preempted(work: Callable[[], object]) -> int:
-    """Run `work`; exit status 0, or 128 + signal number when SIGTERM / SIGUSR1 / SIGUSR2 stopped a run after
+    """Run `work`; exit status 0, or 128 + signal number when SIGTERM / SIGINT / SIGUSR1 / SIGUSR2 stopped a run after
     saving it (what shells and SLURM report for a signalled job; the same command resumes it)."""
     from selfsup.train.guards import Preempted, requeue_on_slurm
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -162,6 +163,12 @@ def device_crop_arrays(setting: bool | str, dataset: Dataset, name: str) -> tupl
     return arrays
 
 
+def _leave_interrupts_to_the_trainer(_worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C (a terminal sends it to them too): the training process finishes its step,
+    saves and shuts them down, whereas a worker dying of it first would fail the step waiting for its batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def crop_loader(
     dataset: Dataset,
     data_cfg: DictConfig,
@@ -190,6 +197,7 @@ def crop_loader(
         drop_last=True,
         persistent_workers=keep_workers and num_workers > 0,
         generator=generator,
+        worker_init_fn=_leave_interrupts_to_the_trainer,
     )
 
 

@@ -2,8 +2,9 @@
 
 SLURM sends the signal asked for shortly before a time limit (`--signal=USR1@90` in sbatch scripts;
 submitit, behind `selfsup submit`, asks for USR2) and SIGTERM on preemption; torchrun forwards SIGTERM to
-its workers. The handler only records the signal; the loop finishes the
-current step, saves `last.pt` and stops, so the same command resumes exactly.
+its workers; Ctrl-C sends SIGINT. The handler only records the signal; the loop finishes the
+current step, saves `last.pt` and stops, so the same command resumes exactly. A second SIGINT stops at once
+(KeyboardInterrupt), for a step too slow to wait for; the checkpoints already saved stay intact.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.nn as nn
 
 from selfsup.errors import UserError
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 NONFINITE_POLICIES = ("stop", "skip", "rollback")
 
@@ -40,7 +41,8 @@ class Preempted(Exception):
 
 
 class StopSignals:
-    """Records SIGTERM / SIGUSR1 / SIGUSR2 instead of dying; a context manager that restores the old handlers."""
+    """Records SIGTERM / SIGINT / SIGUSR1 / SIGUSR2 instead of dying; a context manager that restores the old
+    handlers."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -53,6 +55,8 @@ class StopSignals:
         return self
 
     def _record(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
         self.received = signum
 
     def __exit__(self, *exc: object) -> None:
