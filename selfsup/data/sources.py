@@ -12,7 +12,7 @@ import gzip
 import inspect
 import os
 import re
-import warnings
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -93,7 +93,8 @@ class ImageDataset(Dataset):
                 ) from None
         if index not in self.skipped:
             self.skipped.add(index)
-            warnings.warn(f"skipping undecodable image {path} (data.bad_images=skip)", stacklevel=3)
+            # One clean line on stderr: warnings.warn would print its caller's source line after it.
+            print(f"warning: skipping undecodable image {path} (data.bad_images=skip)", file=sys.stderr, flush=True)
         return None
 
 
