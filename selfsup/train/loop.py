@@ -7,6 +7,7 @@ step, schedule, momentum hooks, logs) -> checkpoint with cost record -> online k
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -68,6 +69,7 @@ from selfsup.train.guards import (
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
 from selfsup.train.precision import make_fabric, resolve_channels_last, resolve_device, resolve_precision, tune_device
 from selfsup.train.rng import capture_rng, restore_rng
+from selfsup.train.run_lock import RunBusy, run_lock
 from selfsup.train.val_loss import ValidationLoss
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
@@ -259,19 +261,22 @@ def pretrain(cfg: DictConfig) -> Path:
     """Pretrain (or resume) the run described by `cfg`; returns the run directory.
 
     A new run that fails on bad input before its first save (an undecodable image met in the first batches)
-    leaves no directory behind: a refused run never changes the output."""
+    leaves no directory behind: a refused run never changes the output. The run's lock is held until then,
+    and a start refused because another process holds it removes nothing."""
     out = Path(cfg.output_dir)
     fresh = not out.exists()
-    try:
-        return _pretrain(cfg)
-    except UserError as err:
-        refused = not isinstance(err, TrainingFault) and not (out / "checkpoints" / "last.pt").exists()
-        if fresh and refused and int(os.environ.get("RANK", "0")) == 0:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as held:
+        try:
+            return _pretrain(cfg, held)
+        except UserError as err:
+            refused = not isinstance(err, TrainingFault | RunBusy) and not (out / "checkpoints" / "last.pt").exists()
+            if fresh and refused and int(os.environ.get("RANK", "0")) == 0:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
 
-def _pretrain(cfg: DictConfig) -> Path:
+def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
+    """The run itself; rank 0 enters the run directory's lock into `held` before it reads or writes there."""
     t = cfg.trainer
     device_type = resolve_device(cfg.device)
     precision = resolve_precision(str(t.precision), device_type)
@@ -291,6 +296,8 @@ def _pretrain(cfg: DictConfig) -> Path:
     is_main = rank == 0
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
+    if is_main:
+        held.enter_context(run_lock(out))
     check_output_dir(cfg, out)
     if is_main:
         stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]
