@@ -12,7 +12,8 @@ from selfsup.errors import UserError
 USAGE = """selfsup COMMAND [key=value ...]
 
 commands:
-  pretrain  key=value ...                       pretrain a backbone (resumes when output_dir has last.pt)
+  pretrain  key=value ...                       pretrain a backbone (resumes when output_dir has last.pt;
+                                                resume=changed: with settings other than it was trained with)
   eval TASK run=DIR [checkpoint=last] [baseline=epoch-0000] ...
                                                 evaluate one checkpoint; TASK is knn | linear (frozen
                                                 features) | finetune | detection | segmentation (transfer);

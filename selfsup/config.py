@@ -253,6 +253,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         TEXT: ("output_dir", "data.root", "data.train_split"),
         optional(TEXT): ("data.eval_train_split", "data.test_split", "backbone.weights"),
         one_of(*DEVICES): ("device",),
+        one_of("same", "changed"): ("resume",),
         one_of(*PRECISIONS): ("trainer.precision",),
         one_of("auto", "true", "false"): ("trainer.channels_last", "backbone.cifar_stem", "data.crop_on_device"),
         one_of(*NONFINITE_POLICIES): ("trainer.nonfinite",),

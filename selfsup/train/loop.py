@@ -70,6 +70,7 @@ from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr
 from selfsup.train.precision import make_fabric, resolve_channels_last, resolve_device, resolve_precision, tune_device
 from selfsup.train.rng import capture_rng, restore_rng
 from selfsup.train.run_lock import RunBusy, run_lock
+from selfsup.train.run_settings import check_changes, record_segment, setting_changes
 from selfsup.train.val_loss import ValidationLoss
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
@@ -165,11 +166,12 @@ def training_optimizer(method: Method, cfg: DictConfig) -> tuple[torch.optim.Opt
     return optimizer, peak_lr
 
 
-def check_output_dir(cfg: DictConfig, out: Path) -> None:
-    """Refuse to resume a run of another method/backbone/dataset in the same directory."""
+def check_output_dir(cfg: DictConfig, out: Path) -> dict[str, tuple[Any, Any]] | None:
+    """Refuse to resume a run of another method/backbone/dataset in the same directory, or one trained with
+    other settings unless resume=changed; returns the settings this start changes (None: a new run)."""
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
-        return
+        return None
     saved = OmegaConf.load(saved_path)
     for key in IDENTITY_KEYS:
         old, new = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
@@ -177,6 +179,9 @@ def check_output_dir(cfg: DictConfig, out: Path) -> None:
             raise UserError(
                 f"{out} holds a run with {key}={old}, not {new}; choose another output_dir= or remove that directory"
             )
+    changes = setting_changes(saved, cfg)
+    check_changes(out, changes, cfg.resume)
+    return changes
 
 
 class MetricsLog:
@@ -298,7 +303,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     ckpt_dir = out / "checkpoints"
     if is_main:
         held.enter_context(run_lock(out))
-    check_output_dir(cfg, out)
+    changes = check_output_dir(cfg, out)
     if is_main:
         stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]
         if stale:
@@ -347,11 +352,6 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
         state, path = resumed
         progress.restore(method, optimizer, state)
         fabric.print(f"resuming {out} from {path.name}: epoch {state['epoch']}, step {progress.step}")
-    if is_main:
-        check_writable(out, state_bytes(method))
-        save_config(cfg, out / "config.yaml")
-        if progress.step == 0:  # the starting point: evaluations and reports measure progress from random init
-            save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), ckpt_dir / "epoch-0000.pt")
     fabric.print(
         f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images, "
         f"crops {'batched on the device' if isinstance(loader, DeviceCropLoader) else 'per image in the loader'}), "
@@ -362,6 +362,12 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     if progress.step >= total_steps:
         fabric.print(f"{out} is already complete ({progress.step} steps); nothing to do")
         return out
+    if is_main:
+        check_writable(out, state_bytes(method))
+        save_config(cfg, out / "config.yaml")  # this segment's settings; the history keeps the earlier ones
+        record_segment(out, progress.step, changes)
+        if progress.step == 0:  # the starting point: evaluations and reports measure progress from random init
+            save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), ckpt_dir / "epoch-0000.pt")
 
     log = MetricsLog(out, is_main, after_step=progress.step)
     first_nonfinite = FirstNonfinite()
