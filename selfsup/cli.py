@@ -25,10 +25,11 @@ commands:
   report runs=[DIR,...] [out=report/] [hours_scale=2.5 hours_label="P40 hours"] [embedding=true] ...
                                                 accuracy-vs-compute plots, results.csv/.md, dynamics and
                                                 t-SNE plots of evaluated runs, in one self-contained index.html
-  export backbone run=DIR [checkpoint=last] out=FILE.safetensors
+                                                (overwrite=true: replace an earlier report in out/)
+  export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true]
                                                 write a checkpoint's backbone weights as safetensors (for
                                                 backbone.weights=FILE or other code)
-  export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR
+  export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [overwrite=true]
                                                 frozen features, labels and indices of each split as
                                                 safetensors; `selfsup eval linear|knn features=[TRAIN,TEST]`
   submit pretrain key=value ... slurm.nodes=N slurm.gpus_per_node=G [slurm.partition=P slurm.time=MIN ...]
@@ -187,22 +188,25 @@ def cmd_report(args: list[str]) -> None:
     print(report.index)
 
 
-FEATURES_USAGE = "selfsup export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [data=...]"
+FEATURES_USAGE = (
+    "selfsup export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [overwrite=true] [data=...]"
+)
 
 
 def cmd_export(args: list[str]) -> None:
     from selfsup.nets.weights import export_backbone
+    from selfsup.outputs import overwrite_option
 
-    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors"
+    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true]"
     if args and args[0] == "features":
         return export_features_command(args[1:])
     if not args or args[0] != "backbone":
         raise UserError(f"say what to export: {usage}, or {FEATURES_USAGE}")
-    keys, rest = _pop_keys(args[1:], ("run", "checkpoint", "out"))
+    keys, rest = _pop_keys(args[1:], ("run", "checkpoint", "out", "overwrite"))
     if rest or "run" not in keys or "out" not in keys:
         extra = f"; unexpected {' '.join(rest)}" if rest else ""
         raise UserError(f"usage: {usage}{extra}")
-    meta = export_backbone(keys["run"], keys.get("checkpoint", "last"), keys["out"])
+    meta = export_backbone(keys["run"], keys.get("checkpoint", "last"), keys["out"], overwrite_option(keys))
     print(
         f"{meta['backbone']} backbone (cifar_stem={meta['cifar_stem']}, {meta['feature_dim']}-d features) of "
         f"{meta['method']} checkpoint {keys.get('checkpoint', 'last')} in {keys['run']} -> {keys['out']}"
@@ -210,7 +214,7 @@ def cmd_export(args: list[str]) -> None:
 
 
 def cmd_study(args: list[str]) -> int:
-    from selfsup.report import BOOLEANS
+    from selfsup.outputs import BOOLEANS
     from selfsup.study import load_study, run_study, study_names, with_only
 
     keys, rest = _pop_keys(args, ("experiment", "smoke", "out", "only", "hours_scale", "hours_label"))
@@ -269,14 +273,14 @@ def cmd_submit(args: list[str]) -> int:
 
 def export_features_command(args: list[str]) -> None:
     from selfsup.eval.export import export_features
+    from selfsup.outputs import overwrite_option
 
-    keys, overrides = _pop_keys(args, ("run", "checkpoint", "splits", "out"))
+    keys, overrides = _pop_keys(args, ("run", "checkpoint", "splits", "out", "overwrite"))
     if "run" not in keys or "out" not in keys:
         raise UserError(f"usage: {FEATURES_USAGE}")
     splits = parse_list(keys["splits"]) if "splits" in keys else None
-    for path in export_features(
-        Path(keys["run"]), keys.get("checkpoint", "last"), splits, Path(keys["out"]), overrides
-    ):
+    run, checkpoint, out = Path(keys["run"]), keys.get("checkpoint", "last"), Path(keys["out"])
+    for path in export_features(run, checkpoint, splits, out, overrides, overwrite_option(keys)):
         print(f"-> {path}")
 
 

@@ -202,7 +202,8 @@ def run_study(
             for row in sweep(out / run, study.tasks, study.checkpoints, study.sweep_overrides, on_row=on_row)
         ):
             say(f"[{study.name}] sweep {run}: next chunk")
-    report = build_report([out / run for run in configs], out=out / "report", **study.report)
+    # <out>/report is the study's own: each rerun of the study rebuilds it.
+    report = build_report([out / run for run in configs], out=out / "report", overwrite=True, **study.report)
     say(report.markdown.rstrip())
     say(f"[{study.name}] report: {report.index}")
     return report

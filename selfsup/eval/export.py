@@ -31,6 +31,7 @@ from selfsup.data.views import eval_transform, split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features
 from selfsup.eval.offline import load_method, score_features
+from selfsup.outputs import refuse_existing, require_directory
 from selfsup.train.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256, resolve_checkpoint
 from selfsup.train.loop import git_commit
 from selfsup.train.precision import resolve_device
@@ -39,10 +40,16 @@ FORMAT = "selfsup-features/1"
 
 
 def export_features(
-    run_dir: Path, checkpoint: str, splits: list[str] | None, out: Path, overrides: list[str] | None = None
+    run_dir: Path,
+    checkpoint: str,
+    splits: list[str] | None,
+    out: Path,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write `<out>/<split>.safetensors` for each split (default: the data group's evaluation train and test
-    splits) of the run's dataset, or of another data group given by overrides (data=stl10 ...)."""
+    splits) of the run's dataset, or of another data group given by overrides (data=stl10 ...). Existing
+    files are replaced only with `overwrite`."""
     from safetensors.torch import save as safetensors_bytes
 
     run_dir = Path(run_dir)
@@ -50,6 +57,8 @@ def export_features(
     splits = splits or [s for s in (cfg.data.eval_train_split, cfg.data.test_split) if s]
     if not splits:
         raise UserError(f"data={cfg.data.name} names no evaluation splits; say which: splits=[train,...]")
+    require_directory(Path(out))
+    refuse_existing([Path(out) / f"{split}.safetensors" for split in splits], overwrite)
     ckpt_path = resolve_checkpoint(run_dir, checkpoint)
     device = torch.device(resolve_device(cfg.device))
     method, _ = load_method(cfg, ckpt_path)

@@ -19,6 +19,7 @@ from torch import nn
 import selfsup
 from selfsup.errors import UserError
 from selfsup.nets.backbones import build_backbone, use_cifar_stem
+from selfsup.outputs import refuse_existing
 from selfsup.train.checkpoint import (
     atomic_write_bytes,
     backbone_state,
@@ -73,12 +74,18 @@ def _describe(name: str, cifar_stem: bool | str) -> str:
     return f"{name} (cifar_stem={str(cifar_stem).lower()})"
 
 
-def export_backbone(run_dir: str | Path, checkpoint: str, out_path: str | Path) -> dict[str, str]:
-    """Write the backbone of a run's checkpoint (any method) to a safetensors file, atomically; returns its
-    metadata: backbone, cifar_stem, feature_dim, method, source_sha256, selfsup_version."""
+def export_backbone(
+    run_dir: str | Path, checkpoint: str, out_path: str | Path, overwrite: bool = False
+) -> dict[str, str]:
+    """Write the backbone of a run's checkpoint (any method) to a safetensors file, atomically (replacing an
+    existing one only with `overwrite`); returns its metadata: backbone, cifar_stem, feature_dim, method,
+    source_sha256, selfsup_version."""
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise UserError(f"out={out} must end in .safetensors (the format the file is written in)")
+    if out.is_dir():
+        raise UserError(f"out={out} is a directory; name the file to write (out=DIR/backbone.safetensors)")
+    refuse_existing([out], overwrite)
     source = resolve_checkpoint(Path(run_dir), checkpoint)
     state = load_checkpoint(source)
     weights = backbone_state(state)

@@ -10,19 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from selfsup.errors import UserError
+from selfsup.outputs import BOOLEANS, enclosing_run, overwrite_option, refuse_existing, require_directory
 from selfsup.registry import close_matches_hint
-from selfsup.report.collect import Hours, load_runs
+from selfsup.report.collect import X_AXES, Hours, load_runs
 from selfsup.report.page import render_page
 from selfsup.report.plots import accuracy_plots, dynamics_plots
 from selfsup.report.tables import csv_text, markdown_table, summary_table
 from selfsup.train.checkpoint import atomic_write_text
 
-OPTIONS = ("runs", "out", "hours_scale", "hours_label", "embedding", "checkpoint")
-BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+OPTIONS = ("runs", "out", "hours_scale", "hours_label", "embedding", "checkpoint", "overwrite")
+# What a report writes into out/: its tables and page, and plots (.png and .svg) named by these patterns.
+TABLES = ("results.csv", "results.md", "index.html")
+PLOT_STEMS = (*(f"*-vs-{axis}" for axis in X_AXES), "dynamics-*", "embedding-*")
 
 
 @dataclass
@@ -57,7 +61,25 @@ def parse_options(keys: dict[str, str], rest: list[str]) -> dict[str, Any]:
         options["embedding"] = BOOLEANS[keys["embedding"].lower()]
     if "checkpoint" in keys:
         options["checkpoint"] = keys["checkpoint"]
+    options["overwrite"] = overwrite_option(keys)
     return options
+
+
+def earlier_report(out: Path) -> list[Path]:
+    """The files of a report already in `out` (tables, page, plots by name): what a new one would replace."""
+    names = [p.name for p in out.iterdir()] if out.is_dir() else []
+    patterns = (*TABLES, *(f"{stem}.{ext}" for stem in PLOT_STEMS for ext in ("png", "svg")))
+    return [out / name for name in sorted(names) if any(fnmatchcase(name, pattern) for pattern in patterns)]
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Where a report may go: a directory (new or existing) outside every run directory, holding no earlier
+    report unless overwrite=true."""
+    require_directory(out)
+    run = enclosing_run(out)
+    if run is not None:
+        raise UserError(f"out={out} is inside the run directory {run}; write the report elsewhere (out=report/)")
+    refuse_existing(earlier_report(out), overwrite)
 
 
 def build_report(
@@ -67,13 +89,16 @@ def build_report(
     hours_label: str | None = None,
     embedding: bool = False,
     checkpoint: str = "last",
+    overwrite: bool = False,
 ) -> Report:
-    """Write the plots (PNG + SVG), results.csv, results.md and index.html for `runs` into `out`."""
+    """Write the plots (PNG + SVG), results.csv, results.md and index.html for `runs` into `out`; an earlier
+    report there is replaced only with `overwrite`."""
     if not (math.isfinite(hours_scale) and hours_scale > 0):
         raise UserError(f"hours_scale={hours_scale} must be a positive number (device-hours are multiplied by it)")
+    out = Path(out)
+    check_out(out, overwrite)
     loaded = load_runs([Path(p) for p in runs])
     hours = Hours(hours_scale, hours_label)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     accuracy = accuracy_plots(loaded, out, hours)
     dynamics = dynamics_plots(loaded, out)

@@ -181,8 +181,10 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 
 def test_export_cli_errors_leave_no_file(run: Path, tmp_path: Path, capsys):
-    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors"
-    features = "selfsup export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [data=...]"
+    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true]"
+    features = (
+        "selfsup export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [overwrite=true] [data=...]"
+    )
     out = tmp_path / "b.safetensors"
     assert one_line_error(capsys, ["export"]) == f"say what to export: {usage}, or {features}"
     assert one_line_error(capsys, ["export", "features", f"run={run}"]) == f"usage: {features}"
