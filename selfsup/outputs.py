@@ -34,11 +34,11 @@ def require_directory(out: Path) -> None:
 
 
 def enclosing_run(path: Path) -> Path | None:
-    """The pretraining run directory that `path` is, or lies inside (one holding checkpoints/, or config.yaml
-    beside metrics.jsonl), or None."""
+    """The pretraining run directory that `path` is or lies inside, or None: a folder holding config.yaml
+    beside checkpoints/ or metrics.jsonl (either alone is too common a name to mean a run)."""
     for folder in (path.resolve(), *path.resolve().parents):
-        if (folder / "checkpoints").is_dir() or (
-            (folder / "config.yaml").is_file() and (folder / "metrics.jsonl").is_file()
+        if (folder / "config.yaml").is_file() and (
+            (folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file()
         ):
             return folder
     return None

@@ -101,3 +101,10 @@ def test_export_features_refuses_existing_files_and_a_file_as_out(trained: Path,
         f"out={blocker} is a file; name a directory (out=DIR)"
     )
     assert blocker.read_text() == "mine"
+
+
+def test_a_folder_merely_named_checkpoints_is_not_a_run(evaluated: Path, tmp_path: Path):
+    """Many projects keep a checkpoints/ folder of other tools: a report beside it is allowed."""
+    project = tmp_path / "project"
+    (project / "checkpoints").mkdir(parents=True)
+    assert main(["report", f"runs=[{evaluated}]", f"out={project / 'report'}"]) == 0
