@@ -301,8 +301,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     is_main = rank == 0
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
-    if is_main:
-        held.enter_context(run_lock(out))
+    lock_run(fabric, out, held)
     changes = check_output_dir(cfg, out)
     if is_main:
         stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]
@@ -503,6 +502,21 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     log.close()
     fabric.print(f"finished {progress.step} steps; run directory: {out}")
     return out
+
+
+def lock_run(fabric: Fabric, out: Path, held: contextlib.ExitStack) -> None:
+    """Rank 0 takes the run directory's lock into `held`; a refusal stops every process with its one line
+    (the others would otherwise die waiting for rank 0 in the first collective)."""
+    refusal = None
+    if fabric.global_rank == 0:
+        try:
+            held.enter_context(run_lock(out))
+        except UserError as err:
+            refusal = err
+    if fabric.world_size > 1:
+        refusal = fabric.broadcast(refusal)
+    if refusal is not None:
+        raise refusal
 
 
 def stop_at_nonfinite(first: FirstNonfinite, progress: Progress, trainer: DictConfig, last: Path) -> None:
