@@ -35,6 +35,7 @@ FREE_SETTINGS = {
     "trainer.nonfinite*": "act only at a non-finite step, where the old policy stopped the run",
     "data.bad_images": "acts only at an undecodable image, where `fail` stopped the run",
     "data.download": "fetches a missing dataset; the files are the same",
+    "data.root": "where the same dataset (data.name) is read from: a node-local copy, another mount or cwd",
     "eval.*": "the online kNN monitor and the evaluation defaults: they read the model, never train it",
     "analysis.every": "measurements taken in eval mode without gradients",
 }

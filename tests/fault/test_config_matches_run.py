@@ -87,7 +87,10 @@ def test_an_unfinished_run_refuses_changed_settings_then_resume_changed_records_
 def test_more_epochs_and_watch_only_settings_continue_and_are_recorded(tmp_path: Path):
     run = tmp_path / "run"
     assert main([*RUN, f"output_dir={run}"]) == 0
-    assert main([*RUN, "trainer.epochs=2", "trainer.log_every=1", "analysis.every=0", f"output_dir={run}"]) == 0
+    old_root = OmegaConf.load(run / "config.yaml").data.root
+    elsewhere = tmp_path / "data-copy"  # SELFSUP_DATA on another node, say
+    more = ["trainer.epochs=2", "trainer.log_every=1", "analysis.every=0", f"data.root={elsewhere}"]
+    assert main([*RUN, *more, f"output_dir={run}"]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
     saved = OmegaConf.load(run / "config.yaml")
     assert (saved.trainer.epochs, saved.trainer.log_every, saved.analysis.every) == (2, 1, 0)
@@ -97,4 +100,5 @@ def test_more_epochs_and_watch_only_settings_continue_and_are_recorded(tmp_path:
         "trainer.epochs": {"old": 1, "new": 2},
         "trainer.log_every": {"old": 10, "new": 1},
         "analysis.every": {"old": 100, "new": 0},
+        "data.root": {"old": old_root, "new": str(elsewhere)},
     }
