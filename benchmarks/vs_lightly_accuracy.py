@@ -309,7 +309,6 @@ def main(argv: list[str]) -> None:
     extra, tag = shlex.split(args.get("selfsup_args", "")), args.get("tag", "")
     out = Path(args.get("out", "output/vs-lightly-accuracy"))
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(torch.get_num_threads())
     precision = resolve_precision("auto", "cpu")
 
     cfg = load_config(["data=cifar10"])

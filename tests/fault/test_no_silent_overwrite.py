@@ -9,19 +9,12 @@ from pathlib import Path
 import pytest
 
 from selfsup.cli import main
+from tests.fault.cli_errors import one_line_error
 from tests.test_report import write_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PRETRAIN = ["pretrain", "data=synthetic", "data.subset=32", "views.crop_size=16", "trainer.batch_size=16"]
 PRETRAIN += ["trainer.max_steps=1", "trainer.num_workers=0", "trainer.progress=false", "eval.every=0", "device=cpu"]
-
-
-def one_line_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err + captured.out
-    return lines[0].removeprefix("selfsup: error: ")
 
 
 @pytest.fixture(scope="module")

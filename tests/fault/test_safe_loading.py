@@ -23,6 +23,7 @@ from selfsup.methods.base import build_method
 from selfsup.nets.backbones import build_backbone
 from selfsup.nets.weights import build_backbone_from_config, describe_mismatch, load_backbone_weights
 from selfsup.train.checkpoint import backbone_state, file_sha256, load_checkpoint, save_checkpoint
+from tests.fault.cli_errors import one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["data=synthetic", "views.crop_size=16", "method.proj_hidden_dim=32"]
@@ -170,14 +171,6 @@ def test_unreadable_or_foreign_weight_files(tmp_path: Path, exported: Path):
         with pytest.raises(UserError) as err:
             load_backbone_weights(fresh_backbone(), path)
         assert str(err.value) == message
-
-
-def one_line_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err + captured.out
-    return lines[0].removeprefix("selfsup: error: ")
 
 
 def test_export_cli_errors_leave_no_file(run: Path, tmp_path: Path, capsys):
