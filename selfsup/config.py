@@ -168,7 +168,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _cli_text(value: Any) -> str:
+def cli_text(value: Any) -> str:
     """A value as one writes it on the command line: true, null, 32 (so YAML's 32 matches the option '32')."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
@@ -176,7 +176,7 @@ def _cli_text(value: Any) -> str:
 
 
 def one_of(*options: str) -> Rule:
-    return Rule(lambda v: _cli_text(v) in options, f"one of {' | '.join(options)}", options)
+    return Rule(lambda v: cli_text(v) in options, f"one of {' | '.join(options)}", options)
 
 
 def optional(rule: Rule) -> Rule:
@@ -284,7 +284,7 @@ def check_values(cfg: DictConfig, only: Sequence[str] | None = None) -> None:
             continue
         value = OmegaConf.select(cfg, key)
         if not rule.ok(value):
-            shown = repr(value) if isinstance(value, str) else _cli_text(value)
+            shown = repr(value) if isinstance(value, str) else cli_text(value)
             hint = close_matches_hint(value, list(rule.options)) if isinstance(value, str) else ""
             if isinstance(value, float) and not math.isfinite(value):
                 hint = " (numbers must be finite)"

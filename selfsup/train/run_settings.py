@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from selfsup.config import cli_text
 from selfsup.errors import UserError
 
 HISTORY_NAME = "config-history.jsonl"
@@ -65,12 +66,6 @@ def setting_changes(saved: DictConfig, cfg: DictConfig) -> dict[str, tuple[Any, 
     return {key: (old[key], value) for key, value in new.items() if key in old and old[key] != value}
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return str(value)
-
-
 def check_changes(out: Path, changes: dict[str, tuple[Any, Any]], resume: str, most: int = 8) -> None:
     """Refuse settings that change what is trained, unless resume=changed: one line naming each such key with
     its old and new value, and the two ways on."""
@@ -80,8 +75,8 @@ def check_changes(out: Path, changes: dict[str, tuple[Any, Any]], resume: str, m
     more = f" (and {len(locked) - most} more)" if len(locked) > most else ""
     shown = locked[:most]
     raise UserError(
-        f"output_dir {out} was trained with {', '.join(f'{k}={_shown(changes[k][0])}' for k in shown)}{more}; "
-        f"this command sets {', '.join(_shown(changes[k][1]) for k in shown)}: choose a new output_dir=, or add "
+        f"output_dir {out} was trained with {', '.join(f'{k}={cli_text(changes[k][0])}' for k in shown)}{more}; "
+        f"this command sets {', '.join(cli_text(changes[k][1]) for k in shown)}: choose a new output_dir=, or add "
         f"resume=changed to continue this run with them (recorded in {HISTORY_NAME})"
     )
 
