@@ -16,7 +16,7 @@ def test_defaults_compose_to_simclr_cifar10_resnet18(monkeypatch):
         "resnet18",
         "sgd",
     )
-    assert cfg.method.temperature == 0.5 and cfg.optim.base_lr == 0.3 and cfg.optim.weight_decay == 1e-6
+    assert cfg.method.temperature == 0.5 and cfg.optim.base_lr == 0.12 and cfg.optim.weight_decay == 5e-4
     assert cfg.data.root == "/some/data"  # resolved, so the saved config is exactly what ran
     assert cfg.output_dir == "output/simclr-cifar10-resnet18"
 

@@ -25,17 +25,17 @@ def _resnet(factory: Callable[..., tvm.ResNet], cifar_stem: bool, zero_init_resi
 
 
 @BACKBONES.register("resnet18")
-def resnet18(cifar_stem: bool = False, zero_init_residual: bool = True) -> tuple[nn.Module, int]:
+def resnet18(cifar_stem: bool = False, zero_init_residual: bool = False) -> tuple[nn.Module, int]:
     return _resnet(tvm.resnet18, cifar_stem, zero_init_residual)
 
 
 @BACKBONES.register("resnet34")
-def resnet34(cifar_stem: bool = False, zero_init_residual: bool = True) -> tuple[nn.Module, int]:
+def resnet34(cifar_stem: bool = False, zero_init_residual: bool = False) -> tuple[nn.Module, int]:
     return _resnet(tvm.resnet34, cifar_stem, zero_init_residual)
 
 
 @BACKBONES.register("resnet50")
-def resnet50(cifar_stem: bool = False, zero_init_residual: bool = True) -> tuple[nn.Module, int]:
+def resnet50(cifar_stem: bool = False, zero_init_residual: bool = False) -> tuple[nn.Module, int]:
     return _resnet(tvm.resnet50, cifar_stem, zero_init_residual)
 
 
@@ -46,6 +46,6 @@ def use_cifar_stem(setting: bool | str, crop_size: int) -> bool:
     return bool(setting)
 
 
-def build_backbone(name: str, cifar_stem: bool = False, zero_init_residual: bool = True) -> tuple[nn.Module, int]:
+def build_backbone(name: str, cifar_stem: bool = False, zero_init_residual: bool = False) -> tuple[nn.Module, int]:
     """Build a registered backbone; returns the module (images -> [B, D] features) and D."""
     return BACKBONES.get(name)(cifar_stem=cifar_stem, zero_init_residual=zero_init_residual)

@@ -66,7 +66,7 @@ from selfsup.train.guards import (
     finite_flag,
     state_bytes,
 )
-from selfsup.train.optim import build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
+from selfsup.train.optim import bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
 from selfsup.train.precision import make_fabric, resolve_channels_last, resolve_device, resolve_precision, tune_device
 from selfsup.train.rng import capture_rng, restore_rng
 from selfsup.train.run_lock import RunBusy, run_lock
@@ -335,13 +335,9 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     cost.flops_per_image = measure_flops(method, cfg)
     compiled = compile_backbones(method, t.compile)
     model, optimizer = fabric.setup(method, optimizer)
-    warmup_steps = int(cfg.optim.warmup_epochs * steps_per_epoch)
-    if warmup_steps >= total_steps:
-        warmup_steps = total_steps // 10
-        fabric.print(
-            f"optim.warmup_epochs={cfg.optim.warmup_epochs} is as long as the run: warmup shortened to "
-            f"{warmup_steps} steps (10% of {total_steps})"
-        )
+    warmup_steps, warmup_note = bounded_warmup(int(cfg.optim.warmup_epochs * steps_per_epoch), total_steps)
+    if warmup_note:
+        fabric.print(f"optim.warmup_epochs={cfg.optim.warmup_epochs}: {warmup_note}")
 
     # ---- resume ----------------------------------------------------------------------------------------
     last = ckpt_dir / "last.pt"
