@@ -199,8 +199,12 @@ class LightlyModel(nn.Module):
 
         if self.method == "swav":
             return SwaVTransform(
-                crop_sizes=(32,), crop_counts=(2,), crop_min_scales=(0.14,), crop_max_scales=(1.0,),
-                cj_strength=0.5, gaussian_blur=0.0,
+                crop_sizes=(32,),
+                crop_counts=(2,),
+                crop_min_scales=(0.14,),
+                crop_max_scales=(1.0,),
+                cj_strength=0.5,
+                gaussian_blur=0.0,
             )
         if self.method == "dino":
             return DINOTransform(global_crop_size=32, n_local_views=0, gaussian_blur=(0.0, 0.0, 0.0))
@@ -252,7 +256,11 @@ def train_lightly(method: str, images: np.ndarray, batch: int, epochs: int, seed
     np.random.seed(seed)
     model = LightlyModel(method, batch, epochs)
     loader = torch.utils.data.DataLoader(
-        Views(images, model.transform()), batch_size=batch, shuffle=True, drop_last=True, num_workers=2,
+        Views(images, model.transform()),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=2,
         persistent_workers=True,
     )
     optimizer, schedule = model.optimizer(batch, len(loader))
@@ -269,8 +277,11 @@ def train_lightly(method: str, images: np.ndarray, batch: int, epochs: int, seed
             loss.backward()
             optimizer.step()
             step += 1
-        print(f"  lightly {method} seed {seed}: epoch {epoch + 1}/{epochs} loss {loss.item():.4f} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"  lightly {method} seed {seed}: epoch {epoch + 1}/{epochs} loss {loss.item():.4f} "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
     return model.backbone
 
 
@@ -280,8 +291,16 @@ def train_lightly(method: str, images: np.ndarray, batch: int, epochs: int, seed
 
 def train_selfsup(method: str, subset: int, batch: int, epochs: int, seed: int, extra: list[str], run: Path):
     args = [
-        "pretrain", f"method={method}", "data=cifar10", f"data.subset={subset}", f"trainer.epochs={epochs}",
-        f"trainer.batch_size={batch}", f"seed={seed}", "trainer.progress=false", *extra, f"output_dir={run}",
+        "pretrain",
+        f"method={method}",
+        "data=cifar10",
+        f"data.subset={subset}",
+        f"trainer.epochs={epochs}",
+        f"trainer.batch_size={batch}",
+        f"seed={seed}",
+        "trainer.progress=false",
+        *extra,
+        f"output_dir={run}",
     ]
     if not (run / "checkpoints" / "last.pt").exists():
         print("  selfsup " + shlex.join(args), flush=True)
@@ -341,12 +360,25 @@ def main(argv: list[str]) -> None:
                     scores[key] = weighted_knn(
                         features(net, bank[0]), bank[1], features(net, test.images), np.asarray(test.labels)
                     )
-                record = {"side": side, "tag": tag if side == "selfsup" else "", "method": method, "seed": seed,
-                          "epochs": epochs, "subset": subset, "batch": batch, "precision": precision,
-                          "train_seconds": seconds, "command": command, **scores}
+                record = {
+                    "side": side,
+                    "tag": tag if side == "selfsup" else "",
+                    "method": method,
+                    "seed": seed,
+                    "epochs": epochs,
+                    "subset": subset,
+                    "batch": batch,
+                    "precision": precision,
+                    "train_seconds": seconds,
+                    "command": command,
+                    **scores,
+                }
                 score_file.write_text(json.dumps(record, indent=1))
-                print(f"{name}: kNN {scores['knn']:.2f} (random init {scores['knn_random_init']:.2f}), "
-                      f"{seconds / 60:.1f} min", flush=True)
+                print(
+                    f"{name}: kNN {scores['knn']:.2f} (random init {scores['knn_random_init']:.2f}), "
+                    f"{seconds / 60:.1f} min",
+                    flush=True,
+                )
     if args.get("record", "false") == "true":
         record_table(out, argv)
 
