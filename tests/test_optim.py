@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from selfsup.errors import UserError
-from selfsup.train.optim import LARS, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
+from selfsup.train.optim import LARS, bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
 
 
 def test_lars_two_steps_by_hand():
@@ -246,3 +246,10 @@ def test_a_module_with_its_own_lr_scale_and_weight_decay():
     opt = build_optimizer("sgd", groups, lr=0.5, momentum=0.9, weight_decay=1e-4)
     set_lr(opt, 0.02)
     assert sorted({round(g["lr"], 6) for g in opt.param_groups}) == [0.02, 0.2]
+
+
+def test_warmup_is_capped_at_a_tenth_of_the_run_with_a_note():
+    assert bounded_warmup(12, 120) == (12, None)
+    assert bounded_warmup(0, 5) == (0, None)
+    assert bounded_warmup(150, 120) == (12, "warmup shortened from 150 to 12 steps (at most 10% of the run's 120)")
+    assert bounded_warmup(13, 120)[0] == 12

@@ -178,12 +178,13 @@ WARMUP_MAX_FRACTION = 0.1
 
 
 def bounded_warmup(warmup_steps: int, total_steps: int) -> tuple[int, str | None]:
-    """Warmup steps capped at a tenth of the run, and a note when capped: a 10-epoch warmup (the papers'
-    setting for 100-1000 epochs) would spend most of a short run below the peak lr."""
+    """Warmup steps capped at WARMUP_MAX_FRACTION of the run, and a note when capped: a 10-epoch warmup (the
+    papers' setting for 100-1000 epochs) would spend most of a short run below the peak lr."""
     cap = int(total_steps * WARMUP_MAX_FRACTION)
     if warmup_steps <= cap:
         return warmup_steps, None
-    return cap, f"warmup shortened from {warmup_steps} to {cap} steps (at most 10% of the run's {total_steps})"
+    share = f"{WARMUP_MAX_FRACTION:.0%}"
+    return cap, f"warmup shortened from {warmup_steps} to {cap} steps (at most {share} of the run's {total_steps})"
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float | None = None) -> None:
