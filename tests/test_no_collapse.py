@@ -1,5 +1,6 @@
-"""Every method through the CLI on synthetic data: it trains, its representation has not collapsed, and
-kNN on it is above chance. SwAV and DINO run with multi-crop (2 global + 2 local crops)."""
+"""Every method through the CLI on synthetic data: it trains and its representation has not collapsed.
+SwAV and DINO run with multi-crop (2 global + 2 local crops). Whether a method learns is
+tests/test_learning.py's question: the synthetic classes differ in colour, which raw pixels already read."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_spread_detects_collapse():
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_trains_without_collapse_and_knn_beats_chance(tmp_path, name):
+def test_method_trains_without_collapse(tmp_path, name):
     run = tmp_path / name
     args = [
         "pretrain",
@@ -49,8 +50,7 @@ def test_method_trains_without_collapse_and_knn_beats_chance(tmp_path, name):
         f"output_dir={run}",
     ]
     assert main(args) == 0
-    result = evaluate("knn", run, "last")
+    evaluate("knn", run, "last")  # caches the backbone features read below
     features = torch.load(run / "eval" / "last" / "features-train.pt", weights_only=True)["features"]
     assert torch.isfinite(features).all()
     assert spread(features) > 0.05, f"{name}: representation collapsed (spread {spread(features):.4f})"
-    assert result["metrics"]["top1"] > 20.0, f"{name}: kNN {result['metrics']['top1']} is near chance (10%)"

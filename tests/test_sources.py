@@ -22,6 +22,7 @@ from fixtures_formats import (
 )
 from PIL import Image
 
+from selfsup.data.shapes import make_shapes
 from selfsup.data.sources import (
     ImageDataset,
     balanced_subset,
@@ -430,6 +431,27 @@ def test_synthetic_classes_are_learnable_from_shape_not_only_colour():
         return amp / np.linalg.norm(amp, axis=1, keepdims=True)
 
     assert _nearest_class_mean(spectrum(train), train.labels, spectrum(test), test.labels) > 0.8
+
+
+def test_shapes_deterministic_balanced_and_equal_in_area():
+    train = build_dataset("shapes", "", "train")
+    test = build_dataset("shapes", "", "test")
+    assert (len(train), len(test)) == (2000, 1000) and train.images.shape[1:] == (3, 24, 24)
+    np.testing.assert_array_equal(np.bincount(train.labels), np.full(4, 500))
+    np.testing.assert_array_equal(train.images, build_dataset("shapes", "", "train").images)
+    assert not np.array_equal(train.images[:1000], test.images)
+    assert not np.array_equal(train.images, build_dataset("shapes", "", "train", seed=1).images)
+    # Grey (the class is not in the colour) and every class covers the same mean area: the foreground is
+    # at 0.8, the background at 0.2, so the mean level gives the covered fraction.
+    clean = make_shapes(4000, 0, noise=0.0)
+    assert (clean.images == clean.images[:, :1]).all()
+    covered = (clean.images.astype(np.float64).mean((1, 2, 3)) / 255 - 0.2) / 0.6
+    per_class = [covered[clean.labels == c].mean() for c in range(4)]
+    np.testing.assert_allclose(per_class, 0.165, atol=0.01)  # the mean of uniform(0.08, 0.25)
+    spec = dataset_spec("shapes")
+    pixels = train.images.astype(np.float64) / 255
+    np.testing.assert_allclose(pixels.mean((0, 2, 3)), spec.mean, atol=0.01)
+    np.testing.assert_allclose(pixels.std((0, 2, 3)), spec.std, atol=0.01)
 
 
 # ---------------------------------------------------------------------------------------------------------
