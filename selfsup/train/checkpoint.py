@@ -141,11 +141,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def checkpoint_candidates(ckpt_dir: Path) -> list[Path]:
+    """The checkpoints on disk, newest first: last.pt, then the epoch checkpoints from the latest."""
+    epochs = sorted(ckpt_dir.glob("epoch-*.pt"), reverse=True)
+    return [p for p in [ckpt_dir / "last.pt", *epochs] if p.is_file()]
+
+
+def newest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint file on disk (unverified), or None: what a message names as the last good one."""
+    candidates = checkpoint_candidates(ckpt_dir)
+    return candidates[0] if candidates else None
+
+
 def newest_good_checkpoint(ckpt_dir: Path, warn: Callable[[str], None]) -> tuple[dict[str, Any], Path] | None:
     """The state to resume from: last.pt, or, when it is corrupt or truncated, the newest epoch checkpoint
     that verifies (with a warning for each one skipped). None when the directory holds no checkpoint."""
-    epochs = sorted(ckpt_dir.glob("epoch-*.pt"), reverse=True)
-    candidates = [p for p in [ckpt_dir / "last.pt", *epochs] if p.is_file()]
+    candidates = checkpoint_candidates(ckpt_dir)
     for path in candidates:
         try:
             return load_checkpoint(path), path

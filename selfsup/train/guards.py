@@ -135,10 +135,21 @@ class FirstNonfinite:
         return None if first < 0 else first
 
 
-def check_weights_finite(module: nn.Module, step: int, last: Path) -> None:
+def weights_finite(module: nn.Module) -> bool:
+    """Whether every parameter is finite (one reduction, one host sync)."""
+    params = [p.detach() for p in module.parameters()]
+    return not params or bool(torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()))
+
+
+def describe_good_checkpoint(good: Path | None) -> str:
+    return f"the last good checkpoint is {good}" if good is not None else "no checkpoint was written yet"
+
+
+def check_weights_finite(module: nn.Module, step: int, good: Path | None) -> None:
     """Before a save: weights made non-finite by the last update are never checkpointed (the step check
     sees gradients and buffers before the update; this sees its result)."""
-    params = [p.detach() for p in module.parameters()]
-    if params and not torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()):
-        good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        raise TrainingFault(f"the weights became non-finite at step {step}; not saved; {good}; lower optim.base_lr")
+    if not weights_finite(module):
+        raise TrainingFault(
+            f"the weights became non-finite at step {step}; not saved; {describe_good_checkpoint(good)}; "
+            "lower optim.base_lr, or set trainer.nonfinite=rollback"
+        )

@@ -49,7 +49,7 @@ from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
 from selfsup.train.checkpoint import (
     atomic_write_text,
-    load_checkpoint,
+    newest_checkpoint,
     newest_good_checkpoint,
     remove_stale_temps,
     save_checkpoint,
@@ -63,8 +63,10 @@ from selfsup.train.guards import (
     all_finite,
     check_weights_finite,
     check_writable,
+    describe_good_checkpoint,
     finite_flag,
     state_bytes,
+    weights_finite,
 )
 from selfsup.train.optim import bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
 from selfsup.train.precision import make_fabric, resolve_channels_last, resolve_device, resolve_precision, tune_device
@@ -397,14 +399,23 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                     with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
                         out_step = model(views)
                         fabric.backward(out_step["loss"] / t.accumulate)
+                bad = None
                 if t.nonfinite == "stop":
                     first_nonfinite.record(finite_flag(method), step)
                 elif not all_finite(method):
-                    action = progress.on_nonfinite(cfg.trainer, step, last)
-                    fabric.print(f"step {step + 1}: non-finite gradients or buffers; {action}")
+                    bad = "gradients or buffers"
+                if bad is None:
+                    optimizer.step()
+                    if t.nonfinite != "stop" and not weights_finite(method):
+                        bad = "weights"  # finite gradients, an overflowing update: only a rollback undoes it
+                if bad is not None:
+                    action = progress.on_nonfinite(cfg.trainer, step, newest_checkpoint(ckpt_dir), bad)
+                    fabric.print(f"step {step + 1}: non-finite {bad}; {action}")
                     optimizer.zero_grad(set_to_none=True)
                     if action.startswith("rolled back"):
-                        progress.restore(method, optimizer, load_checkpoint(last), rollback=True)
+                        resumed = newest_good_checkpoint(ckpt_dir, fabric.print)
+                        assert resumed is not None  # a rollback is only chosen with a checkpoint on disk
+                        progress.restore(method, optimizer, resumed[0], rollback=True)
                         log.drop_records_after(progress.step)  # the discarded steps are redone and logged anew
                         log.write(progress.step, {"train/rollbacks": progress.rollbacks, "epoch": epoch})
                         rolled_back = True
@@ -415,7 +426,6 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                     bar.update(1)
                     continue
                 progress.skips = 0
-                optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 method.after_optimizer_step(step, total_steps)
                 step += 1
@@ -426,7 +436,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                 at_log = step % t.log_every == 0 or step == total_steps
                 if at_log:
                     # The step's only host sync (skip and rollback add one for their per-step decision).
-                    stop_at_nonfinite(first_nonfinite, progress, t, last)
+                    stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
                     reduced = fabric.all_reduce(
                         {k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean"
                     )
@@ -451,9 +461,9 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                 step_save = bool(t.checkpoint_every_steps) and step % (t.checkpoint_every_steps or 1) == 0
                 if mid_epoch and (stop or step_save):
                     progress.cost.stop(fabric.device)
-                    stop_at_nonfinite(first_nonfinite, progress, t, last)
+                    stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
                     if is_main:
-                        check_weights_finite(method, step, last)
+                        check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
                         save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), last)
                     fabric.barrier()
                     if stop:
@@ -469,14 +479,14 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
             progress.cost.update_memory(fabric.device)
             epoch, epoch_done = step // steps_per_epoch, step % steps_per_epoch == 0
             # ---- checkpoint (rank 0), held-out loss (every process) and online monitor --------------------
-            stop_at_nonfinite(first_nonfinite, progress, t, last)
+            stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
             finished = step >= total_steps
             val_loss = None
             if validation is not None and epoch_done and (epoch % val_every == 0 or finished):
                 val_loss = validation(method, model)
                 fabric.print(f"epoch {epoch}: held-out loss {val_loss:.4f}")
             if is_main:
-                check_weights_finite(method, step, last)
+                check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
                 state = progress.state(method, optimizer, cfg, steps_per_epoch)
                 paths = [last]
                 if epoch_done and (epoch % t.checkpoint_every == 0 or finished):
@@ -515,11 +525,11 @@ def lock_run(fabric: Fabric, out: Path, held: contextlib.ExitStack) -> None:
         raise refusal
 
 
-def stop_at_nonfinite(first: FirstNonfinite, progress: Progress, trainer: DictConfig, last: Path) -> None:
+def stop_at_nonfinite(first: FirstNonfinite, progress: Progress, trainer: DictConfig, ckpt_dir: Path) -> None:
     """trainer.nonfinite=stop: raise, naming the first non-finite step recorded since the last check."""
     bad_step = first.first()
     if bad_step is not None:
-        progress.on_nonfinite(trainer, bad_step, last)
+        progress.on_nonfinite(trainer, bad_step, newest_checkpoint(ckpt_dir))
 
 
 def any_process(fabric: Fabric, signals: StopSignals) -> bool:
@@ -571,20 +581,26 @@ class Progress:
         if "rng" in state:
             restore_rng(state["rng"])
 
-    def on_nonfinite(self, trainer: DictConfig, step: int, last: Path) -> str:
-        """Apply trainer.nonfinite to a bad step; returns what was done, or raises when the run must stop."""
+    def on_nonfinite(self, trainer: DictConfig, step: int, good: Path | None, bad: str = "gradients or buffers") -> str:
+        """Apply trainer.nonfinite to a bad step; returns what was done, or raises when the run must stop.
+        Non-finite weights come from an update already applied, which skip cannot undo: both policies roll
+        back to `good`, the newest checkpoint (epoch-0000.pt before the first save)."""
         policy = trainer.nonfinite
-        if policy == "skip" and self.skips < trainer.nonfinite_max:
+        if policy == "skip" and bad != "weights" and self.skips < trainer.nonfinite_max:
             self.skips += 1
             return f"skipped ({self.skips} in a row)"
-        if policy == "rollback" and self.rollbacks < trainer.nonfinite_max and last.is_file():
+        rollback = policy == "rollback" or (policy == "skip" and bad == "weights")
+        if rollback and self.rollbacks < trainer.nonfinite_max and good is not None:
             self.rollbacks += 1
             self.lr_scale *= trainer.nonfinite_lr_factor
-            return f"rolled back to {last.name} with the lr x {self.lr_scale:g} (rollback {self.rollbacks})"
-        good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+            return f"rolled back to {good.name} with the lr x {self.lr_scale:g} (rollback {self.rollbacks})"
         raise TrainingFault(
-            f"non-finite gradients or buffers at step {step + 1} (trainer.nonfinite={policy}); {good}; "
-            "lower optim.base_lr, or set trainer.nonfinite=skip|rollback"
+            f"non-finite {bad} at step {step + 1} (trainer.nonfinite={policy}); {describe_good_checkpoint(good)}; "
+            + (
+                "lower optim.base_lr, or set trainer.nonfinite=skip|rollback"
+                if policy == "stop"
+                else "lower optim.base_lr"
+            )
         )
 
 

@@ -94,3 +94,52 @@ def test_rollback_returns_to_last_with_a_lower_lr(tmp_path: Path, nan_at, capsys
     log = records(run)
     assert [r["step"] for r in log if "train/lr" in r] == list(range(1, 9))
     assert [(r["step"], r["train/rollbacks"]) for r in log if "train/rollbacks" in r] == [(4, 1)]
+
+
+@pytest.fixture
+def inf_weights_after(monkeypatch):
+    """Make the optimizer update of the given steps (0-based) leave an infinite weight, with finite
+    gradients: an overflowing update, which no gradient check sees."""
+    pending: set[int] = set()
+    calls = {"n": 0}
+    step = torch.optim.SGD.step
+
+    def overflowing(self, *args, **kwargs):
+        result = step(self, *args, **kwargs)
+        if calls["n"] in pending:
+            pending.discard(calls["n"])
+            with torch.no_grad():
+                param = self.param_groups[0]["params"][0]
+                param[(0,) * param.ndim] = float("inf")
+        calls["n"] += 1
+        return result
+
+    monkeypatch.setattr(torch.optim.SGD, "step", overflowing)
+    return pending
+
+
+@pytest.mark.parametrize("policy", ["skip", "rollback"])
+def test_nonfinite_weights_roll_back_under_skip_and_rollback(tmp_path: Path, inf_weights_after, capsys, policy):
+    inf_weights_after.add(5)  # last.pt is at step 4; the update of step 6 overflows
+    run = tmp_path / "run"
+    assert main([*ARGS, f"trainer.nonfinite={policy}", f"output_dir={run}"]) == 0
+    assert (
+        "step 6: non-finite weights; rolled back to last.pt with the lr x 0.5 (rollback 1)" in capsys.readouterr().out
+    )
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 8 and state["lr_scale"] == 0.5 and finite_weights(state)
+
+
+def test_a_blow_up_before_the_first_save_rolls_back_to_epoch_0000(tmp_path: Path, capsys):
+    """The issue's repro: base_lr=1e30 overflows the first update; every rollback lands on the step-0
+    checkpoint, and the final message names it rather than saying no checkpoint exists."""
+    run = tmp_path / "run"
+    args = [*ARGS, "optim.base_lr=1e30", "trainer.nonfinite=rollback", "trainer.nonfinite_max=2"]
+    assert main([*args, f"output_dir={run}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.count("rolled back to epoch-0000.pt") == 2
+    assert (
+        f"non-finite weights at step 1 (trainer.nonfinite=rollback); the last good checkpoint is {run}" in captured.err
+    )
+    assert "epoch-0000.pt; lower optim.base_lr" in captured.err and captured.err.count("\n") == 1
+    assert not (run / "checkpoints" / "last.pt").exists()
