@@ -92,6 +92,49 @@ def check_writable(out: Path, needed_bytes: int) -> None:
         raise UserError(f"output_dir {out} is not writable ({err.strerror}); choose another output_dir=") from None
 
 
+def saved_activation_bytes(backbone: nn.Module, size: int, images: int, probe: int = 64) -> int:
+    """Bytes autograd keeps for backward in one training forward of `backbone` on `images` crops of `size`
+    px: measured on 2 crops of min(size, probe) px and scaled by the pixel count, as a convnet's activations
+    are. A lower bound of a step's memory (heads, gradients and optimizer state come on top)."""
+    side = min(size, probe)
+    weights = {t.untyped_storage().data_ptr() for t in [*backbone.parameters(), *backbone.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:  # layers save their weights too; those do not grow with pixels
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    backbone.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        backbone(torch.rand(2, 3, side, side, requires_grad=True))
+    return int(sum(seen.values()) / 2 * images * (size / side) ** 2)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free memory on `device` in bytes: the GPU's free memory, or the host's MemAvailable (Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    line = next((row for row in meminfo.splitlines() if row.startswith("MemAvailable:")), None)
+    return int(line.split()[1]) * 1024 if line else None
+
+
+def check_step_memory(needed: int, available: int | None, what: str, device: torch.device) -> None:
+    """Refuse a run whose step cannot fit before anything that large is allocated (an OOM kill of the host
+    would take other jobs with it)."""
+    if available is not None and needed > available:
+        raise UserError(
+            f"{what} needs at least {needed / 2**30:.1f} GiB of activations per step, more than the "
+            f"{available / 2**30:.1f} GiB free on {device}; lower views.crop_size or trainer.batch_size "
+            "(or raise trainer.accumulate, or set trainer.activation_checkpointing=true)"
+        )
+
+
 def state_bytes(module: nn.Module, optimizer_copies: int = 2) -> int:
     """About what a checkpoint of `module` takes: its tensors plus the optimizer's per-parameter buffers."""
     tensors = sum(t.numel() * t.element_size() for t in module.state_dict().values())

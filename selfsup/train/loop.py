@@ -61,10 +61,13 @@ from selfsup.train.guards import (
     StopSignals,
     TrainingFault,
     all_finite,
+    available_memory,
+    check_step_memory,
     check_weights_finite,
     check_writable,
     describe_good_checkpoint,
     finite_flag,
+    saved_activation_bytes,
     state_bytes,
     weights_finite,
 )
@@ -112,6 +115,20 @@ def training_model(
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
     return method
+
+
+def check_views_fit(cfg: DictConfig, device: torch.device, local_batch: int) -> None:
+    """Refuse crop and batch sizes whose backbone activations alone exceed the free memory, before anything
+    of that size is allocated (views.crop_size=4096 on CIFAR used to be killed by the host's OOM killer)."""
+    available = available_memory(device)
+    if available is None:
+        return
+    probe, _ = build_backbone_from_config(cfg, init_weights=False)
+    if cfg.trainer.activation_checkpointing:
+        enable_activation_checkpointing(probe)
+    sizes = views_config(cfg.views).sizes()
+    needed = sum(saved_activation_bytes(probe, size, local_batch) for size in sizes)
+    check_step_memory(needed, available, f"views of {sizes} px x {local_batch} images per process", device)
 
 
 def data_pipeline(
@@ -313,6 +330,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     # ---- data: crop/flip batched on the device (in-memory data) or per image in workers; colour ops on the device
     seed_everything(cfg.seed, verbose=False)
     local_batch = t.batch_size // (world * t.accumulate)
+    check_views_fit(cfg, fabric.device, local_batch)
     dataset, loader, sampler, augment = data_pipeline(cfg, fabric.device, rank, world, local_batch)
     steps_per_epoch = len(loader) // t.accumulate
     if steps_per_epoch == 0:
