@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from selfsup.errors import UserError
+from selfsup.errors import UserError, storage_error_line
 
 USAGE = """selfsup COMMAND [key=value ...]
 
@@ -362,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         status = COMMANDS[command](rest)
     except UserError as err:
         print(f"selfsup: error: {error_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only or forbidden path, anywhere in any command
+        line = storage_error_line(err)
+        if line is None:
+            raise
+        print(f"selfsup: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("selfsup: interrupted", file=sys.stderr)

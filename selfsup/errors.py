@@ -1,5 +1,29 @@
 """Errors a user can fix: the CLI prints their one-line message and exits 2, without a traceback."""
 
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input (config, path, dataset, checkpoint) explained in one line that names the fix."""
+
+
+# Errors of the storage under a path: the fix is the user's (space, permissions), not the code's.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error_line(err: OSError) -> str | None:
+    """One line for a full, read-only or forbidden write target, naming the path and its free space; None
+    for any other OSError (a bug or a missing file, which keep their traceback or their own message)."""
+    if err.errno not in STORAGE_ERRNOS:
+        return None
+    path = Path(err.filename) if err.filename else None
+    where = f" {path}" if path else ""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None) if path else None
+    free = f"; {shutil.disk_usage(existing).free / 2**30:.2f} GiB free there" if existing else ""
+    fix = "free space or" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix its permissions or"
+    intact = "(what was written before is intact)"
+    return f"cannot write{where}: {err.strerror}{free}; {fix} choose another output directory {intact}"
