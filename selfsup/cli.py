@@ -113,6 +113,10 @@ def cmd_eval(args: list[str]) -> None:
         return eval_features(task, keys["features"], overrides)
     if "run" not in keys:
         raise UserError("selfsup eval needs run=DIR, the output_dir of a pretraining run")
+    if "baseline" in keys:  # a missing baseline is refused before the first evaluation writes anything
+        from selfsup.train.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(Path(keys["run"]), keys["baseline"])
     result = evaluate(task, Path(keys["run"]), keys.get("checkpoint", "last"), overrides)
     dataset = result["dataset"]
     where = f"{dataset.get('name', dataset.get('format', ''))} {dataset.get('test_split', '')}".strip()
@@ -303,8 +307,8 @@ def cmd_bench(args: list[str]) -> None:
         variants,
         steps,
         warmup,
-        memory_budget_gb=_number(keys, "memory_budget_gb", None, float),
-        peak_tflops=_number(keys, "peak_tflops", None, float),
+        memory_budget_gb=_number(keys, "memory_budget_gb", None, float, positive=True),
+        peak_tflops=_number(keys, "peak_tflops", None, float, positive=True),
     )
     out = Path(keys["out"]) if "out" in keys else default_out(cfg)
     save_record(record, out)
@@ -312,14 +316,18 @@ def cmd_bench(args: list[str]) -> None:
     print(f"-> {out}")
 
 
-def _number(keys: dict[str, str], name: str, default, kind):
-    """A numeric command-level key, with a one-line error when it does not parse."""
+def _number(keys: dict[str, str], name: str, default, kind, positive: bool = False):
+    """A numeric command-level key, with a one-line error when it does not parse (or, with `positive`, is
+    not a finite number > 0)."""
     if name not in keys:
         return default
     try:
-        return kind(keys[name])
+        value = kind(keys[name])
     except ValueError:
         raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {keys[name]!r}") from None
+    if positive and not 0 < value < float("inf"):
+        raise UserError(f"{name} must be a positive number, got {keys[name]!r}")
+    return value
 
 
 COMMANDS = {

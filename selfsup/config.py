@@ -217,11 +217,12 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
             *("eval.linear.epochs", "eval.linear.batch_size"),
             *("method.*_dim", "method.proj_layers", "method.num_prototypes", "method.decoder_channels"),
             *("method.sinkhorn_iters", "method.image_size", "method.predictor.freq", "method.predictor.layers"),
+            "method.moco_k",
         ),
         optional(POSITIVE_INT): ("trainer.max_steps", "trainer.checkpoint_every_steps", "*subset"),
         COUNT: (
             *("seed", "analysis.every", "eval.every", "eval.val_loss_every", "trainer.nonfinite_max"),
-            *("method.moco_k", "method.queue_length"),
+            "method.queue_length",
         ),
         AUTO_OR_COUNT: ("trainer.num_workers",),
         POSITIVE: (

@@ -47,6 +47,7 @@ from selfsup.nets.activation_checkpoint import disable_activation_checkpointing,
 from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
+from selfsup.outputs import enclosing_run
 from selfsup.train.checkpoint import (
     atomic_write_text,
     newest_checkpoint,
@@ -123,11 +124,12 @@ def check_views_fit(cfg: DictConfig, device: torch.device, local_batch: int) -> 
     available = available_memory(device)
     if available is None:
         return
-    probe, _ = build_backbone_from_config(cfg, init_weights=False)
-    if cfg.trainer.activation_checkpointing:
-        enable_activation_checkpointing(probe)
-    sizes = views_config(cfg.views).sizes()
-    needed = sum(saved_activation_bytes(probe, size, local_batch) for size in sizes)
+    with torch.random.fork_rng(devices=[]):  # the probe leaves the seeded initialisation of the run unchanged
+        probe, _ = build_backbone_from_config(cfg, init_weights=False)
+        if cfg.trainer.activation_checkpointing:
+            enable_activation_checkpointing(probe)
+        sizes = views_config(cfg.views).sizes()
+        needed = sum(saved_activation_bytes(probe, size, local_batch) for size in sizes)
     check_step_memory(needed, available, f"views of {sizes} px x {local_batch} images per process", device)
 
 
@@ -320,6 +322,9 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     is_main = rank == 0
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
+    host = enclosing_run(out.parent)
+    if host is not None:  # e.g. output_dir=RUN/checkpoints: a run inside another would mix their files
+        raise UserError(f"output_dir {out} lies inside the run {host}; choose an output_dir outside it")
     lock_run(fabric, out, held)
     changes = check_output_dir(cfg, out)
     if is_main:

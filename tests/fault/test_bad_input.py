@@ -20,6 +20,7 @@ from selfsup.config import group_options, leaf_keys, load_config, value_rules
 from selfsup.data.loader import load_split
 from selfsup.data.sources import ImageDataset
 from selfsup.errors import UserError
+from tests.fault.cli_errors import one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = [
@@ -58,6 +59,7 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
         (["method=byol", "method.momentum=-0.5"], "method.momentum must be a number in [0, 1), got -0.5"),
         (["method=byol", "method.final_momentum=1.5"], "method.final_momentum must be a number in [0, 1], got 1.5"),
         (["method.temperature=0"], "method.temperature must be a positive number, got 0"),
+        (["method=moco", "method.moco_k=0"], "method.moco_k must be a positive integer, got 0"),  # was a traceback
         (["eval.knn.k=0"], "eval.knn.k must be a positive integer, got 0"),
         (["seed=-1"], "seed must be an integer >= 0, got -1"),
         (["optim.name=adamx"], "optim.name must be one of adamw | lars | sgd, got 'adamx'; did you mean 'adamw'?"),
@@ -86,6 +88,19 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
 )
 def test_impossible_settings_fail_before_anything_runs(overrides, message, tmp_path: Path, capsys):
     assert fails_in_one_line(capsys, tmp_path / "out", "data=synthetic", *overrides) == message
+
+
+def test_output_dir_inside_another_run_is_refused(tmp_path: Path, capsys):
+    """output_dir=RUN/checkpoints used to start a second run inside the first, mixing their files."""
+    run = tmp_path / "run"
+    assert (
+        main(["pretrain", *SMALL, "data=synthetic", "data.subset=16", "trainer.max_steps=1", f"output_dir={run}"]) == 0
+    )
+    capsys.readouterr()
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    message = one_line_error(capsys, ["pretrain", *SMALL, "data=synthetic", f"output_dir={run / 'checkpoints'}"])
+    assert message == f"output_dir {run / 'checkpoints'} lies inside the run {run}; choose an output_dir outside it"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
 def setting_keys() -> set[str]:
