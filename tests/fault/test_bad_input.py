@@ -90,17 +90,27 @@ def test_impossible_settings_fail_before_anything_runs(overrides, message, tmp_p
     assert fails_in_one_line(capsys, tmp_path / "out", "data=synthetic", *overrides) == message
 
 
-def test_output_dir_inside_another_run_is_refused(tmp_path: Path, capsys):
-    """output_dir=RUN/checkpoints used to start a second run inside the first, mixing their files."""
+def test_refusals_around_an_existing_run_change_nothing(tmp_path: Path, capsys):
+    """output_dir=RUN/checkpoints used to start a second run inside the first, mixing their files; eval with a
+    missing baseline= used to evaluate and write the checkpoint's results before failing."""
     run = tmp_path / "run"
     assert (
         main(["pretrain", *SMALL, "data=synthetic", "data.subset=16", "trainer.max_steps=1", f"output_dir={run}"]) == 0
     )
     capsys.readouterr()
-    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
     message = one_line_error(capsys, ["pretrain", *SMALL, "data=synthetic", f"output_dir={run / 'checkpoints'}"])
     assert message == f"output_dir {run / 'checkpoints'} lies inside the run {run}; choose an output_dir outside it"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    message = one_line_error(capsys, ["eval", "knn", f"run={run}", "baseline=epoch-0099"])
+    assert message.startswith(f"no checkpoint 'epoch-0099' in {run / 'checkpoints'}")
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize("key", ["memory_budget_gb", "peak_tflops"])
+def test_bench_refuses_a_non_positive_budget_before_measuring(capsys, key):
+    assert (
+        one_line_error(capsys, ["bench", f"{key}=-1", "data=synthetic"]) == f"{key} must be a positive number, got '-1'"
+    )
 
 
 def setting_keys() -> set[str]:
