@@ -69,8 +69,11 @@ def _pop_keys(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], 
 
 
 def parse_list(value: str) -> list[str]:
-    """`[knn,linear]`, `knn,linear` or `knn` -> ['knn', 'linear']."""
-    return [item.strip() for item in value.strip().strip("[]").split(",") if item.strip()]
+    """`[knn,linear]`, `knn,linear` or `knn` -> ['knn', 'linear']; an unbalanced bracket is refused."""
+    text = value.strip()
+    if text.startswith("[") != text.endswith("]") or text.count("[") > 1 or text.count("]") > 1:
+        raise UserError(f"{value!r} is not a list: write [a,b] or a,b")
+    return [item.strip() for item in text.strip("[]").split(",") if item.strip()]
 
 
 def cmd_pretrain(args: list[str]) -> int:

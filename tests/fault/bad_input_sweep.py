@@ -202,8 +202,8 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("study unknown", ["study", "nope"]),
         ("study missing yaml", ["study", f"{scratch / 'nowhere.yaml'}"]),
         ("study garbage yaml", ["study", str(p["file"])]),
-        ("study unknown run", ["study", "directpred", "smoke=true", "only=[nope]", f"out={new}"]),
-        ("study smoke=maybe", ["study", "directpred", "smoke=maybe", f"out={new}"]),
+        ("study unknown run", ["study", "simclr_moco_cifar10", "smoke=true", "only=[nope]", f"out={new}"]),
+        ("study smoke=maybe", ["study", "simclr_moco_cifar10", "smoke=maybe", f"out={new}"]),
     ]  # fmt: skip
     return out + evals + others
 

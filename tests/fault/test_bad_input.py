@@ -15,7 +15,7 @@ import torch
 from fixtures_formats import write_cifar10, write_imagefolder, write_stl10, write_svhn
 from omegaconf import DictConfig, OmegaConf
 
-from selfsup.cli import main
+from selfsup.cli import main, parse_list
 from selfsup.config import group_options, leaf_keys, load_config, value_rules
 from selfsup.data.loader import load_split
 from selfsup.data.sources import ImageDataset
@@ -230,3 +230,11 @@ def test_skip_of_a_folder_without_a_good_image(tmp_path: Path, capsys):
         dataset[1]
     assert len(capsys.readouterr().err.splitlines()) == 2  # each file warned about once
     assert str(err.value) == f"no image under {tmp_path / 'train'} can be decoded (data.bad_images=skip skipped all 2)"
+
+
+def test_list_options_refuse_unbalanced_brackets():
+    """tasks=[knn,linear (a lost bracket) used to run a sweep of knn and linear as if it were well formed."""
+    assert parse_list("[knn, linear]") == parse_list("knn,linear") == ["knn", "linear"]
+    for bad in ("[knn,linear", "knn]", "[[knn]]"):
+        with pytest.raises(UserError, match="is not a list: write"):
+            parse_list(bad)
