@@ -33,10 +33,14 @@ SMALL = ["views.crop_size=16", "trainer.batch_size=8", "trainer.progress=false",
 
 
 class Evil:
-    """A pickle that would run code when loaded: the sweep checks that no loader runs it."""
+    """A pickle that would run code when loaded, leaving a file in the scratch directory: the sweep checks
+    that no loader runs it."""
+
+    def __init__(self, witness: Path) -> None:
+        self.witness = witness
 
     def __reduce__(self):
-        return (os.system, ("touch EVIL_RAN",))
+        return (os.system, (f"touch {self.witness}",))
 
 
 def prepare(scratch: Path) -> dict[str, Path]:
@@ -55,7 +59,7 @@ def prepare(scratch: Path) -> dict[str, Path]:
     batch.write_bytes(batch.read_bytes()[:100])
     evil = scratch / "cifar-evil"
     write_cifar10(evil)
-    (evil / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(Evil()))
+    (evil / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(Evil(scratch / "EVIL_RAN")))
     wrong = scratch / "cifar-wrong-shape"
     write_cifar10(wrong)
     with open(wrong / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
@@ -234,7 +238,6 @@ def sweep(scratch: Path, only: str | None) -> int:
     paths = prepare(scratch)
     failures, total = [], 0
     started = time.perf_counter()
-    os.chdir(scratch)  # where the malicious pickle would leave EVIL_RAN
     for name, argv in cases(paths, scratch):
         if only and only not in name:
             continue
