@@ -126,6 +126,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("pretrain method=moco moco_k=0", [*syn, "method=moco", "method.moco_k=0"]),
         ("pretrain method=dino out_dim=0", [*syn, "method=dino", "method.out_dim=0"]),
         ("pretrain method=beta_vae beta=-1", [*syn, "method=beta_vae", "method.beta=-1"]),
+        ("pretrain batch larger than the data", [*syn, "trainer.batch_size=64"]),
         ("pretrain data=nope", [*pre, "data=nope"]),
         ("pretrain missing cifar root", [*pre, "data=cifar10", f"data.root={scratch / 'nowhere'}"]),
         ("pretrain truncated cifar batch", [*pre, "data=cifar10", f"data.root={p['truncated']}"]),
