@@ -11,7 +11,8 @@ One file per split, `<out>/<split>.safetensors`:
     indices   int64   [N]     the image's position in the split, as `data=<name>` lists it
 
 and string metadata: format (selfsup-features/1), dataset, split, root, crop_size, mean and std (JSON
-lists), classes (JSON list), checkpoint, checkpoint_sha256, method, backbone, feature_dim, git_commit.
+lists), classes (JSON list), checkpoint, checkpoint_sha256, method, backbone, feature_dim, selfsup_version,
+git_commit, git_dirty (empty when unknown).
 Read with `safetensors.torch.load_file` (tensors) and `safetensors.safe_open(...).metadata()`.
 """
 
@@ -32,8 +33,8 @@ from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features
 from selfsup.eval.offline import load_method, score_features
 from selfsup.outputs import refuse_existing, require_directory
+from selfsup.provenance import source, source_metadata
 from selfsup.train.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256, resolve_checkpoint
-from selfsup.train.loop import git_commit
 from selfsup.train.precision import resolve_device
 
 FORMAT = "selfsup-features/1"
@@ -75,7 +76,7 @@ def export_features(
         "checkpoint_sha256": file_sha256(ckpt_path),
         "method": cfg.method.name,
         "backbone": cfg.backbone.name,
-        "git_commit": git_commit() or "",
+        **source_metadata(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     written = []
@@ -147,7 +148,7 @@ def evaluate_features(task: str, train_path: Path, test_path: Path, overrides: l
         "dataset": {"name": test_meta.get("dataset"), "train_split": train_meta.get("split"),
                     "test_split": test_meta.get("split"), "train_size": len(train.labels),
                     "test_size": len(test.labels)},
-        "git_commit": git_commit(),
+        **source(),
     }  # fmt: skip
     path = Path(test_path).parent / f"{task}.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")

@@ -29,6 +29,7 @@ from selfsup.eval.linear import train_linear_probe
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.methods.base import Method
 from selfsup.nets.weights import describe_mismatch
+from selfsup.provenance import source
 from selfsup.registry import close_matches_hint
 from selfsup.train.checkpoint import (
     atomic_torch_save,
@@ -37,7 +38,7 @@ from selfsup.train.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from selfsup.train.loop import build_model, git_commit
+from selfsup.train.loop import build_model
 from selfsup.train.precision import resolve_device
 
 FEATURE_TASKS = ("knn", "linear")
@@ -198,7 +199,7 @@ def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list
         "eval_cost": {"seconds": time.perf_counter() - started, "device": str(device)},
         "extra": outcome.extra,
         "config": OmegaConf.to_container(cfg),
-        "git_commit": git_commit(),
+        **source(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     path = out_dir / f"{task}.json"

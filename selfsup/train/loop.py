@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from selfsup import provenance
 from selfsup.analysis.dynamics import dynamics_record
 from selfsup.config import save_config
 from selfsup.data.loader import (
@@ -81,18 +80,6 @@ from selfsup.train.val_loss import ValidationLoss
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
 IDENTITY_KEYS = ("method.name", "method.predictor.type", "backbone.name", "data.name", "views.crop_size")
-
-
-@functools.cache
-def git_commit() -> str | None:
-    """The source commit, recorded with every checkpoint and result for provenance (asked once)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def build_model(cfg: DictConfig, init_weights: bool = False) -> Method:
@@ -587,7 +574,7 @@ class Progress:
             "rng": capture_rng(),
             "cost": self.cost.as_dict(),
             "config": OmegaConf.to_container(cfg),
-            "git_commit": git_commit(),
+            **provenance.source(),
         }
 
     def restore(
