@@ -53,7 +53,37 @@ examples:
   selfsup sweep run=output/try tasks=[knn,linear,finetune]
   selfsup export backbone run=output/try out=output/try/backbone.safetensors
   selfsup report runs=[output/try,output/other] out=report/
+  selfsup export features run=output/try out=output/try/features
+  selfsup study simclr_toolbox smoke=true
+  selfsup bench stages=[compute,full] trainer.batch_size=128
+  selfsup submit pretrain method=byol_imagenet data=imagenet100 slurm.nodes=2 slurm.gpus_per_node=8
+  selfsup config method=byol data=stl10
 """
+
+
+def command_help(command: str) -> str:
+    """One command's part of USAGE (each synopsis with its description) and its examples."""
+    lines = USAGE.splitlines()
+    section: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith(f"  {command} "):
+            section.append(f"selfsup {line.strip()}")
+            section += _continuation(lines, i + 1)
+    examples = [line for line in lines if line.startswith(f"  selfsup {command} ")]
+    text = ["usage:", *section]
+    if command not in ("report", "export"):
+        text += ["", "config keys: `selfsup config` prints every one with its value; key=value overrides any"]
+    return "\n".join([*text, "", "examples:", *examples]) + "\n"
+
+
+def _continuation(lines: list[str], start: int) -> list[str]:
+    """The indented description lines that follow a synopsis in USAGE."""
+    out = []
+    for line in lines[start:]:
+        if not line.startswith("    "):
+            break
+        out.append(line)
+    return out
 
 
 def _pop_keys(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
@@ -361,7 +391,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0
+    if argv[0] in ("-V", "--version"):
+        from selfsup import __version__
+
+        print(f"selfsup {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
+    if command in COMMANDS and any(arg in ("-h", "--help") for arg in rest):
+        print(command_help(command), end="")
+        return 0
     try:
         if command not in COMMANDS:
             from selfsup.registry import close_matches_hint
