@@ -113,8 +113,10 @@ PRETRAIN = [
     # fp32: on a CPU with native bf16 the default is bf16 autocast, whose rounding of 16- and 32-image
     # convolutions differs by more than any tolerance that would still test the reduction
     "trainer.precision=32",
-    # identity blocks at init, as this test was written for: with full-depth random blocks, conv1's weights
-    # of the two runs drift past rtol 1e-3 in 4 steps (to be measured: reduction order or a real difference)
+    # identity blocks at init keep 4 steps well-conditioned enough for rtol 1e-3. With full-depth random
+    # blocks the two runs differ by up to 1.7% of a tensor's largest value after 4 steps, but so do two
+    # one-process runs that differ only in their thread count (1.5%): float32 reduction order, amplified,
+    # not a sync-BN difference (measured 2026-12-02, benchmarks/RESULTS.md "sync BN with full-depth init").
     "backbone.zero_init_residual=true",
 ]
 
