@@ -79,6 +79,7 @@ def test_registry_names_and_specs():
             "imagefolder",
             "folder",
             "synthetic",
+            "shapes",
         ]
     )
     cifar10 = dataset_spec("cifar10")
