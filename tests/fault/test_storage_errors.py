@@ -13,22 +13,10 @@ from selfsup.cli import main
 from selfsup.errors import storage_error_line
 from selfsup.train import checkpoint
 from selfsup.train.checkpoint import load_checkpoint
+from tests.fault.test_nonfinite import ARGS as NONFINITE_ARGS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ARGS = [
-    "pretrain",
-    "data=synthetic",
-    "data.subset=64",
-    "views.crop_size=16",
-    "trainer.batch_size=16",
-    "trainer.epochs=2",
-    "trainer.checkpoint_every_steps=2",
-    "trainer.progress=false",
-    "eval.every=0",
-    "analysis.every=0",
-    "method.proj_hidden_dim=32",
-    "device=cpu",
-]
+ARGS = [*NONFINITE_ARGS, "method.proj_hidden_dim=32"]  # 8 steps, last.pt every 2
 
 
 @pytest.mark.parametrize(("code", "fix"), [(errno.ENOSPC, "free space or"), (errno.EROFS, "fix its permissions or")])
