@@ -14,12 +14,14 @@ with nothing else set (its defaults are what is measured; `selfsup_args=` adds o
 ResNet-18, SGD lr 0.06 x batch/128 (SimSiam unscaled), momentum 0.9, weight decay 5e-4 on every parameter,
 cosine annealing per epoch without warmup (SwAV: Adam 1e-3, wd 1e-6; VICReg: LARS 0.3 x batch/256, wd 1e-4,
 10% warmup), SimCLR-style views with colour-jitter strength 0.5 and no blur, ImageNet normalisation, one
-forward per view. Both sides run at the precision selfsup picks for the machine (fp32 without native bf16).
+forward per view. Both sides run at the precision selfsup picks for the machine (fp32 without native bf16)
+unless `selfsup_args="trainer.precision=32"` or `lightly_precision=32` say otherwise; each record names the
+precision its side ran at.
 
     pip install --no-deps --target benchmarks/.lightly lightly==1.6.0
     SELFSUP_DATA=../shared/data python benchmarks/vs_lightly_accuracy.py [methods=simclr,byol] [seeds=0,1] \\
         [epochs=8] [subset=2000] [batch=128] [sides=selfsup,lightly] [selfsup_args="optim.base_lr=0.12"] \\
-        [tag=NAME] [out=output/vs-lightly-accuracy] [record=true]
+        [tag=NAME] [lightly_precision=auto|32|bf16] [out=output/vs-lightly-accuracy] [record=true]
 
 Every trained backbone and score is kept under `out` (rerunning skips what exists), so methods and seeds
 can be run in separate invocations; record=true appends the table of everything in `out` to RESULTS.md.
@@ -47,7 +49,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from results import append_section  # noqa: E402
 
-from selfsup.config import load_config  # noqa: E402
+from selfsup.config import load_config, load_run_config  # noqa: E402
 from selfsup.data.loader import pretrain_dataset  # noqa: E402
 from selfsup.data.sources import build_dataset, dataset_spec  # noqa: E402
 from selfsup.nets.backbones import build_backbone  # noqa: E402
@@ -328,7 +330,8 @@ def main(argv: list[str]) -> None:
     extra, tag = shlex.split(args.get("selfsup_args", "")), args.get("tag", "")
     out = Path(args.get("out", "output/vs-lightly-accuracy"))
     out.mkdir(parents=True, exist_ok=True)
-    precision = resolve_precision("auto", "cpu")
+    lightly_setting = args.get("lightly_precision", "auto")
+    lightly_precision = resolve_precision(lightly_setting, "cpu")
 
     cfg = load_config(["data=cifar10"])
     train_all = build_dataset("cifar10", cfg.data.root, "train")
@@ -337,6 +340,8 @@ def main(argv: list[str]) -> None:
         for seed in seeds:
             for side in sides:
                 label = f"{side}-{tag}" if tag and side == "selfsup" else side
+                if side == "lightly" and lightly_setting != "auto":
+                    label = f"lightly-{lightly_setting}"
                 name = f"{label}-{method}-e{epochs}-n{subset}-b{batch}-s{seed}"
                 score_file = out / f"{name}.json"
                 if score_file.exists():
@@ -346,9 +351,12 @@ def main(argv: list[str]) -> None:
                 if side == "selfsup":
                     trained = train_selfsup(method, subset, batch, epochs, seed, extra, out / name)
                     (backbone, random_init), command = trained
+                    # what the run itself resolved (selfsup_args may set trainer.precision)
+                    precision = resolve_precision(str(load_run_config(out / name).trainer.precision), "cpu")
                 else:
                     subset_cfg = load_config(["data=cifar10", f"data.subset={subset}", f"seed={seed}"])
                     array = train_all.images[np.asarray(pretrain_dataset(subset_cfg.data, seed).indices)]
+                    precision = lightly_precision
                     backbone = train_lightly(method, array, batch, epochs, seed, precision)
                     command = f"lightly {method} recipe"
                     torch.manual_seed(seed)  # as train_lightly: the same initial weights
