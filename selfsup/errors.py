@@ -11,6 +11,11 @@ class UserError(Exception):
     """Bad input (config, path, dataset, checkpoint) explained in one line that names the fix."""
 
 
+def nearest_existing(path: Path) -> Path | None:
+    """`path` or its closest ancestor that exists: where a path not yet written has its free space."""
+    return next((p for p in (path, *path.parents) if p.exists()), None)
+
+
 # Errors of the storage under a path: the fix is the user's (space, permissions), not the code's.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -22,7 +27,7 @@ def storage_error_line(err: OSError) -> str | None:
         return None
     path = Path(err.filename) if err.filename else None
     where = f" {path}" if path else ""
-    existing = next((p for p in (path, *path.parents) if p.exists()), None) if path else None
+    existing = nearest_existing(path) if path else None
     free = f"; {shutil.disk_usage(existing).free / 2**30:.2f} GiB free there" if existing else ""
     fix = "free space or" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix its permissions or"
     intact = "(what was written before is intact)"

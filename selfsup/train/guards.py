@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from selfsup.errors import UserError
+from selfsup.errors import UserError, nearest_existing
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
@@ -77,8 +77,8 @@ def requeue_on_slurm(signum: int) -> bool:
 def check_writable(out: Path, needed_bytes: int) -> None:
     """Fail before training when checkpoints could not be written: an unwritable directory, or less free
     space than two checkpoints (the new one is written beside the old one before replacing it)."""
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    free = shutil.disk_usage(existing).free if existing.is_dir() else None
+    existing = nearest_existing(out)
+    free = shutil.disk_usage(existing).free if existing is not None and existing.is_dir() else None
     if free is not None and free < 2 * needed_bytes:
         raise UserError(
             f"{out} has {free / 2**30:.2f} GiB free, less than two checkpoints ({2 * needed_bytes / 2**30:.2f} GiB); "
