@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,28 +63,17 @@ examples:
 
 
 def command_help(command: str) -> str:
-    """One command's part of USAGE (each synopsis with its description) and its examples."""
+    """One command's part of USAGE (each synopsis with its indented description) and its examples."""
     lines = USAGE.splitlines()
     section: list[str] = []
     for i, line in enumerate(lines):
         if line.startswith(f"  {command} "):
-            section.append(f"selfsup {line.strip()}")
-            section += _continuation(lines, i + 1)
+            section += [f"selfsup {line.strip()}", *itertools.takewhile(lambda s: s.startswith("    "), lines[i + 1 :])]
     examples = [line for line in lines if line.startswith(f"  selfsup {command} ")]
     text = ["usage:", *section]
     if command not in ("report", "export"):
         text += ["", "config keys: `selfsup config` prints every one with its value; key=value overrides any"]
     return "\n".join([*text, "", "examples:", *examples]) + "\n"
-
-
-def _continuation(lines: list[str], start: int) -> list[str]:
-    """The indented description lines that follow a synopsis in USAGE."""
-    out = []
-    for line in lines[start:]:
-        if not line.startswith("    "):
-            break
-        out.append(line)
-    return out
 
 
 def _pop_keys(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
