@@ -14,26 +14,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from selfsup.methods.simclr import SimCLR  # noqa: E402
-from tests.test_learning import FAMILIES, MARGIN, train  # noqa: E402
-
-
-def constant_loss(forward):
-    def patched(self, views):
-        out = forward(self, views)
-        return {**out, "loss": out["loss"] * 0 + 1}
-
-    return patched
+from tests.test_learning import FAMILIES, MARGIN, loss_ends, train, with_constant_loss  # noqa: E402
 
 
 def row(name: str, overrides: list[str]) -> str:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         before, after, losses = train(Path(tmp) / "run", overrides)
-    first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+    first, last = loss_ends(losses)
     verdict = "pass" if after >= before + MARGIN and last < first else "FAIL"
     seconds = time.perf_counter() - started
     cells = [name, f"{before:.1f}", f"{after:.1f}", f"{after - before:+.1f}", f"{first:.3f} -> {last:.3f}", verdict]
@@ -48,7 +39,7 @@ def main(argv: list[str]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in names:
         print(row(f"{name} ({FAMILIES[name][0].removeprefix('method=')})", [*FAMILIES[name], *extra]), flush=True)
-    SimCLR.forward = constant_loss(SimCLR.forward)
+    SimCLR.forward = with_constant_loss(SimCLR.forward)
     print(row("control: SimCLR, loss x 0 + 1", [*FAMILIES["contrastive"], *extra]), flush=True)
 
 
