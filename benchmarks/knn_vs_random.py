@@ -19,8 +19,8 @@ from results import append_section
 
 from selfsup.config import load_config
 from selfsup.eval.offline import evaluate
+from selfsup.precision import resolve_precision
 from selfsup.train.loop import pretrain
-from selfsup.train.precision import resolve_precision
 
 DEFAULTS = ["method=simclr", "backbone=resnet18", "optim.warmup_epochs=0.5", "eval.every=0", "trainer.num_workers=0"]
 

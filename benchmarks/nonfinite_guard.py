@@ -18,8 +18,8 @@ import torch
 from results import append_section
 
 from selfsup.config import load_config
+from selfsup.methods.build import build_model
 from selfsup.train.guards import all_finite
-from selfsup.train.loop import build_model
 
 
 def main(argv: list[str]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from results import append_section
 
 from selfsup.config import load_config
-from selfsup.train.bench import STAGES, bench
+from selfsup.tools.bench import STAGES, bench
 
 
 def main(argv: list[str]) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 from results import append_section
 
 from selfsup.config import load_config
+from selfsup.methods.build import build_model
 from selfsup.study import load_study, study_names
-from selfsup.train.loop import build_model, measure_flops
+from selfsup.train.loop import measure_flops
 
 # Training-split sizes of the datasets the studies use (the files are not needed to plan).
 SPLIT_SIZES = {("cifar10", "train"): 50_000, ("stl10", "unlabeled"): 100_000, ("folder", "train"): 1_281_167}

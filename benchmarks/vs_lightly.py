@@ -36,9 +36,9 @@ from results import append_section  # noqa: E402
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data.loader import pretrain_dataset  # noqa: E402
 from selfsup.losses import nt_xent  # noqa: E402
-from selfsup.train.bench import run_isolated  # noqa: E402
+from selfsup.precision import resolve_precision  # noqa: E402
+from selfsup.tools.bench import run_isolated  # noqa: E402
 from selfsup.train.cost import device_name  # noqa: E402
-from selfsup.train.precision import resolve_precision  # noqa: E402
 
 
 def selfsup_config(batch: int):

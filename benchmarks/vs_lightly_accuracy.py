@@ -54,8 +54,8 @@ from selfsup.data.loader import pretrain_dataset  # noqa: E402
 from selfsup.data.sources import build_dataset, dataset_spec  # noqa: E402
 from selfsup.nets.backbones import build_backbone  # noqa: E402
 from selfsup.nets.weights import read_backbone_weights  # noqa: E402
+from selfsup.precision import resolve_precision  # noqa: E402
 from selfsup.train.cost import device_name  # noqa: E402
-from selfsup.train.precision import resolve_precision  # noqa: E402
 
 METHODS = ("simclr", "moco", "byol", "simsiam", "swav", "vicreg", "barlow", "dino")
 

@@ -1,3 +1,5 @@
 """selfsup: self-supervised visual representation learning, from pretraining to reports."""
 
-__version__ = "0.1.0"
+from selfsup.version import __version__
+
+__all__ = ["__version__"]

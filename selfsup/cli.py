@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from selfsup.errors import UserError, storage_error_line
@@ -97,24 +96,9 @@ def parse_list(value: str) -> list[str]:
 
 
 def cmd_pretrain(args: list[str]) -> int:
-    from selfsup.config import load_config
-    from selfsup.train.loop import pretrain
+    from selfsup.train.command import pretrain_command
 
-    return until_preempted(lambda: pretrain(load_config(args)))
-
-
-def until_preempted(work: Callable[[], object]) -> int:
-    """Run `work`; exit status 0, or 128 + signal number when SIGTERM / SIGINT / SIGUSR1 / SIGUSR2 stopped a run after
-    saving it (what shells and SLURM report for a signalled job; the same command resumes it)."""
-    from selfsup.train.guards import Preempted, requeue_on_slurm
-
-    try:
-        work()
-    except Preempted as stop:
-        requeued = requeue_on_slurm(stop.signum)
-        print(f"selfsup: {stop}{' (SLURM job requeued)' if requeued else ''}", file=sys.stderr)
-        return 128 + stop.signum
-    return 0
+    return pretrain_command(args)
 
 
 def cmd_config(args: list[str]) -> None:
@@ -137,7 +121,7 @@ def cmd_eval(args: list[str]) -> None:
     if "run" not in keys:
         raise UserError("selfsup eval needs run=DIR, the output_dir of a pretraining run")
     if "baseline" in keys:  # a missing baseline is refused before the first evaluation writes anything
-        from selfsup.train.checkpoint import resolve_checkpoint
+        from selfsup.runs.checkpoint import resolve_checkpoint
 
         resolve_checkpoint(Path(keys["run"]), keys["baseline"])
     result = evaluate(task, Path(keys["run"]), keys.get("checkpoint", "last"), overrides)
@@ -222,7 +206,7 @@ FEATURES_USAGE = (
 
 def cmd_export(args: list[str]) -> None:
     from selfsup.nets.weights import export_backbone
-    from selfsup.outputs import overwrite_option
+    from selfsup.runs.outputs import overwrite_option
 
     usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true]"
     if args and args[0] == "features":
@@ -241,7 +225,7 @@ def cmd_export(args: list[str]) -> None:
 
 
 def cmd_study(args: list[str]) -> int:
-    from selfsup.outputs import BOOLEANS
+    from selfsup.runs.outputs import BOOLEANS
     from selfsup.study import load_study, run_study, study_names, with_only
 
     keys, rest = _pop_keys(args, ("experiment", "smoke", "out", "only", "hours_scale", "hours_label"))
@@ -264,6 +248,8 @@ def cmd_study(args: list[str]) -> int:
         options = parse_options(report_keys, [])
         study.report.update({k: v for k, v in options.items() if k != "out"})
     out = Path(keys.get("out", f"output/study-{study.name}{'-smoke' if smoke else ''}"))
+    from selfsup.train.command import until_preempted
+
     return until_preempted(lambda: run_study(study, out, rest, on_row=show_row))
 
 
@@ -275,8 +261,8 @@ SUBMIT_USAGE = (
 
 def cmd_submit(args: list[str]) -> int:
     from selfsup.config import load_config
+    from selfsup.tools.submit import SlurmOptions, submit
     from selfsup.train.loop import batch_plan
-    from selfsup.train.slurm import SlurmOptions, submit
 
     if not args or args[0] != "pretrain":
         raise UserError(f"usage: {SUBMIT_USAGE}")
@@ -300,7 +286,7 @@ def cmd_submit(args: list[str]) -> int:
 
 def export_features_command(args: list[str]) -> None:
     from selfsup.eval.export import export_features
-    from selfsup.outputs import overwrite_option
+    from selfsup.runs.outputs import overwrite_option
 
     keys, overrides = _pop_keys(args, ("run", "checkpoint", "splits", "out", "overwrite"))
     if "run" not in keys or "out" not in keys:
@@ -316,7 +302,7 @@ BENCH_KEYS = ("stages", "variants", "steps", "warmup", "memory_budget_gb", "peak
 
 def cmd_bench(args: list[str]) -> None:
     from selfsup.config import load_config
-    from selfsup.train.bench import STAGES, bench, check_settings, default_out, format_table, save_record
+    from selfsup.tools.bench import STAGES, bench, check_settings, default_out, format_table, save_record
 
     keys, overrides = _pop_keys(args, BENCH_KEYS)
     stages = parse_list(keys.get("stages", ",".join(STAGES)))
@@ -382,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     if argv[0] in ("-V", "--version"):
-        from selfsup import __version__
+        from selfsup.version import __version__
 
         print(f"selfsup {__version__}")
         return 0

@@ -27,6 +27,7 @@ CONFIG_MODULE = "selfsup.conf"
 GROUPS = ("method", "data", "backbone", "optim", "eval")
 PRECISIONS = ("auto", "32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda")
+NONFINITE_POLICIES = ("stop", "skip", "rollback")  # what train/guards.py and the loop do on a non-finite step
 
 
 def group_options(group: str) -> list[str]:
@@ -207,8 +208,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
     from selfsup.nets.backbones import BACKBONES
     from selfsup.nets.compile import COMPILE_MODES
     from selfsup.nets.predictors import PREDICTORS
-    from selfsup.train.guards import NONFINITE_POLICIES
-    from selfsup.train.optim import OPTIMIZERS
+    from selfsup.optim import OPTIMIZERS
 
     rules = {
         POSITIVE_INT: (
@@ -307,7 +307,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:
-    from selfsup.train.checkpoint import atomic_write_text
+    from selfsup.runs.files import atomic_write_text
 
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 

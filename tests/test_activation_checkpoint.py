@@ -9,8 +9,9 @@ import torch
 
 from selfsup.cli import main
 from selfsup.config import load_config
+from selfsup.methods.build import build_model
 from selfsup.nets.activation_checkpoint import CheckpointedSequential, enable_activation_checkpointing
-from selfsup.train.loop import build_model, measure_flops
+from selfsup.train.loop import measure_flops
 
 SMALL = ["data=synthetic", "views.crop_size=16", "method.proj_hidden_dim=32", "method.proj_output_dim=16"]
 

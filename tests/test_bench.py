@@ -10,7 +10,7 @@ import pytest
 
 from selfsup.cli import main
 from selfsup.config import load_config
-from selfsup.train import bench
+from selfsup.tools import bench
 
 TINY = [
     "data=synthetic",
@@ -100,7 +100,7 @@ def test_bad_settings_fail_in_one_line(args, message, capsys):
 
 
 def test_channels_last_auto_follows_precision_and_cpu_batch_size():
-    from selfsup.train.precision import CPU_CHANNELS_LAST_MIN_PIXELS, resolve_channels_last
+    from selfsup.precision import CPU_CHANNELS_LAST_MIN_PIXELS, resolve_channels_last
 
     big, small = 128 * 32 * 32, 16 * 16 * 16
     assert resolve_channels_last("auto", "32-true", "cpu", big)  # measured faster at 32 px, batch 128/256

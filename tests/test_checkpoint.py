@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from selfsup.errors import UserError
-from selfsup.train.checkpoint import (
-    atomic_write_text,
-    backbone_state,
-    file_sha256,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from selfsup.runs.checkpoint import backbone_state, load_checkpoint, resolve_checkpoint, save_checkpoint
+from selfsup.runs.files import atomic_write_text, file_sha256
 
 
 def _state():

@@ -13,7 +13,7 @@ import torch
 
 from selfsup.cli import main
 from selfsup.data.sources import SYNTHETIC_CLASSES
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs.checkpoint import load_checkpoint
 
 SMALL = [
     "data=synthetic",

@@ -6,8 +6,8 @@ import pytest
 
 from selfsup.cli import main
 from selfsup.config import load_config
+from selfsup.methods.build import build_model
 from selfsup.nets.compile import compile_backbones, compile_mode
-from selfsup.train.loop import build_model
 
 
 def test_compile_mode_reads_booleans_and_modes():

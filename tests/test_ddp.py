@@ -122,8 +122,8 @@ COUPLED_STATE = ("queue", "center", "predictor.corr", "predictor.weight")
 
 def build_eval_mode(name: str):
     from selfsup.config import load_config
+    from selfsup.methods.build import build_model
     from selfsup.nets.predictors import LinearPredictor
-    from selfsup.train.loop import build_model
 
     torch.manual_seed(0)
     model = build_model(load_config([f"method={name}", "views.crop_size=8", *METHOD_HEADS[name]]))

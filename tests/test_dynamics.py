@@ -22,7 +22,7 @@ from selfsup.analysis.dynamics import (
 )
 from selfsup.cli import main
 from selfsup.config import load_config
-from selfsup.train.loop import build_model
+from selfsup.methods.build import build_model
 
 
 def random_rotation(d: int, seed: int) -> torch.Tensor:

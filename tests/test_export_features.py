@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from selfsup.cli import main
-from selfsup.train.checkpoint import file_sha256
+from selfsup.runs.files import file_sha256
 
 PRETRAIN = [
     "pretrain",

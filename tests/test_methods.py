@@ -8,8 +8,8 @@ import torch.nn as nn
 
 from selfsup.config import load_config
 from selfsup.methods.base import METHODS
+from selfsup.methods.build import build_model
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
-from selfsup.train.loop import build_model
 
 SMALL_HEADS = {
     "simclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
@@ -128,7 +128,7 @@ def test_moco_step_scores_against_the_old_queue_then_enqueues_its_keys():
 
 def test_simsiam_predictor_trains_at_a_fixed_lr(tmp_path):
     from selfsup.cli import main
-    from selfsup.train.checkpoint import load_checkpoint
+    from selfsup.runs.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     args = ["pretrain", "method=simsiam", "data=synthetic", "data.subset=64", "views.crop_size=16",

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from selfsup.config import load_config
 from selfsup.errors import UserError
 from selfsup.losses import beta_vae_elbo, dino
+from selfsup.methods.build import build_model
 from selfsup.nets.heads import ConvDecoder, upsampling_plan
 from selfsup.nets.predictors import LinearPredictor, directcopy_weight, directpred_weight
-from selfsup.train.loop import build_model
 
 SWAV = ["method=swav", "views.crop_size=16", "method.proj_hidden_dim=32", "method.proj_output_dim=16",
         "method.num_prototypes=12"]  # fmt: skip

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from selfsup.errors import UserError
-from selfsup.train.optim import LARS, bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
+from selfsup.optim import LARS, bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
 
 
 def test_lars_two_steps_by_hand():

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import selfsup
-from selfsup.provenance import source
+from selfsup.runs.provenance import source
 
 PACKAGE = Path(selfsup.__file__).resolve().parent
-PROBE = "import json; from selfsup.provenance import source; print(json.dumps(source()))"
+PROBE = "import json; from selfsup.runs.provenance import source; print(json.dumps(source()))"
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -58,7 +58,7 @@ def test_a_checkout_of_its_own_records_its_commit_and_uncommitted_changes(tmp_pa
     shutil.rmtree(checkout / "selfsup")
     info = provenance_of_copy(checkout)  # the same files again: a clean tree
     assert info["git_commit"] == git(checkout, "rev-parse", "HEAD") and info["git_dirty"] is False
-    (checkout / "selfsup" / "provenance.py").write_text((checkout / "selfsup" / "provenance.py").read_text() + "\n")
+    (checkout / "selfsup" / "version.py").write_text((checkout / "selfsup" / "version.py").read_text() + "\n")
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=checkout, env={"PYTHONPATH": str(checkout)}, check=True,
                          capture_output=True, text=True).stdout  # fmt: skip
     assert json.loads(out)["git_dirty"] is True

@@ -10,7 +10,7 @@ import pytest
 
 from selfsup.cli import main
 from selfsup.data.sources import build_dataset
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs.checkpoint import load_checkpoint
 
 REAL_DATA = Path(os.environ.get("SELFSUP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FAST = [

@@ -122,7 +122,7 @@ def test_a_run_after_a_bigger_one_in_the_same_process_reports_its_own_peak_memor
     import numpy as np
 
     from selfsup.config import load_config
-    from selfsup.train.checkpoint import load_checkpoint
+    from selfsup.runs.checkpoint import load_checkpoint
     from selfsup.train.loop import pretrain
 
     big = np.ones(3 * 2**30 // 8)  # 3 GiB touched: the process's peak so far

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs.checkpoint import load_checkpoint
 
 MOCO = ["pretrain", "method=moco", "data=synthetic", "data.subset=64", "views.crop_size=16", "trainer.batch_size=32",
         "trainer.epochs=2", "trainer.progress=false", "eval.every=0", "trainer.num_workers=0",
@@ -43,7 +43,7 @@ def test_evaluating_twice_gives_the_same_loss_and_changes_nothing(crop_on_device
     from selfsup.config import load_config
     from selfsup.data.loader import DeviceCropLoader
     from selfsup.data.views import BatchAugment, split_mean_std
-    from selfsup.train.loop import build_model
+    from selfsup.methods.build import build_model
     from selfsup.train.val_loss import ValidationLoss
 
     cfg = load_config(

@@ -32,10 +32,11 @@ from selfsup.data.views import eval_transform, split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features
 from selfsup.eval.offline import load_method, score_features
-from selfsup.outputs import refuse_existing, require_directory
-from selfsup.provenance import source, source_metadata
-from selfsup.train.checkpoint import atomic_write_bytes, atomic_write_text, file_sha256, resolve_checkpoint
-from selfsup.train.precision import resolve_device
+from selfsup.precision import resolve_device
+from selfsup.runs.checkpoint import resolve_checkpoint
+from selfsup.runs.files import atomic_write_bytes, atomic_write_text, file_sha256
+from selfsup.runs.outputs import refuse_existing, require_directory
+from selfsup.runs.provenance import source, source_metadata
 
 FORMAT = "selfsup-features/1"
 

@@ -28,7 +28,7 @@ from selfsup.errors import UserError
 from selfsup.eval.features import labeled_dataset
 from selfsup.eval.knn import topk_accuracy
 from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
-from selfsup.train.precision import resolve_precision
+from selfsup.precision import resolve_precision
 
 AUGMENTS = ("auto", "pad_crop", "resized_crop")
 

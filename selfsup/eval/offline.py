@@ -28,18 +28,13 @@ from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import train_linear_probe
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.methods.base import Method
+from selfsup.methods.build import build_model
 from selfsup.nets.weights import describe_mismatch
-from selfsup.provenance import source
+from selfsup.precision import resolve_device
 from selfsup.registry import close_matches_hint
-from selfsup.train.checkpoint import (
-    atomic_torch_save,
-    atomic_write_text,
-    file_sha256,
-    load_checkpoint,
-    resolve_checkpoint,
-)
-from selfsup.train.loop import build_model
-from selfsup.train.precision import resolve_device
+from selfsup.runs.checkpoint import load_checkpoint, resolve_checkpoint
+from selfsup.runs.files import atomic_torch_save, atomic_write_text, file_sha256
+from selfsup.runs.provenance import source
 
 FEATURE_TASKS = ("knn", "linear")
 TRANSFER_TASKS = {

@@ -19,7 +19,7 @@ from selfsup.config import apply_overrides, load_run_config
 from selfsup.errors import UserError
 from selfsup.eval.offline import TASKS, evaluate, task_settings
 from selfsup.registry import close_matches_hint
-from selfsup.train.checkpoint import checkpoint_digest
+from selfsup.runs.checkpoint import checkpoint_digest
 
 EPOCH_CHECKPOINT = re.compile(r"epoch-(\d+)\.pt$")
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
-from selfsup.train.checkpoint import atomic_torch_save
+from selfsup.runs.files import atomic_torch_save
 
 
 @dataclass

@@ -9,8 +9,6 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
-from selfsup.data.views import split_mean_std
-from selfsup.errors import UserError
 from selfsup.registry import Registry
 
 
@@ -26,7 +24,7 @@ class Method(nn.Module):
 
     multi_crop = False  # whether forward takes local crops after the global views (SwAV, DINO)
     # Whether the loss compares an output with the input pixels (the beta-VAE): the views come
-    # standardised, so `build_method` passes their mean and std as `pixel_stats` to undo that.
+    # standardised, so `build_method` (methods/build.py) passes their mean and std as `pixel_stats` to undo that.
     reconstructs_pixels = False
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
@@ -60,23 +58,6 @@ class Method(nn.Module):
 
 
 METHODS: Registry[Callable[[DictConfig, nn.Module, int], Method]] = Registry("method")
-
-
-def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Method:
-    """Construct the method named by `cfg.method.name` around an already built backbone."""
-    # Importing the package registers every method module.
-    import selfsup.methods  # noqa: F401
-
-    method = METHODS.get(cfg.method.name)
-    if cfg.views.get("local_crops", 0) and not method.multi_crop:
-        takers = ", ".join(name for name in METHODS.names() if METHODS.get(name).multi_crop)
-        raise UserError(
-            f"method={cfg.method.name} takes global views only; views.local_crops (multi-crop) is for {takers}: "
-            "set views.local_crops=0"
-        )
-    if method.reconstructs_pixels:
-        return method(cfg.method, backbone, feature_dim, pixel_stats=split_mean_std(cfg.data, cfg.views))
-    return method(cfg.method, backbone, feature_dim)
 
 
 def resolution_runs(views: list[torch.Tensor]) -> list[tuple[int, int]]:

@@ -16,17 +16,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-import selfsup
 from selfsup.errors import UserError
 from selfsup.nets.backbones import build_backbone, use_cifar_stem
-from selfsup.outputs import refuse_existing
-from selfsup.train.checkpoint import (
-    atomic_write_bytes,
-    backbone_state,
-    file_sha256,
-    load_checkpoint,
-    resolve_checkpoint,
-)
+from selfsup.runs.checkpoint import backbone_state, load_checkpoint, resolve_checkpoint
+from selfsup.runs.files import atomic_write_bytes, file_sha256
+from selfsup.runs.outputs import refuse_existing
+from selfsup.runs.provenance import source_metadata
 
 SHOWN_KEYS = 3  # keys listed per kind of mismatch; the counts say how many there are in all
 FORMATS = (".safetensors", ".pt")
@@ -79,7 +74,7 @@ def export_backbone(
 ) -> dict[str, str]:
     """Write the backbone of a run's checkpoint (any method) to a safetensors file, atomically (replacing an
     existing one only with `overwrite`); returns its metadata: backbone, cifar_stem, feature_dim, method,
-    source_sha256, selfsup_version."""
+    source_sha256 and the provenance of runs/provenance.py (selfsup_version, git_commit, git_dirty)."""
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise UserError(f"out={out} must end in .safetensors (the format the file is written in)")
@@ -100,7 +95,7 @@ def export_backbone(
         "feature_dim": str(feature_dim),
         "method": state["config"]["method"]["name"],
         "source_sha256": file_sha256(source),
-        "selfsup_version": selfsup.__version__,
+        **source_metadata(),
     }
     atomic_write_bytes(out, safetensors_bytes({k: v.contiguous() for k, v in weights.items()}, metadata))
     return metadata

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.errors import UserError
-from selfsup.outputs import BOOLEANS, enclosing_run, overwrite_option, refuse_existing, require_directory
 from selfsup.registry import close_matches_hint
 from selfsup.report.collect import X_AXES, Hours, load_runs
 from selfsup.report.page import render_page
 from selfsup.report.plots import accuracy_plots, dynamics_plots
 from selfsup.report.tables import csv_text, markdown_table, summary_table
-from selfsup.train.checkpoint import atomic_write_text
+from selfsup.runs.files import atomic_write_text
+from selfsup.runs.outputs import BOOLEANS, enclosing_run, overwrite_option, refuse_existing, require_directory
 
 OPTIONS = ("runs", "out", "hours_scale", "hours_label", "embedding", "checkpoint", "overwrite")
 # What a report writes into out/: its tables and page, and plots (.png and .svg) named by these patterns.

@@ -15,7 +15,7 @@ from sklearn.manifold import TSNE
 from selfsup.eval.offline import evaluate
 from selfsup.report.collect import Run
 from selfsup.report.plots import Plot, new_figure, save
-from selfsup.train.checkpoint import checkpoint_digest
+from selfsup.runs.checkpoint import checkpoint_digest
 
 MAX_POINTS = 2000
 SEED = 0

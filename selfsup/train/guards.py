@@ -24,7 +24,6 @@ from selfsup.errors import UserError, nearest_existing
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
-NONFINITE_POLICIES = ("stop", "skip", "rollback")
 
 
 class TrainingFault(UserError):

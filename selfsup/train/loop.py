@@ -23,37 +23,29 @@ import torch
 from lightning_fabric import Fabric
 from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from selfsup import provenance
 from selfsup.analysis.dynamics import dynamics_record
 from selfsup.config import save_config
-from selfsup.data.loader import (
-    DeviceCropLoader,
-    ResumableSampler,
-    crop_loader,
-    pretrain_dataset,
-    resolve_num_workers,
-    shard_sampler,
-)
-from selfsup.data.views import BatchAugment, crops_of_batch, split_mean_std, views_config
+from selfsup.data.loader import DeviceCropLoader, resolve_num_workers
+from selfsup.data.pipeline import data_pipeline, device_views, views_channels_last
+from selfsup.data.views import split_mean_std, views_config
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split
 from selfsup.eval.knn import knn_accuracy
-from selfsup.methods.base import Method, build_method
+from selfsup.methods.base import Method
+from selfsup.methods.build import build_model
 from selfsup.nets.activation_checkpoint import disable_activation_checkpointing, enable_activation_checkpointing
 from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
-from selfsup.outputs import enclosing_run
-from selfsup.train.checkpoint import (
-    atomic_write_text,
-    newest_checkpoint,
-    newest_good_checkpoint,
-    remove_stale_temps,
-    save_checkpoint,
-)
+from selfsup.optim import bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
+from selfsup.precision import make_fabric, resolve_device, resolve_precision, tune_device
+from selfsup.runs import provenance
+from selfsup.runs.checkpoint import newest_checkpoint, newest_good_checkpoint, save_checkpoint
+from selfsup.runs.files import atomic_write_text, remove_stale_temps
+from selfsup.runs.lock import RunBusy, run_lock
+from selfsup.runs.outputs import enclosing_run
 from selfsup.train.cost import CostRecord, count_training_flops, device_name, reset_peak_memory
 from selfsup.train.guards import (
     FirstNonfinite,
@@ -71,23 +63,12 @@ from selfsup.train.guards import (
     state_bytes,
     weights_finite,
 )
-from selfsup.train.optim import bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
-from selfsup.train.precision import make_fabric, resolve_channels_last, resolve_device, resolve_precision, tune_device
 from selfsup.train.rng import capture_rng, restore_rng
-from selfsup.train.run_lock import RunBusy, run_lock
 from selfsup.train.run_settings import check_changes, record_segment, setting_changes
 from selfsup.train.val_loss import ValidationLoss
 
 # Keys that define what a run directory holds; resuming with different values would mix two runs.
 IDENTITY_KEYS = ("method.name", "method.predictor.type", "backbone.name", "data.name", "views.crop_size")
-
-
-def build_model(cfg: DictConfig, init_weights: bool = False) -> Method:
-    """Backbone + method from a config; also used by evaluation to rebuild a checkpoint's network.
-    `init_weights` starts the backbone from backbone.weights (a new run), before the method copies it into
-    momentum networks."""
-    backbone, feature_dim = build_backbone_from_config(cfg, init_weights)
-    return build_method(cfg, backbone, feature_dim)
 
 
 def training_model(
@@ -118,36 +99,6 @@ def check_views_fit(cfg: DictConfig, device: torch.device, local_batch: int) -> 
         sizes = views_config(cfg.views).sizes()
         needed = sum(saved_activation_bytes(probe, size, local_batch) for size in sizes)
     check_step_memory(needed, available, f"views of {sizes} px x {local_batch} images per process", device)
-
-
-def data_pipeline(
-    cfg: DictConfig, device: torch.device, rank: int, world: int, local_batch: int
-) -> tuple[Dataset, DataLoader | DeviceCropLoader, ResumableSampler, BatchAugment]:
-    """The training data path: crop/flip batched on `device` for a dataset held in memory
-    (data.crop_on_device), else per image on uint8 in loader workers; then colour ops batched on `device`."""
-    dataset = pretrain_dataset(cfg.data, cfg.seed)
-    mean, std = split_mean_std(cfg.data, cfg.views)
-    augment = BatchAugment(cfg.views, mean, std).to(device)
-    sampler = shard_sampler(dataset, local_batch, cfg.seed, rank, world)
-    num_workers = resolve_num_workers(cfg.trainer.num_workers, device.type, cfg.trainer.devices)
-    generator = torch.Generator().manual_seed(cfg.seed + rank)
-    loader = crop_loader(dataset, cfg.data, cfg.views, sampler, local_batch, device, num_workers, generator)
-    return dataset, loader, sampler, augment
-
-
-def views_channels_last(cfg: DictConfig, precision: str, device_type: str, processes: int) -> bool:
-    """trainer.channels_last resolved for the view batch one process feeds its network per micro-step."""
-    t = cfg.trainer
-    view_pixels = t.batch_size // (processes * t.accumulate) * cfg.views.crop_size**2
-    return resolve_channels_last(t.channels_last, precision, device_type, view_pixels)
-
-
-def device_views(batch: Any, augment: BatchAugment, device: torch.device, channels_last: bool) -> list[torch.Tensor]:
-    """A collated loader batch as the method's input: augmented float views on `device`, in view order."""
-    views = [augment(crop, v) for v, crop in enumerate(crops_of_batch(batch, device))]
-    if channels_last:
-        views = [view.contiguous(memory_format=torch.channels_last) for view in views]
-    return views
 
 
 def batch_plan(cfg: DictConfig, world: int) -> str:

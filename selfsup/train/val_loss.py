@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from selfsup.data.loader import crop_loader, load_split, resolve_num_workers
+from selfsup.data.pipeline import device_views
 from selfsup.data.views import BatchAugment
 from selfsup.errors import UserError
 
@@ -45,8 +46,6 @@ class ValidationLoss:
     @torch.no_grad()
     def __call__(self, method: nn.Module, model: nn.Module) -> float:
         """The mean loss of `model` (the fabric-wrapped `method`) over the held-out split."""
-        from selfsup.train.loop import device_views
-
         device = self.fabric.device
         buffers = {name: b.clone() for name, b in method.named_buffers()}
         training = method.training

@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from selfsup.cli import main
-from selfsup.train.checkpoint import load_checkpoint
-from selfsup.train.run_lock import LOCK_NAME
+from selfsup.runs.checkpoint import load_checkpoint
+from selfsup.runs.lock import LOCK_NAME
 from selfsup.train.run_settings import HISTORY_NAME
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,7 @@ import torch
 
 from selfsup.cli import main
 from selfsup.methods.simclr import SimCLR
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs.checkpoint import load_checkpoint
 
 ARGS = [
     "pretrain",

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from selfsup.cli import main
-from selfsup.train.run_lock import LOCK_NAME
+from selfsup.runs.lock import LOCK_NAME
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = ["pretrain", "data=synthetic", "data.subset=64", "views.crop_size=16", "trainer.batch_size=16"]
 RUN += ["trainer.num_workers=0", "trainer.progress=false", "trainer.log_every=1", "method.proj_hidden_dim=64"]
 RUN += ["eval.every=0", "analysis.every=0", "device=cpu"]
-HOLD = "import sys, time; from pathlib import Path; from selfsup.train.run_lock import run_lock\n"
+HOLD = "import sys, time; from pathlib import Path; from selfsup.runs.lock import run_lock\n"
 HOLD += "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)"
 # A training that waits after each metrics record until the file `go` exists: a deterministic window in which
 # a second command meets it mid-run.

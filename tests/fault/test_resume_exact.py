@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs.checkpoint import load_checkpoint
 
 ARGS = [
     "pretrain",

@@ -14,15 +14,16 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import selfsup
 import selfsup.methods  # noqa: F401  (registers every method)
 from selfsup.cli import main
 from selfsup.config import load_config
 from selfsup.errors import UserError
-from selfsup.methods.base import build_method
+from selfsup.methods.build import build_method
 from selfsup.nets.backbones import build_backbone
 from selfsup.nets.weights import build_backbone_from_config, describe_mismatch, load_backbone_weights
-from selfsup.train.checkpoint import backbone_state, file_sha256, load_checkpoint, save_checkpoint
+from selfsup.runs.checkpoint import backbone_state, load_checkpoint, save_checkpoint
+from selfsup.runs.files import file_sha256
+from selfsup.runs.provenance import source_metadata
 from tests.fault.cli_errors import one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,7 +76,7 @@ def test_export_writes_the_backbone_and_its_provenance(run: Path, exported: Path
         "feature_dim": "512",
         "method": "simclr",
         "source_sha256": file_sha256(ckpt),
-        "selfsup_version": selfsup.__version__,
+        **source_metadata(),  # selfsup_version, and this checkout's commit when tests run from one
     }
     expected = backbone_state(load_checkpoint(ckpt))
     assert tensors.keys() == expected.keys() and all(torch.equal(tensors[k], expected[k]) for k in expected)

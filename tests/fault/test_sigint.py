@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from selfsup.cli import main
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs.checkpoint import load_checkpoint
 from selfsup.train.guards import StopSignals
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from selfsup.cli import main
-from selfsup.train.checkpoint import load_checkpoint, temp_sibling
+from selfsup.runs.checkpoint import load_checkpoint
+from selfsup.runs.files import temp_sibling
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = ["pretrain", "data=synthetic", "data.subset=32", "views.crop_size=16", "trainer.batch_size=16"]

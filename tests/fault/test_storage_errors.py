@@ -11,8 +11,8 @@ import pytest
 
 from selfsup.cli import main
 from selfsup.errors import storage_error_line
-from selfsup.train import checkpoint
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs import checkpoint
+from selfsup.runs.checkpoint import load_checkpoint
 from tests.fault.test_nonfinite import ARGS as NONFINITE_ARGS
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,9 +8,9 @@ import functools
 import subprocess
 from pathlib import Path
 
-from selfsup import __version__
+from selfsup.version import __version__
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # selfsup/
 
 
 def _git(*args: str) -> str | None:

@@ -34,10 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
 from selfsup.nets.compile import compile_backbones
+from selfsup.precision import make_fabric, resolve_device, resolve_precision, tune_device
 from selfsup.registry import close_matches_hint
-from selfsup.train.checkpoint import atomic_write_text
+from selfsup.runs.files import atomic_write_text
 from selfsup.train.cost import device_name, peak_memory_bytes
-from selfsup.train.precision import make_fabric, resolve_device, resolve_precision, tune_device
 
 STAGES = ("compute", "loader", "full")
 # variant -> (lightning-fabric precision, channels_last)
@@ -84,7 +84,8 @@ def _rate(cfg: DictConfig, steps: int, seconds: float) -> dict[str, float]:
 
 def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> dict[str, Any]:
     """Forward, backward (with accumulation) and optimizer step of the method on one pre-made batch."""
-    from selfsup.train.loop import data_pipeline, device_views, measure_flops, training_model, training_optimizer
+    from selfsup.data.pipeline import data_pipeline, device_views
+    from selfsup.train.loop import measure_flops, training_model, training_optimizer
 
     precision, channels_last = VARIANTS[variant]
     fabric = make_fabric(accelerator=resolve_device(cfg.device), devices=1, precision=precision)
@@ -119,7 +120,7 @@ def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> d
 
 def measure_loader(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
     """The data path of the loop alone: loader batches turned into augmented views on the device."""
-    from selfsup.train.loop import data_pipeline, device_views, views_channels_last
+    from selfsup.data.pipeline import data_pipeline, device_views, views_channels_last
 
     device = torch.device(resolve_device(cfg.device))
     precision = resolve_precision(str(cfg.trainer.precision), device.type)

@@ -104,9 +104,9 @@ class PretrainJob:
         self.args = args
 
     def __call__(self) -> int:
-        from selfsup.cli import cmd_pretrain
+        from selfsup.train.command import pretrain_command
 
-        return cmd_pretrain(self.args)
+        return pretrain_command(self.args)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit

@@ -1,0 +1,34 @@
+"""Model assembly: the backbone a config describes, wrapped by the method it names. Training rebuilds a
+run's network with it, and evaluation rebuilds a checkpoint's."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from omegaconf import DictConfig
+
+import selfsup.methods  # noqa: F401  (registers every method)
+from selfsup.data.views import split_mean_std
+from selfsup.errors import UserError
+from selfsup.methods.base import METHODS, Method
+from selfsup.nets.weights import build_backbone_from_config
+
+
+def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Method:
+    """Construct the method named by `cfg.method.name` around an already built backbone."""
+    method = METHODS.get(cfg.method.name)
+    if cfg.views.get("local_crops", 0) and not method.multi_crop:
+        takers = ", ".join(name for name in METHODS.names() if METHODS.get(name).multi_crop)
+        raise UserError(
+            f"method={cfg.method.name} takes global views only; views.local_crops (multi-crop) is for {takers}: "
+            "set views.local_crops=0"
+        )
+    if method.reconstructs_pixels:
+        return method(cfg.method, backbone, feature_dim, pixel_stats=split_mean_std(cfg.data, cfg.views))
+    return method(cfg.method, backbone, feature_dim)
+
+
+def build_model(cfg: DictConfig, init_weights: bool = False) -> Method:
+    """Backbone + method from a config. `init_weights` starts the backbone from backbone.weights (a new
+    run), before the method copies it into momentum networks."""
+    backbone, feature_dim = build_backbone_from_config(cfg, init_weights)
+    return build_method(cfg, backbone, feature_dim)

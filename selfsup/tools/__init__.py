@@ -1,0 +1,1 @@
+"""Tools beside the commands: throughput benchmarking (`bench`) and cluster submission (`submit`)."""
