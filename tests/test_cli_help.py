@@ -1,5 +1,6 @@
-"""`selfsup --version`, and `selfsup COMMAND --help` for every command: exit 0, the command's synopsis and an
-example, and nothing run (`pretrain --help` used to fail with "expected key=value")."""
+"""`selfsup --version`; `selfsup COMMAND --help` for every command: exit 0, the command's synopsis and an
+example, and nothing run (`pretrain --help` used to fail with "expected key=value"); results on stdout, progress
+bars and notes on stderr."""
 
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ def test_every_command_has_help(command, flag, capsys, tmp_path, monkeypatch):
     out = capsys.readouterr().out
     assert out.startswith(f"usage:\nselfsup {command} ") and "\nexamples:\n  selfsup " in out
     assert not any(tmp_path.iterdir())  # help only: nothing was trained or written
+
+
+def test_pretrain_prints_its_result_on_stdout_and_its_progress_on_stderr(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "data=synthetic", "data.subset=64", "trainer.batch_size=32", "trainer.epochs=1"]
+    assert main([*args, "backbone=resnet18", "method.proj_hidden_dim=32", "device=cpu", f"output_dir={run}"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"finished 2 steps; run directory: {run}\n"
+    assert "selfsup pretrain: simclr / resnet18 on synthetic (64 images" in captured.err
+    assert "epoch 1/1" in captured.err  # the progress bar

@@ -74,7 +74,7 @@ def test_a_local_job_trains_the_run(tmp_path: Path, capsys):
     assert "finished with exit status 0" in capsys.readouterr().out
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 2
-    logs = list((run / "slurm").rglob("*_log.out"))
+    logs = list((run / "slurm").rglob("*_log.err"))
     assert logs and "selfsup pretrain: simclr / resnet18" in logs[0].read_text()
 
 

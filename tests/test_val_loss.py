@@ -23,7 +23,7 @@ def test_held_out_loss_is_logged_every_n_epochs_and_leaves_training_unchanged(tm
     with_val, without = tmp_path / "with", tmp_path / "without"
     assert main([*MOCO, "eval.val_loss_every=1", f"output_dir={with_val}"]) == 0
     assert main([*MOCO, f"output_dir={without}"]) == 0
-    assert "epoch 1: held-out loss" in capsys.readouterr().out
+    assert "epoch 1: held-out loss" in capsys.readouterr().err
     losses = {r["epoch"]: r["val/loss"] for r in records(with_val) if "val/loss" in r}
     assert sorted(losses) == [1, 2] and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     # InfoNCE with 64 negatives plus the positive: near log(65) for weights this young, never 0.

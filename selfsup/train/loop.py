@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import shutil
@@ -268,7 +269,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     if is_main:
         stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]
         if stale:
-            fabric.print(f"removed {len(stale)} temporary file(s) of interrupted saves in {out}")
+            note(fabric, f"removed {len(stale)} temporary file(s) of interrupted saves in {out}")
 
     # ---- data: crop/flip batched on the device (in-memory data) or per image in workers; colour ops on the device
     seed_everything(cfg.seed, verbose=False)
@@ -284,7 +285,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     online_knn = bool(cfg.eval.every) and cfg.data.eval_train_split is not None
     if cfg.eval.every and not online_knn:
-        fabric.print(f"online kNN off: data={cfg.data.name} has no labels (eval.every={cfg.eval.every} ignored)")
+        note(fabric, f"online kNN off: data={cfg.data.name} has no labels (eval.every={cfg.eval.every} ignored)")
     monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast_dtype) if online_knn and is_main else None
     val_every = cfg.eval.val_loss_every
     validation = ValidationLoss(cfg, fabric, augment, local_batch, channels_last) if val_every else None
@@ -300,22 +301,23 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     model, optimizer = fabric.setup(method, optimizer)
     warmup_steps, warmup_note = bounded_warmup(int(cfg.optim.warmup_epochs * steps_per_epoch), total_steps)
     if warmup_note:
-        fabric.print(f"optim.warmup_epochs={cfg.optim.warmup_epochs}: {warmup_note}")
+        note(fabric, f"optim.warmup_epochs={cfg.optim.warmup_epochs}: {warmup_note}")
 
     # ---- resume ----------------------------------------------------------------------------------------
     last = ckpt_dir / "last.pt"
     progress = Progress(cost=cost)
-    resumed = newest_good_checkpoint(ckpt_dir, fabric.print)
+    resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
     if resumed is not None:
         state, path = resumed
         progress.restore(method, optimizer, state)
-        fabric.print(f"resuming {out} from {path.name}: epoch {state['epoch']}, step {progress.step}")
-    fabric.print(
+        note(fabric, f"resuming {out} from {path.name}: epoch {state['epoch']}, step {progress.step}")
+    note(
+        fabric,
         f"selfsup pretrain: {cfg.method.name} / {cfg.backbone.name} on {cfg.data.name} ({len(dataset)} images, "
         f"crops {'batched on the device' if isinstance(loader, DeviceCropLoader) else 'per image in the loader'}), "
         f"{batch_plan(cfg, world)}; precision {precision}{', channels_last' if channels_last else ''}"
         f"{', SyncBatchNorm' if sync_bn else ''}{f', {compiled} compiled backbone(s)' if compiled else ''}; "
-        f"{total_steps} steps -> {out}"
+        f"{total_steps} steps -> {out}",
     )
     if progress.step >= total_steps:
         fabric.print(f"{out} is already complete ({progress.step} steps); nothing to do")
@@ -344,7 +346,6 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                 disable=not (is_main and t.progress),
                 dynamic_ncols=True,
                 leave=False,
-                file=sys.stdout,
             )
             progress.cost.start()
             window_start, window_images = time.perf_counter(), 0
@@ -371,10 +372,10 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                         bad = "weights"  # finite gradients, an overflowing update: only a rollback undoes it
                 if bad is not None:
                     action = progress.on_nonfinite(cfg.trainer, step, newest_checkpoint(ckpt_dir), bad)
-                    fabric.print(f"step {step + 1}: non-finite {bad}; {action}")
+                    note(fabric, f"step {step + 1}: non-finite {bad}; {action}")
                     optimizer.zero_grad(set_to_none=True)
                     if action.startswith("rolled back"):
-                        resumed = newest_good_checkpoint(ckpt_dir, fabric.print)
+                        resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
                         assert resumed is not None  # a rollback is only chosen with a checkpoint on disk
                         progress.restore(method, optimizer, resumed[0], rollback=True)
                         log.drop_records_after(progress.step)  # the discarded steps are redone and logged anew
@@ -445,7 +446,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
             val_loss = None
             if validation is not None and epoch_done and (epoch % val_every == 0 or finished):
                 val_loss = validation(method, model)
-                fabric.print(f"epoch {epoch}: held-out loss {val_loss:.4f}")
+                note(fabric, f"epoch {epoch}: held-out loss {val_loss:.4f}")
             if is_main:
                 check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
                 state = progress.state(method, optimizer, cfg, steps_per_epoch)
@@ -461,7 +462,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                     record["val/loss"] = val_loss
                 if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
                     record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
-                    fabric.print(f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
+                    note(fabric, f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
                 log.write(step, record)
             fabric.barrier()
             if progress.step < total_steps and any_process(fabric, signals):
@@ -469,6 +470,13 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     log.close()
     fabric.print(f"finished {progress.step} steps; run directory: {out}")
     return out
+
+
+def note(fabric: Fabric, message: str) -> None:
+    """Progress notes (the start banner, resumes, monitors, fault actions) go to stderr from rank 0, so that
+    stdout carries the command's result alone: the line naming the run directory."""
+    if fabric.is_global_zero:
+        print(message, file=sys.stderr, flush=True)
 
 
 def lock_run(fabric: Fabric, out: Path, held: contextlib.ExitStack) -> None:

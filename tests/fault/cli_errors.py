@@ -12,3 +12,13 @@ def one_line_error(capsys, argv: list[str]) -> str:
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err + captured.out
     return lines[0].removeprefix("selfsup: error: ")
+
+
+def the_error(err: str) -> str:
+    """The failure of a run that had started: progress notes may precede it on stderr, the failure itself is
+    one line, the last, with no traceback. Returns that line without its prefix."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("selfsup: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    return errors[0].removeprefix("selfsup: error: ")

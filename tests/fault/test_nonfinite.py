@@ -11,6 +11,7 @@ import torch
 from selfsup.cli import main
 from selfsup.methods.simclr import SimCLR
 from selfsup.runs.checkpoint import load_checkpoint
+from tests.fault.cli_errors import the_error
 
 ARGS = [
     "pretrain",
@@ -60,7 +61,7 @@ def test_stop_names_the_step_and_the_last_good_checkpoint(tmp_path: Path, nan_at
     assert main([*ARGS, f"output_dir={run}"]) == 2
     err = capsys.readouterr().err
     assert "non-finite gradients or buffers at step 5 (trainer.nonfinite=stop)" in err
-    assert "last good checkpoint is" in err and err.count("\n") == 1
+    assert "last good checkpoint is" in the_error(err)
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 4 and finite_weights(state)
 
@@ -87,7 +88,7 @@ def test_rollback_returns_to_last_with_a_lower_lr(tmp_path: Path, nan_at, capsys
     nan_at.add(5)  # last.pt is at step 4 (every 2 steps); step 6 fails once
     run = tmp_path / "run"
     assert main([*ARGS, "trainer.nonfinite=rollback", f"output_dir={run}"]) == 0
-    assert "rolled back to last.pt with the lr x 0.5 (rollback 1)" in capsys.readouterr().out
+    assert "rolled back to last.pt with the lr x 0.5 (rollback 1)" in capsys.readouterr().err
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 8 and state["lr_scale"] == 0.5 and state["rollbacks"] == 1 and finite_weights(state)
     # The discarded steps 5 and 6 were redone and are logged once, after the rollback record at step 4.
@@ -124,7 +125,7 @@ def test_nonfinite_weights_roll_back_under_skip_and_rollback(tmp_path: Path, inf
     run = tmp_path / "run"
     assert main([*ARGS, f"trainer.nonfinite={policy}", f"output_dir={run}"]) == 0
     assert (
-        "step 6: non-finite weights; rolled back to last.pt with the lr x 0.5 (rollback 1)" in capsys.readouterr().out
+        "step 6: non-finite weights; rolled back to last.pt with the lr x 0.5 (rollback 1)" in capsys.readouterr().err
     )
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 8 and state["lr_scale"] == 0.5 and finite_weights(state)
@@ -137,9 +138,9 @@ def test_a_blow_up_before_the_first_save_rolls_back_to_epoch_0000(tmp_path: Path
     args = [*ARGS, "optim.base_lr=1e30", "trainer.nonfinite=rollback", "trainer.nonfinite_max=2"]
     assert main([*args, f"output_dir={run}"]) == 2
     captured = capsys.readouterr()
-    assert captured.out.count("rolled back to epoch-0000.pt") == 2
+    assert captured.err.count("rolled back to epoch-0000.pt") == 2
     assert (
         f"non-finite weights at step 1 (trainer.nonfinite=rollback); the last good checkpoint is {run}" in captured.err
     )
-    assert "epoch-0000.pt; lower optim.base_lr" in captured.err and captured.err.count("\n") == 1
+    assert "epoch-0000.pt; lower optim.base_lr" in the_error(captured.err)
     assert not (run / "checkpoints" / "last.pt").exists()

@@ -19,6 +19,7 @@ import torch
 
 from selfsup.cli import main
 from selfsup.runs.checkpoint import load_checkpoint
+from tests.fault.cli_errors import the_error
 
 ARGS = [
     "pretrain",
@@ -140,7 +141,7 @@ def test_sigterm_then_a_corrupt_last_checkpoint_falls_back_to_the_newest_good_on
         data = last.read_bytes()
         last.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-100] + bytes(100))
         assert main([*ARGS, f"output_dir={run}"]) == 0
-        out = capsys.readouterr().out
+        out = capsys.readouterr().err
         assert "warning: checkpoint" in out and "is corrupt" in out and "resuming" in out and "epoch-0001.pt" in out
         assert (run / "checkpoints" / "epoch-0001.pt").read_bytes() == good  # the good one was never rewritten
         assert_same_training(load_checkpoint(last), reference)
@@ -184,5 +185,5 @@ def test_unwritable_or_full_output_fails_before_training(tmp_path: Path, capsys,
     run = tmp_path / "full"
     assert main([*ARGS, f"output_dir={run}"]) == 2
     err = capsys.readouterr().err
-    assert "GiB free, less than two checkpoints" in err and err.count("\n") == 1
+    assert "GiB free, less than two checkpoints" in the_error(err)
     assert not (run / "checkpoints").exists()

@@ -40,7 +40,7 @@ def test_resuming_removes_the_temporary_files_of_interrupted_saves_only(tmp_path
     capsys.readouterr()
 
     assert main([*RUN, "trainer.max_steps=2", f"output_dir={out}"]) == 0
-    assert f"removed 4 temporary file(s) of interrupted saves in {out}" in capsys.readouterr().out
+    assert f"removed 4 temporary file(s) of interrupted saves in {out}" in capsys.readouterr().err
     assert not [p for p in orphans if p.exists()]
     assert all(p.read_text() == "mine" for p in keep) and (out / ".folder.abcdefgh.tmp").is_dir()
     assert load_checkpoint(ckpt / "last.pt")["step"] == 2
