@@ -103,8 +103,10 @@ def test_batch_crop_flip_has_cropflip_shapes_and_rates():
     assert ((crops == image).flatten(2).all(2) | mirrored).all()
     rate = mirrored.float().mean().item()
     assert abs(rate - 0.3) <= 4 * math.sqrt(0.3 * 0.7 / mirrored.numel())
-    with pytest.raises(ValueError, match="uint8"):
-        whole(torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="uint8 or float"):
+        whole(torch.randint(0, 9, (2, 3, 32, 32)))  # int64 is neither
+    with pytest.raises(ValueError, match="uint8 or float"):
+        whole(torch.rand(3, 32, 32))  # one image, not a batch
 
 
 def test_device_loader_follows_the_sampler_and_resumes_mid_epoch():

@@ -61,7 +61,7 @@ def test_pretrain_checkpoint_resume_and_evaluate(tmp_path: Path, capsys):
 
     # The same command with more epochs resumes from last.pt instead of starting over.
     assert main(["pretrain", *SMALL, "trainer.epochs=3", "trainer.checkpoint_every=1", f"output_dir={run}"]) == 0
-    assert "resuming" in capsys.readouterr().out
+    assert "resuming" in capsys.readouterr().err
     state = load_checkpoint(ckpts / "last.pt")
     assert (state["epoch"], state["step"]) == (3, 12)
     assert state["cost"]["images_seen"] == 12 * 32
@@ -146,7 +146,7 @@ def test_gradient_accumulation_steps_once_per_global_batch(tmp_path: Path, capsy
     run = tmp_path / "run"
     args = ["pretrain", *SMALL, "trainer.accumulate=2", "trainer.epochs=1", "trainer.max_steps=2", f"output_dir={run}"]
     assert main(args) == 0
-    assert "1 process(es) x 16 per batch x 2 accumulation = global batch 32" in capsys.readouterr().out
+    assert "1 process(es) x 16 per batch x 2 accumulation = global batch 32" in capsys.readouterr().err
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 2 and state["cost"]["images_seen"] == 64
     assert [r["step"] for r in read_metrics(run) if "train/loss" in r] == [1, 2]
@@ -159,7 +159,7 @@ def test_stop_mid_epoch_then_continue_from_the_same_position(tmp_path: Path, cap
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
     assert not (run / "checkpoints" / "epoch-0001.pt").exists()
     assert main([*base, "trainer.max_steps=6"]) == 0
-    assert "resuming" in capsys.readouterr().out
+    assert "resuming" in capsys.readouterr().err
     assert load_checkpoint(run / "checkpoints" / "epoch-0001.pt")["step"] == 4
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert (last["epoch"], last["step"], last["cost"]["images_seen"]) == (1, 6, 6 * 32)
@@ -193,7 +193,7 @@ def test_pretrain_on_unlabeled_folder_turns_online_knn_off(tmp_path: Path, capsy
     run = tmp_path / "run"
     folder_args = ["data=folder", f"data.root={tmp_path / 'photos'}", "eval.every=1", "trainer.batch_size=16"]
     assert main(["pretrain", *args, *folder_args, "trainer.epochs=1", f"output_dir={run}"]) == 0
-    assert "online kNN off: data=folder has no labels" in capsys.readouterr().out
+    assert "online kNN off: data=folder has no labels" in capsys.readouterr().err
     assert (run / "checkpoints" / "last.pt").is_file()
     records = read_metrics(run)
     assert records and not any("monitor/knn_top1" in record for record in records)

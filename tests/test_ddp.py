@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.dist import gather_with_grad
 from selfsup.losses import nt_xent
+from selfsup.methods.base import Schedule
 from selfsup.methods.simclr import SimCLR
 from selfsup.nets.backbones import build_backbone
 
@@ -27,8 +27,7 @@ WORLD, LOCAL, SIZE = 2, 4, 16
 def make_model() -> SimCLR:
     torch.manual_seed(0)
     backbone, dim = build_backbone("resnet18", cifar_stem=True)
-    cfg = OmegaConf.create({"temperature": 0.5, "proj_hidden_dim": 64, "proj_output_dim": 16})
-    return SimCLR(cfg, backbone, dim)
+    return SimCLR(backbone, dim, temperature=0.5, proj_hidden_dim=64, proj_output_dim=16)
 
 
 def global_views() -> list[torch.Tensor]:
@@ -58,7 +57,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     with gloo_group(rank, port):
         model = DistributedDataParallel(make_model())
         views = [v[rank * LOCAL : (rank + 1) * LOCAL] for v in global_views()]
-        loss = model(views)["loss"]
+        loss = model(views, schedule=Schedule(0, 10))["loss"]
         loss.backward()
         gathered = gather_with_grad(torch.full((LOCAL, 1), float(rank)))
         mean_loss = loss.detach().clone()
@@ -135,7 +134,7 @@ def build_eval_mode(name: str):
 
 
 def method_step(model, views) -> dict:
-    loss = model(views)["loss"]
+    loss = model(views, schedule=Schedule(0, 10))["loss"]
     loss.backward()
     module = getattr(model, "module", model)
     grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}

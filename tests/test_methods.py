@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from selfsup.config import load_config
-from selfsup.methods.base import METHODS
+from selfsup.methods.base import METHODS, Schedule
 from selfsup.methods.build import build_model
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 
@@ -45,7 +45,7 @@ def test_training_step_updates_online_network_only(name):
     model = build_model(cfg)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     views = [torch.randn(8, 3, 16, 16) for _ in range(cfg.views.num)]
-    out = model(views)
+    out = model(views, schedule=Schedule(0, 10))
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     for n, p in model.named_parameters():
@@ -115,7 +115,7 @@ def test_moco_step_scores_against_the_old_queue_then_enqueues_its_keys():
     model = build_model(cfg)
     views = [torch.randn(4, 3, 16, 16) for _ in range(2)]
     old_queue = model.queue.clone()
-    loss = model(views)["loss"]
+    loss = model(views, schedule=Schedule(0, 10))["loss"]
     keys = model.keys(views[1])  # the key encoder is deterministic here: no shuffle with one process
     torch.testing.assert_close(model.queue[:4], keys)
     torch.testing.assert_close(model.queue[4:], old_queue[4:])

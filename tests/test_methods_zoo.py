@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from selfsup.config import load_config
 from selfsup.errors import UserError
 from selfsup.losses import beta_vae_elbo, dino
+from selfsup.methods.base import Schedule
 from selfsup.methods.build import build_model
 from selfsup.nets.heads import ConvDecoder, upsampling_plan
 from selfsup.nets.predictors import LinearPredictor, directcopy_weight, directpred_weight
@@ -34,12 +35,12 @@ def multicrop_views(batch: int = 6) -> list[torch.Tensor]:
 def test_swav_prototypes_frozen_then_trained_and_kept_normalised():
     torch.manual_seed(0)
     model = build_model(load_config([*SWAV, "method.freeze_prototypes_epochs=2"]))
-    model.set_schedule(steps_per_epoch=3, total_steps=30)
     views = multicrop_views()
+    with pytest.raises(ValueError, match="SwAV needs the training schedule for freeze_prototypes_epochs=2"):
+        model(views)  # never a silent default: the prototypes used to stay frozen forever
     for step, frozen in [(0, True), (5, True), (6, False)]:
         model.zero_grad()
-        model.current_step = step
-        model(views)["loss"].backward()
+        model(views, schedule=Schedule(step, total_steps=30, steps_per_epoch=3))["loss"].backward()
         grad = model.prototypes.weight.grad
         assert grad is not None and (grad.abs().max() == 0) == frozen, step
     with torch.no_grad():
@@ -52,7 +53,7 @@ def test_swav_loss_is_swapped_prediction_of_sinkhorn_codes_over_all_crops():
     torch.manual_seed(0)
     model = build_model(load_config(SWAV)).eval()  # BatchNorm per sample: crops may be encoded in any grouping
     views = multicrop_views()
-    loss = model(views)["loss"]
+    loss = model(views, schedule=Schedule(0, 10))["loss"]
     # Reference from the paper's definitions, written out here: codes of the two global crops by
     # Sinkhorn-Knopp (eps 0.05, 3 iterations), each predicted from the 4 other crops at T = 0.1.
     z = [F.normalize(model.projector(model.backbone(v)), dim=1) for v in views]
@@ -79,7 +80,7 @@ def test_swav_queue_fills_newest_first_then_joins_sinkhorn():
     torch.manual_seed(0)
     model = build_model(load_config([*SWAV, "method.queue_length=8"]))
     views = multicrop_views(batch=6)[:2]
-    model(views)
+    model(views, schedule=Schedule(0, 10))
     assert int(model.queue_filled) == 6
     z0 = F.normalize(model.projector(model.backbone(torch.cat(views))), dim=1)[:6]  # same batch, same BN stats
     torch.testing.assert_close(model.queue[0, :6], z0)
@@ -102,7 +103,7 @@ def test_dino_center_update_and_loss_use_the_old_center():
     model.eval()  # BatchNorm per sample: crops may be encoded in any grouping
     model.center.fill_(0.3)
     views = multicrop_views()
-    loss = model(views)["loss"]
+    loss = model(views, schedule=Schedule(0, 10))["loss"]
     with torch.no_grad():
         teacher = model.teacher_head(model.teacher_backbone(torch.cat(views[:2])))
     student = [model.head(model.backbone(v)) for v in views]
@@ -113,15 +114,14 @@ def test_dino_center_update_and_loss_use_the_old_center():
 
 def test_dino_teacher_temperature_warmup_and_frozen_last_layer():
     model = build_model(load_config(DINO))  # 0.04 -> 0.07 over 30 epochs, last layer frozen for 1
-    model.set_schedule(steps_per_epoch=10, total_steps=1000)
     for step, temp in [(0, 0.04), (150, 0.055), (300, 0.07), (900, 0.07)]:
-        model.current_step = step
-        assert model.current_teacher_temp() == pytest.approx(temp)
+        assert model.teacher_temp_at(Schedule(step, total_steps=1000, steps_per_epoch=10)) == pytest.approx(temp)
     views = multicrop_views()
+    with pytest.raises(ValueError, match="DINO needs the training schedule for freeze_last_layer_epochs=1"):
+        model(views)
     for step, frozen in [(9, True), (10, False)]:
         model.zero_grad()
-        model.current_step = step
-        model(views)["loss"].backward()
+        model(views, schedule=Schedule(step, total_steps=1000, steps_per_epoch=10))["loss"].backward()
         grad = model.head.last_layer.parametrizations.weight.original1.grad
         assert (grad.abs().max() == 0) == frozen
         assert model.head.mlp[0].weight.grad.abs().max() > 0
@@ -270,10 +270,10 @@ def test_beta_vae_loss_is_recon_plus_beta_kl_and_capacity_ramps():
     out = model([x])
     torch.testing.assert_close(out["loss"], out["recon"] + 2.0 * out["kl"])
     capped = build_model(load_config([*VAE, "method.capacity=10.0", "method.capacity_epochs=4"]))
-    capped.set_schedule(steps_per_epoch=5, total_steps=100)
     for step, c in [(0, 0.0), (10, 5.0), (20, 10.0), (90, 10.0)]:
-        capped.current_step = step
-        assert capped.current_capacity() == pytest.approx(c)
+        assert capped.capacity_at(Schedule(step, total_steps=100, steps_per_epoch=5)) == pytest.approx(c)
+    with pytest.raises(ValueError, match="BetaVAE needs the training schedule for the capacity ramp"):
+        capped([x])
     assert math.isclose(build_model(load_config(VAE)).beta, 4.0)
 
 

@@ -137,7 +137,7 @@ def test_two_process_run_ends_with_the_weights_of_a_one_process_run(tmp_path: Pa
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs[devices] = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert "SyncBatchNorm" in proc.stdout and "2 process(es) x 16 per batch" in proc.stdout
+    assert "SyncBatchNorm" in proc.stderr and "2 process(es) x 16 per batch" in proc.stderr
     one, two = runs[1], runs[2]
     assert one["step"] == two["step"] == 4
     assert (two["cost"]["devices"], two["cost"]["images_seen"]) == (2, 128)

@@ -43,6 +43,7 @@ def test_evaluating_twice_gives_the_same_loss_and_changes_nothing(crop_on_device
     from selfsup.config import load_config
     from selfsup.data.loader import DeviceCropLoader
     from selfsup.data.views import BatchAugment, split_mean_std
+    from selfsup.methods.base import Schedule
     from selfsup.methods.build import build_model
     from selfsup.train.val_loss import ValidationLoss
 
@@ -58,7 +59,7 @@ def test_evaluating_twice_gives_the_same_loss_and_changes_nothing(crop_on_device
     method.train()
     buffers = {k: v.clone() for k, v in method.named_buffers()}
     rng = torch.get_rng_state()
-    first, second = validation(method, method), validation(method, method)
+    first, second = validation(method, method, Schedule(0, 10)), validation(method, method, Schedule(0, 10))
     assert first == second and torch.isfinite(torch.tensor(first))
     assert method.training and torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(v, buffers[k]) for k, v in method.named_buffers())

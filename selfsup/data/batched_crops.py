@@ -109,7 +109,7 @@ def _to_uint8(x: Tensor) -> Tensor:
 class BatchCropFlip:
     """`CropFlip` for a whole batch on its device: uint8 [B, 3, H, W] -> uint8 [B, num, 3, S, S] (and,
     with local crops, uint8 [B, local_crops, 3, s, s]): the collated shape of CropFlip's output, so the
-    rest of the data path is the same for both."""
+    rest of the data path is the same for both. Float images give float crops of their dtype."""
 
     def __init__(self, cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> None:
         self.cfg = views_config(cfg)
@@ -119,14 +119,21 @@ class BatchCropFlip:
         batch, _, height, width = pixels.shape
         boxes = random_resized_boxes(batch * count, height, width, scale, device=pixels.device)
         flip = torch.rand(batch * count, device=pixels.device) < self.cfg.flip_p
-        return _to_uint8(resized_crops(pixels, boxes.view(batch, count, 4), size, flip.view(batch, count)))
+        return resized_crops(pixels, boxes.view(batch, count, 4), size, flip.view(batch, count))
 
     def __call__(self, images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"BatchCropFlip expects uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+        if images.ndim != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
+            raise ValueError(
+                f"BatchCropFlip expects uint8 or float [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
         c = self.cfg
         pixels = images.float()  # once for every crop of the batch
-        views = self._crops(pixels, c.num, c.crop_size, c.crop_scale)
+
+        def crops(count: int, size: int, scale: tuple[float, float]) -> Tensor:
+            out = self._crops(pixels, count, size, scale)
+            return _to_uint8(out) if images.dtype == torch.uint8 else out.to(images.dtype)
+
+        views = crops(c.num, c.crop_size, c.crop_scale)
         if not c.local_crops:
             return views
-        return views, self._crops(pixels, c.local_crops, c.local_crop_size, c.local_crop_scale)
+        return views, crops(c.local_crops, c.local_crop_size, c.local_crop_scale)

@@ -429,12 +429,14 @@ class BatchAugment(nn.Module):
         return x
 
     def forward(self, x: Tensor, view: int) -> Tensor:
-        """uint8 [B, 3, S, S] -> normalised float32 [B, 3, S, S] for crop `view` (selects its probabilities)."""
-        if x.dtype != torch.uint8 or x.ndim != 4:
-            raise ValueError(f"BatchAugment expects uint8 [B, 3, H, W], got {x.dtype} {tuple(x.shape)}")
+        """uint8 [B, 3, S, S] (0-255) or float [B, 3, S, S] (0-1) -> normalised float32 [B, 3, S, S] for crop
+        `view` (which selects its probabilities)."""
+        if x.ndim != 4 or not (x.dtype == torch.uint8 or x.is_floating_point()):
+            raise ValueError(f"BatchAugment expects uint8 or float [B, 3, H, W], got {x.dtype} {tuple(x.shape)}")
         params = self.sample_params(x.shape[0], view, x.device)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         if not params:
             return normalize(x, mean, std)
         with torch.autocast(x.device.type, enabled=False):
-            return normalize(self.apply(x.to(torch.float32).div_(255), params), mean, std)
+            unit = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
+            return normalize(self.apply(unit, params), mean, std)

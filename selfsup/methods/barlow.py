@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.dist import gather_with_grad
 from selfsup.losses import barlow_twins
-from selfsup.methods.base import METHODS, Method
+from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
 
 
 @METHODS.register("barlow")
 class BarlowTwins(Method):
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
-        super().__init__(backbone, feature_dim)
-        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=cfg.proj_layers)
-        self.lambd = float(cfg.lambd)
+    """Defaults: the paper's (projector 8192 x 3, lambda 0.005)."""
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        proj_hidden_dim: int = 8192,
+        proj_output_dim: int = 8192,
+        proj_layers: int = 3,
+        lambd: float = 0.005,
+    ) -> None:
+        super().__init__(backbone, feature_dim)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
+        self.lambd = float(lambd)
+
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) != 2:
             raise ValueError(f"Barlow Twins uses 2 views, got {len(views)} (set views.num=2)")
         z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)

@@ -1,52 +1,68 @@
-"""The Method base: a backbone plus heads plus a loss; `forward(views)` is one training step's loss."""
+"""The Method base: a backbone plus heads plus a loss; `forward(views, schedule)` is one training step's loss."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.registry import Registry
+
+
+class Schedule(NamedTuple):
+    """Where training stands, for methods whose behaviour changes over a run (SwAV's frozen prototypes,
+    DINO's teacher temperature and frozen last layer, the beta-VAE's capacity ramp): the optimizer step about
+    to be taken (0-based), the run's total steps, and the steps per epoch that turn options given in epochs
+    into steps. A tuple, so that wrappers that walk a forward's arguments (Fabric's precision casts) pass
+    it through."""
+
+    step: int
+    total_steps: int
+    steps_per_epoch: int = 1
+
+    def steps(self, epochs: float) -> int:
+        return round(epochs * self.steps_per_epoch)
 
 
 class Method(nn.Module):
     """A self-supervised method: composes a backbone, its heads and a loss function.
 
-    `forward(views)` takes the list of augmented views (each [B, 3, S, S]; multi-crop: the global views,
-    then the local crops) and returns a dict with the scalar `loss` and detached tensors to log. Methods
-    with momentum encoders, queues or centers update them in `after_optimizer_step`, which the loop calls
-    once per optimizer step. Before each step the loop sets `current_step`; `set_schedule` tells the
-    method the length of an epoch and of the run, so options given in epochs become steps.
+    Build one in plain Python around any module mapping images to [B, D] features, e.g.
+    `SimCLR(backbone)`; every option is a keyword with the paper's default (the YAML configs are presets of
+    them). `forward(views, schedule)` takes the augmented views (each [B, 3, S, S]; multi-crop: the global
+    views, then the local crops) and returns a dict with the scalar `loss` and detached tensors to log.
+    Methods whose options depend on the point in training refuse to run without `schedule`. Methods with
+    momentum encoders, queues or centers update them in `after_optimizer_step(step, total_steps)`, once
+    per optimizer step.
     """
 
     multi_crop = False  # whether forward takes local crops after the global views (SwAV, DINO)
     # Whether the loss compares an output with the input pixels (the beta-VAE): the views come
-    # standardised, so `build_method` (methods/build.py) passes their mean and std as `pixel_stats` to undo that.
+    # standardised, so the caller passes their mean and std as `pixel_stats` to undo that.
     reconstructs_pixels = False
 
-    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int | None = None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.feature_dim = feature_dim
-        self.current_step = 0
-        self.steps_per_epoch = 1
-        self.total_steps = 1
-
-    def set_schedule(self, steps_per_epoch: int, total_steps: int) -> None:
-        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
-
-    def epochs_to_steps(self, epochs: float) -> int:
-        return round(epochs * self.steps_per_epoch)
+        self.feature_dim = infer_feature_dim(backbone) if feature_dim is None else int(feature_dim)
 
     def representation(self) -> nn.Module:
         """The module whose output evaluation measures: the backbone (the beta-VAE: its posterior mean)."""
         return self.backbone
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def scheduled(self, schedule: Schedule | None, needs: str) -> Schedule:
+        """`schedule`, or a ValueError naming what needs it: a method never falls back to a silent default."""
+        if schedule is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the training schedule for {needs}: call it as "
+                "method(views, schedule=Schedule(step, total_steps, steps_per_epoch))"
+            )
+        return schedule
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Momentum / EMA updates; nothing for methods without them."""
@@ -57,7 +73,30 @@ class Method(nn.Module):
         return []
 
 
-METHODS: Registry[Callable[[DictConfig, nn.Module, int], Method]] = Registry("method")
+@torch.no_grad()
+def infer_feature_dim(backbone: nn.Module, size: int = 64) -> int:
+    """The width of a backbone's features, from a `num_features` / `feature_dim` attribute (timm's and
+    selfsup's conventions) or else from one forward pass of two blank `size`-px images in eval mode."""
+    for name in ("feature_dim", "num_features"):
+        if isinstance(getattr(backbone, name, None), int):
+            return getattr(backbone, name)
+    training = backbone.training
+    try:
+        parameter = next(backbone.parameters(), None)
+        device = parameter.device if parameter is not None else None
+        out = backbone.eval()(torch.zeros(2, 3, size, size, device=device))
+    except Exception as err:
+        raise ValueError(
+            f"cannot infer the backbone's feature width from a {size}-px forward pass ({err}); pass feature_dim="
+        ) from err
+    finally:
+        backbone.train(training)
+    if out.ndim != 2:
+        raise ValueError(f"the backbone must map images to [B, D] features, got shape {tuple(out.shape)}")
+    return out.shape[1]
+
+
+METHODS: Registry[Callable[..., Method]] = Registry("method")
 
 
 def resolution_runs(views: list[torch.Tensor]) -> list[tuple[int, int]]:

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.errors import UserError
 from selfsup.losses import beta_vae_elbo
-from selfsup.methods.base import METHODS, Method
+from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import ConvDecoder
 
 
@@ -38,33 +37,42 @@ class BetaVAE(Method):
 
     def __init__(
         self,
-        cfg: DictConfig,
         backbone: nn.Module,
-        feature_dim: int,
+        feature_dim: int | None = None,
+        *,
+        latent_dim: int = 256,
+        decoder_channels: int = 512,
+        image_size: int = 224,
+        beta: float = 4.0,
+        likelihood: str = "gaussian",
+        capacity: float | None = None,
+        capacity_epochs: float = 50.0,
         pixel_stats: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     ) -> None:
         super().__init__(backbone, feature_dim)
         # Not in the state dict: they follow from the run's config, and checkpoints stay loadable.
         for name, values in zip(("pixel_mean", "pixel_std"), pixel_stats, strict=True):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        if cfg.likelihood not in ("gaussian", "bernoulli"):
-            raise UserError(f"method.likelihood must be gaussian or bernoulli, got {cfg.likelihood!r}")
-        self.mu = nn.Linear(feature_dim, cfg.latent_dim)
-        self.logvar = nn.Linear(feature_dim, cfg.latent_dim)
-        self.decoder = ConvDecoder(cfg.latent_dim, int(cfg.image_size), cfg.decoder_channels)
-        self.image_size = int(cfg.image_size)
-        self.beta = float(cfg.beta)
-        self.likelihood = str(cfg.likelihood)
-        self.capacity = None if cfg.capacity is None else float(cfg.capacity)
-        self.capacity_epochs = float(cfg.capacity_epochs)
+        if likelihood not in ("gaussian", "bernoulli"):
+            raise UserError(f"method.likelihood must be gaussian or bernoulli, got {likelihood!r}")
+        self.mu = nn.Linear(self.feature_dim, latent_dim)
+        self.logvar = nn.Linear(self.feature_dim, latent_dim)
+        self.decoder = ConvDecoder(latent_dim, int(image_size), decoder_channels)
+        self.image_size = int(image_size)
+        self.beta = float(beta)
+        self.likelihood = str(likelihood)
+        self.capacity = None if capacity is None else float(capacity)
+        self.capacity_epochs = float(capacity_epochs)
 
-    def current_capacity(self) -> float | None:
-        if self.capacity is None:
-            return None
-        ramp = self.epochs_to_steps(self.capacity_epochs)
-        return self.capacity * min(1.0, self.current_step / ramp) if ramp > 0 else self.capacity
+    def capacity_at(self, schedule: Schedule | None) -> float | None:
+        """The KL target at `schedule`'s step: a linear ramp to `capacity` over `capacity_epochs`."""
+        if self.capacity is None or self.capacity_epochs == 0:
+            return self.capacity
+        at = self.scheduled(schedule, f"the capacity ramp over capacity_epochs={self.capacity_epochs:g}")
+        ramp = at.steps(self.capacity_epochs)
+        return self.capacity * min(1.0, at.step / ramp) if ramp > 0 else self.capacity
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         x = torch.cat(views)  # every view is a sample of the data distribution
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise ValueError(f"the decoder was built for {self.image_size}-px crops, got {tuple(x.shape[-2:])}")
@@ -72,7 +80,7 @@ class BetaVAE(Method):
         mu, logvar = self.mu(h), self.logvar(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         pixels = x.float() * self.pixel_std + self.pixel_mean
-        capacity = self.current_capacity()
+        capacity = self.capacity_at(schedule)
         loss, terms = beta_vae_elbo(pixels, self.decoder(z), mu, logvar, self.beta, self.likelihood, capacity)
         return {"loss": loss, "recon": terms["recon"].detach(), "kl": terms["kl"].detach()}
 

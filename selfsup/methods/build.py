@@ -3,8 +3,10 @@ run's network with it, and evaluation rebuilds a checkpoint's."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn as nn
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import selfsup.methods  # noqa: F401  (registers every method)
 from selfsup.data.views import split_mean_std
@@ -22,9 +24,18 @@ def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Meth
             f"method={cfg.method.name} takes global views only; views.local_crops (multi-crop) is for {takers}: "
             "set views.local_crops=0"
         )
+    options = method_options(cfg.method)
     if method.reconstructs_pixels:
-        return method(cfg.method, backbone, feature_dim, pixel_stats=split_mean_std(cfg.data, cfg.views))
-    return method(cfg.method, backbone, feature_dim)
+        options["pixel_stats"] = split_mean_std(cfg.data, cfg.views)
+    return method(backbone, feature_dim, **options)
+
+
+def method_options(section: DictConfig) -> dict[str, Any]:
+    """A config's `method.*` as the keyword arguments of the method's constructor (all but `name`)."""
+    options = OmegaConf.to_container(section, resolve=True)
+    assert isinstance(options, dict)
+    options.pop("name", None)
+    return options
 
 
 def build_model(cfg: DictConfig, init_weights: bool = False) -> Method:

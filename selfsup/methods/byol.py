@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import METHODS, Method
+from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import mlp
-from selfsup.nets.predictors import build_predictor, predictor_options
+from selfsup.nets.predictors import PredictorSettings, build_predictor
 
 
 @METHODS.register("byol")
 class BYOL(Method):
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+    """Defaults: the paper's (projector 4096 -> 256, MLP predictor 4096, EMA 0.996 -> 1). `predictor` takes
+    the fields of `PredictorSettings` (e.g. `{"type": "directpred"}`: DirectPred)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        proj_hidden_dim: int = 4096,
+        proj_output_dim: int = 256,
+        momentum: float = 0.996,
+        final_momentum: float = 1.0,
+        predictor: PredictorSettings | Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(backbone, feature_dim)
-        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
-        self.predictor = build_predictor(cfg.predictor, cfg.proj_output_dim)
-        self.predictor_options = predictor_options(cfg.predictor)  # its own lr scale / weight decay, if set
+        settings = PredictorSettings.of(predictor)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
+        self.predictor = build_predictor(settings, proj_output_dim)
+        self.predictor_options = settings.optimizer_options()  # its own lr scale / weight decay, if set
         self.target_backbone = frozen_copy(backbone)
         self.target_projector = frozen_copy(self.projector)
-        self.base_momentum = float(cfg.momentum)
-        self.final_momentum = float(cfg.final_momentum)
+        self.base_momentum = float(momentum)
+        self.final_momentum = float(final_momentum)
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) != 2:
             raise ValueError(f"BYOL uses 2 views, got {len(views)} (set views.num=2)")
         x = torch.cat(views)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.dist import sum_over_processes, world_info
 from selfsup.losses import dino
-from selfsup.methods.base import METHODS, Method, encode_crops, global_views
+from selfsup.methods.base import METHODS, Method, Schedule, encode_crops, global_views
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import DINOHead
 
@@ -19,46 +18,74 @@ class DINO(Method):
     outputs are centred by a running mean over the global batch (momentum `center_momentum`) and
     sharpened by a temperature warmed up linearly from `warmup_teacher_temp` to `teacher_temp` over
     `warmup_teacher_temp_epochs`; the teacher follows the student by EMA on BYOL's cosine schedule.
-    The last layer gets no gradient during the first `freeze_last_layer_epochs`."""
+    The last layer gets no gradient during the first `freeze_last_layer_epochs`. Defaults: the paper's
+    ResNet-50 setting (head 2048 -> 256 -> 65536 without BN, student 0.1, teacher 0.04, momentum 0.996)."""
 
     multi_crop = True
 
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        proj_hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        out_dim: int = 65536,
+        use_bn_in_head: bool = False,
+        norm_last_layer: bool = True,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        warmup_teacher_temp_epochs: float = 0.0,
+        center_momentum: float = 0.9,
+        momentum: float = 0.996,
+        freeze_last_layer_epochs: float = 1.0,
+    ) -> None:
         super().__init__(backbone, feature_dim)
         self.head = DINOHead(
-            feature_dim,
-            cfg.out_dim,
-            cfg.proj_hidden_dim,
-            cfg.bottleneck_dim,
-            use_bn=cfg.use_bn_in_head,
-            norm_last_layer=cfg.norm_last_layer,
+            self.feature_dim,
+            out_dim,
+            proj_hidden_dim,
+            bottleneck_dim,
+            use_bn=use_bn_in_head,
+            norm_last_layer=norm_last_layer,
         )
         self.teacher_backbone = frozen_copy(backbone)
         self.teacher_head = frozen_copy(self.head)
-        self.register_buffer("center", torch.zeros(1, cfg.out_dim))
-        self.student_temp = float(cfg.student_temp)
-        self.teacher_temp = float(cfg.teacher_temp)
-        self.warmup_teacher_temp = float(cfg.warmup_teacher_temp)
-        self.warmup_teacher_temp_epochs = float(cfg.warmup_teacher_temp_epochs)
-        self.center_momentum = float(cfg.center_momentum)
-        self.base_momentum = float(cfg.momentum)
-        self.freeze_last_layer_epochs = float(cfg.freeze_last_layer_epochs)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.student_temp = float(student_temp)
+        self.teacher_temp = float(teacher_temp)
+        self.warmup_teacher_temp = float(warmup_teacher_temp)
+        self.warmup_teacher_temp_epochs = float(warmup_teacher_temp_epochs)
+        self.center_momentum = float(center_momentum)
+        self.base_momentum = float(momentum)
+        self.freeze_last_layer_epochs = float(freeze_last_layer_epochs)
 
-    def current_teacher_temp(self) -> float:
-        warmup = self.epochs_to_steps(self.warmup_teacher_temp_epochs)
-        if self.current_step >= warmup:
+    def teacher_temp_at(self, schedule: Schedule | None) -> float:
+        """The teacher temperature at `schedule`'s step: linear warmup, then constant."""
+        if self.warmup_teacher_temp_epochs == 0:
             return self.teacher_temp
-        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * self.current_step / warmup
+        at = self.scheduled(schedule, f"warmup_teacher_temp_epochs={self.warmup_teacher_temp_epochs:g}")
+        warmup = at.steps(self.warmup_teacher_temp_epochs)
+        if at.step >= warmup:
+            return self.teacher_temp
+        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * at.step / warmup
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def last_layer_frozen(self, schedule: Schedule | None) -> bool:
+        if self.freeze_last_layer_epochs == 0:
+            return False
+        at = self.scheduled(schedule, f"freeze_last_layer_epochs={self.freeze_last_layer_epochs:g}")
+        return at.step < at.steps(self.freeze_last_layer_epochs)
+
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         n_global = global_views(views)
         if len(views) < 2:
             raise ValueError(f"DINO needs at least 2 crops, got {len(views)}")
-        frozen = self.current_step < self.epochs_to_steps(self.freeze_last_layer_epochs)
+        frozen = self.last_layer_frozen(schedule)
         student = encode_crops(lambda x: self.head(self.backbone(x), freeze_last_layer=frozen), views)
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:n_global]))).chunk(n_global)
-        loss = dino(student, teacher, self.center, self.student_temp, self.current_teacher_temp())
+        loss = dino(student, teacher, self.center, self.student_temp, self.teacher_temp_at(schedule))
         self.update_center(torch.cat(teacher))
         probs = torch.softmax(student[0].detach().float() / self.student_temp, dim=1)
         return {"loss": loss, "entropy": -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean()}

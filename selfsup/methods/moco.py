@@ -6,11 +6,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
 from selfsup.dist import world_info
 from selfsup.losses import info_nce
-from selfsup.methods.base import METHODS, Method
+from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.methods.momentum import ema_update, frozen_copy
 from selfsup.nets.heads import mlp
 
@@ -27,15 +26,28 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
 
 @METHODS.register("moco")
 class MoCo(Method):
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+    """Defaults: MoCo v2's (projector 2048 -> 128, queue 65536, temperature 0.2, momentum 0.999)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 128,
+        moco_k: int = 65536,
+        moco_t: float = 0.2,
+        moco_m: float = 0.999,
+        symmetric: bool = False,
+    ) -> None:
         super().__init__(backbone, feature_dim)
-        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)
-        self.momentum = float(cfg.moco_m)
-        self.temperature = float(cfg.moco_t)
-        self.symmetric = bool(cfg.symmetric)
-        self.register_buffer("queue", F.normalize(torch.randn(cfg.moco_k, cfg.proj_output_dim), dim=1))
+        self.momentum = float(moco_m)
+        self.temperature = float(moco_t)
+        self.symmetric = bool(symmetric)
+        self.register_buffer("queue", F.normalize(torch.randn(moco_k, proj_output_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
@@ -65,7 +77,7 @@ class MoCo(Method):
         self.queue[index] = keys
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) != 2:
             raise ValueError(f"MoCo uses 2 views, got {len(views)} (set views.num=2)")
         # The loss reads a copy of the queue: enqueueing this step's keys must not alter its graph.

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.dist import gather_with_grad, world_info
 from selfsup.losses import nt_xent
-from selfsup.methods.base import METHODS, Method
+from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
 
 
 @METHODS.register("simclr")
 class SimCLR(Method):
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
-        super().__init__(backbone, feature_dim)
-        self.temperature = float(cfg.temperature)
-        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
+    """Defaults: the paper's ImageNet setting (temperature 0.1, projector 2048 -> 128)."""
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        temperature: float = 0.1,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 128,
+    ) -> None:
+        super().__init__(backbone, feature_dim)
+        self.temperature = float(temperature)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
+
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) != 2:
             raise ValueError(f"SimCLR uses 2 views, got {len(views)} (set views.num=2)")
         # One pass over both views: BatchNorm sees the whole 2n batch, as in the paper's implementation.

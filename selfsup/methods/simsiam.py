@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import METHODS, Method
+from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
-from selfsup.nets.predictors import build_predictor, predictor_options
+from selfsup.nets.predictors import PredictorSettings, build_predictor
 
 
 @METHODS.register("simsiam")
 class SimSiam(Method):
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
-        super().__init__(backbone, feature_dim)
-        # Projector: 3 layers with BN on the output (paper section 4.1); predictor: a 2-layer bottleneck.
-        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=3, last_bn=True)
-        self.predictor = build_predictor(cfg.predictor, cfg.proj_output_dim)
-        self.fixed_predictor_lr = bool(cfg.fixed_predictor_lr)
-        self.predictor_options = predictor_options(cfg.predictor)  # its own lr scale / weight decay, if set
+    """Defaults: the paper's (projector 2048 x 3 with BN on the output, predictor bottleneck 512, predictor lr
+    not decayed). `predictor` takes the fields of `PredictorSettings`."""
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 2048,
+        fixed_predictor_lr: bool = True,
+        predictor: PredictorSettings | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(backbone, feature_dim)
+        settings = PredictorSettings.of(predictor, hidden_dim=512)
+        # Projector: 3 layers with BN on the output (paper section 4.1); predictor: a 2-layer bottleneck.
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=3, last_bn=True)
+        self.predictor = build_predictor(settings, proj_output_dim)
+        self.fixed_predictor_lr = bool(fixed_predictor_lr)
+        self.predictor_options = settings.optimizer_options()  # its own lr scale / weight decay, if set
+
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) != 2:
             raise ValueError(f"SimSiam uses 2 views, got {len(views)} (set views.num=2)")
         z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)

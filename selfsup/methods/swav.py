@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
 from selfsup.dist import sum_over_processes, without_gradient
 from selfsup.losses import sinkhorn, swav_multicrop
-from selfsup.methods.base import METHODS, Method, encode_crops, global_views
+from selfsup.methods.base import METHODS, Method, Schedule, encode_crops, global_views
 from selfsup.nets.heads import mlp
 
 
@@ -18,28 +17,42 @@ class SwAV(Method):
     """Codes are computed on the global views (`crops_for_assign` of the official code), predicted from
     every other crop, local crops included. Prototypes are kept L2-normalised and get no gradient for
     the first `freeze_prototypes_epochs` epochs. With `queue_length` > 0 each process keeps its latest
-    embeddings of each global view and, once the queue is full, adds them to the Sinkhorn batch
-    (the official code's remedy for small batches)."""
+    embeddings of each global view and, once the queue is full, adds them to the Sinkhorn batch (the
+    official code's remedy for small batches). Defaults: the paper's (projector 2048 -> 128, 3000
+    prototypes, temperature 0.1, Sinkhorn eps 0.05 x 3 iterations, prototypes frozen for 1 epoch)."""
 
     multi_crop = True
 
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 128,
+        num_prototypes: int = 3000,
+        temperature: float = 0.1,
+        sinkhorn_eps: float = 0.05,
+        sinkhorn_iters: int = 3,
+        freeze_prototypes_epochs: float = 1.0,
+        queue_length: int = 0,
+    ) -> None:
         super().__init__(backbone, feature_dim)
-        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=2)
-        self.prototypes = nn.Linear(cfg.proj_output_dim, cfg.num_prototypes, bias=False)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
+        self.prototypes = nn.Linear(proj_output_dim, num_prototypes, bias=False)
         self.normalize_prototypes()
-        self.temperature = float(cfg.temperature)
-        self.eps = float(cfg.sinkhorn_eps)
-        self.iters = int(cfg.sinkhorn_iters)
-        self.freeze_prototypes_epochs = float(cfg.freeze_prototypes_epochs)
-        self.register_buffer("queue", torch.zeros(2, int(cfg.queue_length), cfg.proj_output_dim))
+        self.temperature = float(temperature)
+        self.eps = float(sinkhorn_eps)
+        self.iters = int(sinkhorn_iters)
+        self.freeze_prototypes_epochs = float(freeze_prototypes_epochs)
+        self.register_buffer("queue", torch.zeros(2, int(queue_length), proj_output_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) < 2:
             raise ValueError(f"SwAV needs at least 2 crops, got {len(views)}")
         n_global = global_views(views)
@@ -47,8 +60,10 @@ class SwAV(Method):
             raise ValueError(f"the SwAV queue holds 2 global views, got {n_global}")
         z = [F.normalize(e, dim=1) for e in encode_crops(lambda x: self.projector(self.backbone(x)), views)]
         weight = self.prototypes.weight
-        if self.current_step < self.epochs_to_steps(self.freeze_prototypes_epochs):
-            weight = without_gradient(weight)
+        if self.freeze_prototypes_epochs > 0:
+            at = self.scheduled(schedule, f"freeze_prototypes_epochs={self.freeze_prototypes_epochs:g}")
+            if at.step < at.steps(self.freeze_prototypes_epochs):
+                weight = without_gradient(weight)
         scores = [e @ weight.T for e in z]
         codes = [self.assign(scores[i], z[i].detach(), i) for i in range(n_global)]
         loss = swav_multicrop(scores, codes, self.temperature)

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.dist import gather_with_grad
 from selfsup.losses import vicreg_terms
-from selfsup.methods.base import METHODS, Method
+from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
 
 
 @METHODS.register("vicreg")
 class VICReg(Method):
-    def __init__(self, cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> None:
-        super().__init__(backbone, feature_dim)
-        self.expander = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, num_layers=cfg.proj_layers)
-        self.weights = (float(cfg.sim_weight), float(cfg.var_weight), float(cfg.cov_weight))
+    """Defaults: the paper's (expander 8192 x 3, loss weights 25 / 25 / 1)."""
 
-    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        *,
+        proj_hidden_dim: int = 8192,
+        proj_output_dim: int = 8192,
+        proj_layers: int = 3,
+        sim_weight: float = 25.0,
+        var_weight: float = 25.0,
+        cov_weight: float = 1.0,
+    ) -> None:
+        super().__init__(backbone, feature_dim)
+        self.expander = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
+        self.weights = (float(sim_weight), float(var_weight), float(cov_weight))
+
+    def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) != 2:
             raise ValueError(f"VICReg uses 2 views, got {len(views)} (set views.num=2)")
         z1, z2 = self.expander(self.backbone(torch.cat(views))).chunk(2)

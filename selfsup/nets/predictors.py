@@ -10,9 +10,12 @@ the trained one there too. Every linear predictor tracks F, for the dynamics ana
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
 from selfsup.dist import sum_over_processes, world_info
 from selfsup.errors import UserError
@@ -128,32 +131,57 @@ class MLPPredictor(nn.Sequential):
         """Nothing: trained by the optimizer alone."""
 
 
-def build_predictor(cfg: DictConfig, dim: int) -> MLPPredictor | LinearPredictor:
-    """The predictor named by `cfg.type` (method.predictor.*) on `dim`-dimensional projections."""
-    if cfg.type == "mlp":
-        return MLPPredictor(dim, cfg.hidden_dim)
-    if cfg.type in PREDICTORS:
+@dataclass(frozen=True)
+class PredictorSettings:
+    """The predictor of BYOL, SimSiam, DirectPred and DirectCopy (`method.predictor.*`): its kind, the MLP's
+    width, the analytic predictors' F estimate (EMA rate `rho`, `eps`, update every `freq` steps), the trained
+    linear one's symmetry, the trained layers before W, and its own lr multiple and weight decay."""
+
+    type: str = "mlp"
+    hidden_dim: int = 4096
+    rho: float = 0.3
+    eps: float = 0.1
+    freq: int = 1
+    symmetric: bool = False
+    symmetry_reg: float = 0.0
+    layers: int = 1
+    lr_scale: float = 1.0
+    weight_decay: float | None = None
+
+    @classmethod
+    def of(cls, value: PredictorSettings | Mapping[str, Any] | None, **defaults: Any) -> PredictorSettings:
+        """Settings from a method's `predictor=` argument: an instance, a mapping of fields over `defaults`
+        (a method's own, e.g. SimSiam's narrower MLP), or None for `defaults` alone."""
+        if isinstance(value, cls):
+            return value
+        return cls(**{**defaults, **dict(value or {})})
+
+    def optimizer_options(self) -> dict[str, float]:
+        """The predictor's own optimizer options (`param_groups`) where set: lr_scale (a multiple of the
+        scheduled lr) and weight_decay (the symmetric-predictor baseline of Tian et al. 2021 trains its
+        predictor at its own lr and weight decay)."""
+        options = {}
+        if self.lr_scale != 1.0:
+            options["lr_scale"] = float(self.lr_scale)
+        if self.weight_decay is not None:
+            options["weight_decay"] = float(self.weight_decay)
+        return options
+
+
+def build_predictor(settings: PredictorSettings, dim: int) -> MLPPredictor | LinearPredictor:
+    """The predictor `settings.type` names, on `dim`-dimensional projections."""
+    if settings.type == "mlp":
+        return MLPPredictor(dim, settings.hidden_dim)
+    if settings.type in PREDICTORS:
         return LinearPredictor(
             dim,
-            cfg.type,
-            rho=float(cfg.rho),
-            eps=float(cfg.eps),
-            freq=int(cfg.freq),
-            symmetric=bool(cfg.symmetric),
-            symmetry_reg=float(cfg.symmetry_reg),
-            layers=int(cfg.get("layers", 1)),
+            settings.type,
+            rho=float(settings.rho),
+            eps=float(settings.eps),
+            freq=int(settings.freq),
+            symmetric=bool(settings.symmetric),
+            symmetry_reg=float(settings.symmetry_reg),
+            layers=int(settings.layers),
         )
-    hint = close_matches_hint(str(cfg.type), list(PREDICTORS))
-    raise UserError(f"unknown method.predictor.type={cfg.type!r}{hint} (known: {', '.join(PREDICTORS)})")
-
-
-def predictor_options(cfg: DictConfig) -> dict[str, float]:
-    """The predictor's own optimizer options (`param_groups`): lr_scale (a multiple of the scheduled lr) and
-    weight_decay, when set (method.predictor.lr_scale / weight_decay; the symmetric-predictor baseline of
-    Tian et al. 2021 trains its predictor at its own lr and weight decay)."""
-    options = {}
-    if cfg.get("lr_scale", 1.0) != 1.0:
-        options["lr_scale"] = float(cfg.lr_scale)
-    if cfg.get("weight_decay") is not None:
-        options["weight_decay"] = float(cfg.weight_decay)
-    return options
+    hint = close_matches_hint(str(settings.type), list(PREDICTORS))
+    raise UserError(f"unknown method.predictor.type={settings.type!r}{hint} (known: {', '.join(PREDICTORS)})")

@@ -33,6 +33,7 @@ from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
+from selfsup.methods.base import Schedule
 from selfsup.nets.compile import compile_backbones
 from selfsup.precision import make_fabric, resolve_device, resolve_precision, tune_device
 from selfsup.registry import close_matches_hint
@@ -99,15 +100,13 @@ def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> d
     compile_backbones(method, cfg.trainer.compile)
     optimizer, _ = training_optimizer(method, cfg)
     total = warmup + steps
-    method.set_schedule(total, total)
     model, optimizer = fabric.setup(method, optimizer)
     model.train()
 
     def step(i: int) -> None:
-        method.current_step = i
         for micro in range(accumulate):
             with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
-                fabric.backward(model(views)["loss"] / accumulate)
+                fabric.backward(model(views, schedule=Schedule(i, total, total))["loss"] / accumulate)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         method.after_optimizer_step(i, total)

@@ -87,7 +87,7 @@ def device_name(device: torch.device) -> str:
 
 
 def count_training_flops(step: Any, views: list[torch.Tensor]) -> float:
-    """FLOPs of one forward + backward of `step(views)` (a Method), counted by torch.utils.flop_counter.
+    """FLOPs of one forward + backward of `step(views)` (a method's loss), counted by torch.utils.flop_counter.
 
     Counts matmuls and convolutions, which dominate; call it on a small batch (>= 2 for BatchNorm)."""
     with FlopCounterMode(display=False) as counter:

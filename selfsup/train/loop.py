@@ -34,7 +34,7 @@ from selfsup.data.views import split_mean_std, views_config
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split
 from selfsup.eval.knn import knn_accuracy
-from selfsup.methods.base import Method
+from selfsup.methods.base import Method, Schedule
 from selfsup.methods.build import build_model
 from selfsup.nets.activation_checkpoint import disable_activation_checkpointing, enable_activation_checkpointing
 from selfsup.nets.compile import compile_backbones
@@ -294,7 +294,6 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     sync_bn = bool(t.sync_batchnorm) and world > 1
     method = training_model(cfg, device_type, channels_last, sync_bn, init_weights=not any(ckpt_dir.glob("*.pt")))
     optimizer, peak_lr = training_optimizer(method, cfg)
-    method.set_schedule(steps_per_epoch, total_steps)
     cost = CostRecord(devices=world, device_name=device_name(fabric.device))
     cost.flops_per_image = measure_flops(method, cfg)
     compiled = compile_backbones(method, t.compile)
@@ -354,12 +353,12 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
             for _ in range(steps_per_epoch - done_in_epoch):
                 lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr, cfg.optim.final_lr) * progress.lr_scale
                 set_lr(optimizer, lr, peak_lr)
-                method.current_step = step
+                schedule = Schedule(step, total_steps, steps_per_epoch)
                 for micro in range(t.accumulate):
                     batch, _labels = next(batches)
                     views = device_views(batch, augment, fabric.device, channels_last)
                     with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
-                        out_step = model(views)
+                        out_step = model(views, schedule=schedule)
                         fabric.backward(out_step["loss"] / t.accumulate)
                 bad = None
                 if t.nonfinite == "stop":
@@ -445,7 +444,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
             finished = step >= total_steps
             val_loss = None
             if validation is not None and epoch_done and (epoch % val_every == 0 or finished):
-                val_loss = validation(method, model)
+                val_loss = validation(method, model, Schedule(step, total_steps, steps_per_epoch))
                 note(fabric, f"epoch {epoch}: held-out loss {val_loss:.4f}")
             if is_main:
                 check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
@@ -580,4 +579,4 @@ def measure_flops(method: Method, cfg: DictConfig) -> float | None:
     # without activation checkpointing's recomputation.
     model = copy.deepcopy(method)
     disable_activation_checkpointing(model)
-    return count_training_flops(model, views) / 2
+    return count_training_flops(lambda crops: model(crops, schedule=Schedule(0, 1)), views) / 2

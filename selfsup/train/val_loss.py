@@ -19,6 +19,7 @@ from selfsup.data.loader import crop_loader, load_split, resolve_num_workers
 from selfsup.data.pipeline import device_views
 from selfsup.data.views import BatchAugment
 from selfsup.errors import UserError
+from selfsup.methods.base import Method, Schedule
 
 
 class ValidationLoss:
@@ -44,8 +45,8 @@ class ValidationLoss:
         self.fabric, self.augment, self.channels_last, self.seed = fabric, augment, channels_last, cfg.seed
 
     @torch.no_grad()
-    def __call__(self, method: nn.Module, model: nn.Module) -> float:
-        """The mean loss of `model` (the fabric-wrapped `method`) over the held-out split."""
+    def __call__(self, method: Method, model: nn.Module, schedule: Schedule) -> float:
+        """The mean loss of `model` (the fabric-wrapped `method`) over the held-out split, at `schedule`'s step."""
         device = self.fabric.device
         buffers = {name: b.clone() for name, b in method.named_buffers()}
         training = method.training
@@ -54,7 +55,8 @@ class ValidationLoss:
             torch.manual_seed(self.seed)
             method.eval()
             for batch, _labels in self.loader:
-                total += model(device_views(batch, self.augment, device, self.channels_last))["loss"].float()
+                views = device_views(batch, self.augment, device, self.channels_last)
+                total += model(views, schedule=schedule)["loss"].float()
                 batches += 1
         method.train(training)
         for name, b in method.named_buffers():

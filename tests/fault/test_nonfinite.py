@@ -36,10 +36,10 @@ def nan_at(monkeypatch):
     pending: set[int] = set()
     forward = SimCLR.forward
 
-    def poisoned(self, views):
-        out = forward(self, views)
-        if self.current_step in pending:
-            pending.discard(self.current_step)
+    def poisoned(self, views, schedule=None):
+        out = forward(self, views, schedule)
+        if schedule.step in pending:
+            pending.discard(schedule.step)
             out["loss"] = out["loss"] * torch.tensor(float("nan"))
         return out
 
