@@ -103,8 +103,18 @@ def _compose(overrides: list[str]) -> DictConfig:
         raise UserError(f"bad override: {str(err).splitlines()[0]}") from None
 
 
+def _user_backbone(override: str) -> str:
+    """`backbone=package.module:factory` (a user's own backbone, not a shipped option) sets backbone.name over
+    the default backbone group; every other override is kept as written."""
+    from selfsup.nets.backbones import is_factory_path
+
+    key, value = _split(override)
+    return f"backbone.name={value}" if key == "backbone" and is_factory_path(value) else override
+
+
 def load_config(overrides: list[str]) -> DictConfig:
     """Compose, check and resolve the pretraining config for these overrides."""
+    overrides = [_user_backbone(o) for o in overrides]
     check_groups(overrides)
     choices = [o for o in overrides if _split(o)[0] in GROUPS]
     check_keys(_compose(choices), overrides)
@@ -205,7 +215,7 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
     import selfsup.methods  # noqa: F401  (registers every method)
     from selfsup.data.sources import BAD_IMAGES, dataset_names
     from selfsup.methods.base import METHODS
-    from selfsup.nets.backbones import BACKBONES
+    from selfsup.nets.backbones import BACKBONES, is_factory_path
     from selfsup.nets.compile import COMPILE_MODES
     from selfsup.nets.predictors import PREDICTORS
     from selfsup.optim import OPTIMIZERS
@@ -261,7 +271,11 @@ def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
         one_of("true", "false", *COMPILE_MODES): ("trainer.compile",),
         one_of(*dataset_names()): ("data.name",),
         one_of(*BAD_IMAGES): ("data.bad_images",),
-        one_of(*BACKBONES.names()): ("backbone.name",),
+        Rule(
+            lambda v: v in BACKBONES.names() or (isinstance(v, str) and is_factory_path(v)),
+            f"one of {', '.join(BACKBONES.names())} or a factory path package.module:function",
+            tuple(BACKBONES.names()),
+        ): ("backbone.name",),
         one_of(*OPTIMIZERS.names()): ("optim.name",),
         one_of("linear", "sqrt", "none"): ("optim.lr_scaling",),
         one_of(*METHODS.names()): ("method.name",),
@@ -295,9 +309,12 @@ def check_values(cfg: DictConfig, only: Sequence[str] | None = None) -> None:
 def validate(cfg: DictConfig) -> None:
     """Values that cannot work fail here, before any output directory is touched."""
     from selfsup.data.views import views_config
+    from selfsup.nets.backbones import backbone_factory, is_factory_path
 
     check_values(cfg)
     views_config(cfg.views)
+    if is_factory_path(cfg.backbone.name):
+        backbone_factory(cfg.backbone.name)  # importable and callable, before any output is written
     t = cfg.trainer
     processes = t.devices * t.num_nodes
     _require(

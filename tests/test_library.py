@@ -133,3 +133,44 @@ def test_the_batched_augmentations_take_uint8_and_float_images():
     # Colour ops on both within the rounding of the uint8 crops (solarize can flip a pixel at its threshold).
     close = (out[torch.float32] - out[torch.uint8]).abs() <= 4 * 0.5 / 255 / 0.25 + 1e-4
     assert close.float().mean() > 0.99
+
+
+USER_NETS = '''
+import torch.nn as nn
+
+
+def small_cnn():
+    """A user's backbone: images -> [B, 16] features."""
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten())
+
+
+not_a_factory = 3
+'''
+
+
+def test_a_users_backbone_by_factory_path_pretrains_and_evaluates_from_the_cli(tmp_path, monkeypatch, capsys):
+    from selfsup.cli import main
+
+    (tmp_path / "user_nets_pkg").mkdir()
+    (tmp_path / "user_nets_pkg" / "__init__.py").write_text("")
+    (tmp_path / "user_nets_pkg" / "nets.py").write_text(USER_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    args = ["pretrain", "data=synthetic", "data.subset=64", "trainer.batch_size=32", "trainer.epochs=1", "device=cpu"]
+    args += ["method.proj_hidden_dim=16", "trainer.progress=false", "eval.every=0", f"output_dir={run}"]
+    assert main([*args, "backbone=user_nets_pkg.nets:small_cnn"]) == 0
+    assert "backbone.name=user_nets_pkg.nets:small_cnn" not in capsys.readouterr().err
+    assert load_config(["backbone=user_nets_pkg.nets:small_cnn"]).backbone.name == "user_nets_pkg.nets:small_cnn"
+    assert main(["eval", "knn", f"run={run}", "eval.knn.k=5", "eval.train_subset=64"]) == 0
+    assert "knn on synthetic test: top1" in capsys.readouterr().out
+    # Each way a factory path can be wrong is one line naming the fix.
+    for path, message in [
+        ("no_such_pkg.nets:f", "cannot import no_such_pkg.nets"),
+        ("user_nets_pkg.nets:missing", "has no callable 'missing'"),
+        ("user_nets_pkg.nets:not_a_factory", "has no callable 'not_a_factory'"),
+    ]:
+        assert main([*args[:-1], f"output_dir={tmp_path / 'bad'}", f"backbone={path}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"backbone={path}: " in err[0] and message in err[0]
+        assert not (tmp_path / "bad").exists()  # refused before anything was written

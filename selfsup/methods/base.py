@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
+from selfsup.nets.backbones import infer_feature_dim
 from selfsup.registry import Registry
 
 
@@ -71,29 +72,6 @@ class Method(nn.Module):
         """Modules trained with optimizer options of their own (see `param_groups`): a predictor's own lr,
         weight decay, or lr fixed at the peak (SimSiam)."""
         return []
-
-
-@torch.no_grad()
-def infer_feature_dim(backbone: nn.Module, size: int = 64) -> int:
-    """The width of a backbone's features, from a `num_features` / `feature_dim` attribute (timm's and
-    selfsup's conventions) or else from one forward pass of two blank `size`-px images in eval mode."""
-    for name in ("feature_dim", "num_features"):
-        if isinstance(getattr(backbone, name, None), int):
-            return getattr(backbone, name)
-    training = backbone.training
-    try:
-        parameter = next(backbone.parameters(), None)
-        device = parameter.device if parameter is not None else None
-        out = backbone.eval()(torch.zeros(2, 3, size, size, device=device))
-    except Exception as err:
-        raise ValueError(
-            f"cannot infer the backbone's feature width from a {size}-px forward pass ({err}); pass feature_dim="
-        ) from err
-    finally:
-        backbone.train(training)
-    if out.ndim != 2:
-        raise ValueError(f"the backbone must map images to [B, D] features, got shape {tuple(out.shape)}")
-    return out.shape[1]
 
 
 METHODS: Registry[Callable[..., Method]] = Registry("method")
