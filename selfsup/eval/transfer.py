@@ -17,7 +17,7 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
-from selfsup.runs.files import atomic_torch_save
+from selfsup.runs.files import atomic_torch_save, load_tensors
 
 
 @dataclass
@@ -55,12 +55,7 @@ def load_training_state(job: TransferJob, task: str) -> dict[str, Any] | None:
     path = job.state_path
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise UserError(
-            f"cannot resume {task} training from {path} ({type(err).__name__}); delete it to start over"
-        ) from None
+    state = load_tensors(path, f"cannot resume {task} training from {{path}} ({{error}}); delete it to start over")
     saved, now = state.get("settings", {}), _resume_settings(job, task)
     changed = sorted(k for k in now if saved.get(k) != now[k])
     if changed:

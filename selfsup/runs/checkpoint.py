@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from selfsup.errors import UserError
-from selfsup.runs.files import atomic_write_bytes, file_sha256, serialise
+from selfsup.runs.files import atomic_write_bytes, file_sha256, load_tensors, serialise
 
 FORMAT_VERSION = 1
 
@@ -59,12 +59,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(
             f"checkpoint {path} is corrupt (SHA-256 differs from {sidecar_of(path).name}); use another checkpoint"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise UserError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}); is it a selfsup checkpoint?"
-        ) from None
+    state = load_tensors(path, "checkpoint {path} cannot be read ({error}); is it a selfsup checkpoint?")
     if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
         raise UserError(f"{path} is not a selfsup checkpoint (no 'model' / 'format_version' entries)")
     return state

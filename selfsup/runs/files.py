@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from selfsup.errors import UserError
+
 
 def _new_file_mode() -> int:
     """The mode open() gives a new file: 0o666 less the process umask. mkstemp makes 0o600 files, which
@@ -82,3 +84,12 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_tensors(path: Path, refusal: str) -> Any:
+    """torch.load with weights_only=True (no code runs from the file); a truncated or foreign file becomes one
+    UserError, `refusal` with {path} and {error} (the exception's type) filled in."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        raise UserError(refusal.format(path=path, error=type(err).__name__)) from None
