@@ -249,18 +249,20 @@ def sweep(scratch: Path, only: str | None) -> int:
         after = snapshot(scratch)
         for files in (before, after):  # the lock file records the last process that held the run, by design
             files.pop("run/run.lock", None)
-        lines = err.strip().splitlines()
+        # A run that had started printed its progress notes first; the refusal is one line, the last.
+        lines = [line for line in err.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("selfsup: error: ")]
         problems = []
         if status != 2:
             problems.append(f"exit {status}")
-        if len(lines) != 1:
-            problems.append(f"{len(lines)} stderr lines")
+        if len(errors) != 1 or lines[-1] != errors[0]:
+            problems.append(f"{len(errors)} error lines, last stderr line {lines[-1][:60] if lines else None!r}")
         if "Traceback" in out + err:
             problems.append("traceback")
         if before != after:
             changed = sorted(set(before) ^ set(after) | {k for k in before if k in after and before[k] != after[k]})
             problems.append(f"disk changed: {', '.join(changed[:3])}")
-        print(f"{'FAIL' if problems else 'ok  '} {name}: {'; '.join(problems) or lines[0]}"[:200])
+        print(f"{'FAIL' if problems else 'ok  '} {name}: {'; '.join(problems) or errors[0]}"[:200])
         if problems:
             failures.append(name)
     seconds = time.perf_counter() - started

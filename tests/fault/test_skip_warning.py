@@ -25,4 +25,5 @@ def test_a_skipped_image_is_one_clean_line_on_stderr(tmp_path: Path, capsys):
         warnings.simplefilter("always")
         assert main([*args, f"output_dir={tmp_path / 'out'}"]) == 0
     assert not [w for w in caught if "undecodable" in str(w.message)]  # not through warnings: no source line
-    assert capsys.readouterr().err.splitlines() == [f"warning: skipping undecodable image {bad} (data.bad_images=skip)"]
+    warned = [line for line in capsys.readouterr().err.splitlines() if "undecodable" in line]
+    assert warned == [f"warning: skipping undecodable image {bad} (data.bad_images=skip)"]
