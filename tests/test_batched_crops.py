@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import Subset
 
 from selfsup.data.batched_crops import BatchCropFlip, random_resized_boxes, resized_crops
+from selfsup.data.datasets.synthetic import make_synthetic
 from selfsup.data.loader import DeviceCropLoader, device_crop_arrays, shard_sampler
-from selfsup.data.sources import ImageDataset, make_synthetic
+from selfsup.data.sources import ImageDataset
 from selfsup.data.views import CropFlip
 from selfsup.errors import UserError
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from selfsup.cli import main
-from selfsup.data.sources import SYNTHETIC_CLASSES
+from selfsup.data.datasets.synthetic import SYNTHETIC_CLASSES
 from selfsup.runs.checkpoint import load_checkpoint
 
 SMALL = [

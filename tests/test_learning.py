@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from selfsup.cli import main
-from selfsup.data.shapes import SHAPES_SIZES, make_shapes
+from selfsup.data.datasets.shapes import SHAPES_SIZES, make_shapes
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.offline import evaluate
 from selfsup.methods.simclr import SimCLR

@@ -22,7 +22,8 @@ from fixtures_formats import (
 )
 from PIL import Image
 
-from selfsup.data.shapes import make_shapes
+from selfsup.data.class_lists import class_list
+from selfsup.data.datasets.shapes import make_shapes
 from selfsup.data.sources import (
     ImageDataset,
     balanced_subset,
@@ -30,8 +31,9 @@ from selfsup.data.sources import (
     dataset_names,
     dataset_spec,
 )
-from selfsup.data.subsets import IMAGENET50, IMAGENET100, IMAGENET200
 from selfsup.errors import UserError
+
+IMAGENET50, IMAGENET100, IMAGENET200 = (class_list(f"imagenet{n}") for n in (50, 100, 200))
 
 REAL_DATA = Path(os.environ.get("SELFSUP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

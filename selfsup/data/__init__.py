@@ -1,4 +1,3 @@
-"""Datasets, views and loaders. Importing the package registers every dataset, including those defined
-outside `sources` (`shapes`)."""
+"""Datasets, views and loaders. Importing the package registers every dataset (`selfsup.data.datasets`)."""
 
-from selfsup.data import shapes as _shapes  # noqa: F401  (registers "shapes")
+from selfsup.data import datasets as _datasets  # noqa: F401  (registers every dataset)
