@@ -28,7 +28,7 @@ _EXPORTS = {
     "PredictorSettings": "selfsup.nets.predictors",
     "build_backbone": "selfsup.nets.backbones",
     "BatchCropFlip": "selfsup.data.batched_crops",
-    "BatchAugment": "selfsup.data.views",
+    "BatchAugment": "selfsup.data.batched_colour",
     "CropFlip": "selfsup.data.views",
     "LARS": "selfsup.optim",
     "warmup_cosine": "selfsup.optim",

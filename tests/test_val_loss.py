@@ -41,8 +41,9 @@ def test_evaluating_twice_gives_the_same_loss_and_changes_nothing(crop_on_device
     from lightning_fabric import Fabric
 
     from selfsup.config import load_config
+    from selfsup.data.batched_colour import BatchAugment
     from selfsup.data.loader import DeviceCropLoader
-    from selfsup.data.views import BatchAugment, split_mean_std
+    from selfsup.data.views import split_mean_std
     from selfsup.methods.base import Schedule
     from selfsup.methods.build import build_model
     from selfsup.train.val_loss import ValidationLoss

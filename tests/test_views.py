@@ -9,16 +9,9 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from omegaconf import OmegaConf
 
-from selfsup.data import views as V
-from selfsup.data.views import (
-    BatchAugment,
-    CropFlip,
-    ViewsConfig,
-    crops_of_batch,
-    eval_transform,
-    normalize,
-    views_config,
-)
+from selfsup.data import batched_colour as V
+from selfsup.data.batched_colour import BatchAugment, normalize
+from selfsup.data.views import CropFlip, ViewsConfig, crops_of_batch, eval_transform, views_config
 from selfsup.errors import UserError
 
 OFF = {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}

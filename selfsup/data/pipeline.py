@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.data.batched_colour import BatchAugment
 from selfsup.data.loader import (
     DeviceCropLoader,
     ResumableSampler,
@@ -17,7 +18,7 @@ from selfsup.data.loader import (
     resolve_num_workers,
     shard_sampler,
 )
-from selfsup.data.views import BatchAugment, crops_of_batch, split_mean_std
+from selfsup.data.views import crops_of_batch, split_mean_std
 from selfsup.precision import resolve_channels_last
 
 

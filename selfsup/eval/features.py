@@ -9,9 +9,10 @@ import torch.nn as nn
 from omegaconf import DictConfig
 from torch.utils.data import Subset
 
+from selfsup.data.batched_colour import normalize
 from selfsup.data.loader import Transformed, dataset_labels, eval_loader, load_split
 from selfsup.data.sources import ImageDataset
-from selfsup.data.views import eval_transform, normalize
+from selfsup.data.views import eval_transform
 from selfsup.errors import UserError
 
 

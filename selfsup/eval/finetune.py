@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from selfsup.config import compose_group
+from selfsup.data.batched_colour import normalize
 from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
-from selfsup.data.views import eval_transform, normalize, split_mean_std
+from selfsup.data.views import eval_transform, split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import labeled_dataset
 from selfsup.eval.knn import topk_accuracy

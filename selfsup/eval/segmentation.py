@@ -32,9 +32,10 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 from tqdm import tqdm
 
+from selfsup.data.batched_colour import normalize
 from selfsup.data.loader import resolve_num_workers
 from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform, voc_segmentation
-from selfsup.data.views import normalize, split_mean_std
+from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
 

@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from selfsup.data.batched_colour import BatchAugment
 from selfsup.data.loader import crop_loader, load_split, resolve_num_workers
 from selfsup.data.pipeline import device_views
-from selfsup.data.views import BatchAugment
 from selfsup.errors import UserError
 from selfsup.methods.base import Method, Schedule
 
