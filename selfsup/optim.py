@@ -174,6 +174,16 @@ def warmup_cosine(
     return final_lr + (base_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def poly_decay(step: int, total_steps: int, power: float = 0.9) -> float:
+    """(1 - step / total_steps)^power: the "poly" multiplier of DeepLab's segmentation training."""
+    return (1.0 - min(step, total_steps) / total_steps) ** power
+
+
+def step_decay(epoch: int, milestones: Sequence[int], gamma: float) -> float:
+    """gamma^(milestones reached by `epoch`): the multiplier of a step schedule (detection's lr_step_epochs)."""
+    return gamma ** sum(epoch >= m for m in milestones)
+
+
 WARMUP_MAX_FRACTION = 0.1
 
 

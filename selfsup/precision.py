@@ -53,6 +53,11 @@ def resolve_precision(setting: str, device_type: str) -> str:
     return FABRIC_PRECISION[setting]
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a lightning-fabric precision string: bf16 or fp16 for the mixed ones, else None."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+
+
 # Pixels per view batch (images x crop side^2) from which channels_last convolutions are faster on CPUs.
 # Measured with `selfsup bench` (SimCLR ResNet-18, AMD EPYC AVX2, 2 threads): 32 px at batch 128 and 256,
 # channels_last 10.6 / 10.5 images/s against fp32 8.6 / 8.7; 16 px at batch 16, 14.8 against 22.6.

@@ -16,7 +16,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from selfsup.config import load_config
 from selfsup.data.detection import VOC_CLASSES, build_detection_dataset, default_detection_root
 from selfsup.errors import UserError
-from selfsup.eval.detection import build_detector, detection_map, hflip, run, train_step
+from selfsup.eval.detection import build_detector, detection_loss, detection_lr_factor, detection_map, hflip, run
+from selfsup.eval.finetuning import step
 from selfsup.eval.transfer import TransferJob
 from selfsup.nets.backbones import build_backbone
 
@@ -235,7 +236,7 @@ def test_training_steps_reduce_the_loss(architecture: str, rois: int) -> None:
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
     images, targets = _batch()
-    losses = [float(train_step(model, optimizer, images, targets)) for _ in range(8)]
+    losses = [float(step(optimizer, detection_loss(model, images, targets))) for _ in range(8)]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses  # sampled anchors and RoIs make single steps noisy
 
 
@@ -275,7 +276,7 @@ def test_chunked_training_resumes_and_constant_lr(tmp_path: Path) -> None:
     first = run(job())
     assert not first.complete and first.extra["epochs_trained"] == 1
     state = torch.load(state_path, weights_only=True)
-    assert state["epoch"] == 1 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001)
+    assert state["epoch"] == 1 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)  # epoch 1's
     assert set(first.metrics) == {"map", "map_50", "map_75"}
     assert all(0 <= v <= 100 for v in first.metrics.values())
     assert first.dataset["classes"] == ["person"] and first.dataset["train_size"] == 2
@@ -288,7 +289,11 @@ def test_chunked_training_resumes_and_constant_lr(tmp_path: Path) -> None:
     assert second.extra["train_loss_per_epoch"][0] == first.extra["train_loss_per_epoch"][0]
     state = torch.load(state_path, weights_only=True)
     assert state["epoch"] == 2 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0123)
-    assert state["scheduler"]["last_epoch"] == 1  # the schedule stopped
+    # The schedule as a function of the epoch: x 0.1 from epoch 2 (lr_step_epochs=[1]), or the constant lr.
+    det = job().cfg.eval.detection
+    assert [detection_lr_factor(det)(e, 0) * det.lr for e in (0, 1, 5)] == pytest.approx([0.01, 0.001, 0.001])
+    constant = job("eval.detection.constant_lr_after=1", "eval.detection.constant_lr=0.0123").cfg.eval.detection
+    assert [detection_lr_factor(constant)(e, 0) * constant.lr for e in (0, 1)] == pytest.approx([0.01, 0.0123])
 
     state_path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match=r"cannot resume detection training from .*delete it"):

@@ -19,13 +19,14 @@ import selfsup.eval.segmentation as segmentation
 from selfsup.config import load_config
 from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform, read_mask, voc_segmentation
 from selfsup.errors import UserError
+from selfsup.eval.finetuning import step
 from selfsup.eval.segmentation import (
     build_optimizer,
     build_segmentation_model,
     dilate_resnet,
     run,
+    segmentation_loss,
     segmentation_scores,
-    train_step,
 )
 from selfsup.eval.transfer import TransferJob
 from selfsup.nets.backbones import build_backbone
@@ -224,7 +225,7 @@ def test_training_steps_reduce_the_loss(head, data):
     model = build_segmentation_model(backbone, head, 16)
     optimizer = build_optimizer(model, lr=0.01, backbone_lr_scale=0.1, momentum=0.9, weight_decay=1e-4)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.01])
-    losses = [train_step(model, optimizer, images, masks).item() for _ in range(4)]
+    losses = [step(optimizer, segmentation_loss(model, images, masks)).item() for _ in range(4)]
     assert losses[-1] < 0.8 * losses[0], losses
 
 
@@ -236,11 +237,11 @@ def test_run_trains_saves_each_epoch_and_resumes(data, tmp_path, base_cfg, monke
     root, _ = data
     steps = []
 
-    def counted_step(*args):
+    def counted_loss(*args):
         steps.append(1)
-        return train_step(*args)
+        return segmentation_loss(*args)
 
-    monkeypatch.setattr(segmentation, "train_step", counted_step)
+    monkeypatch.setattr(segmentation, "segmentation_loss", counted_loss)
     cfg = copy.deepcopy(base_cfg)
     cfg.eval.segmentation.root = str(voc_root(root))
     backbone, dim = build_backbone("resnet18")

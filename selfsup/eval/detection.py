@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ from selfsup.data.detection import DetectionDataset, build_detection_dataset, de
 from selfsup.data.loader import resolve_num_workers
 from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
-from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
+from selfsup.eval.finetuning import fine_tune, sgd
+from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.optim import step_decay
 
 ARCHITECTURES = ("fpn", "c4")
 NORMS = ("frozen", "sync", "train")
@@ -197,49 +199,31 @@ def _to_model(image: Tensor, target: Target, device: torch.device) -> tuple[Tens
     }
 
 
-def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, images: list[Tensor], targets: list[Target]
-) -> Tensor:
-    """One SGD step on a batch already on the device; returns the summed detection loss (detached)."""
-    losses = model(images, targets)
-    loss = sum(losses.values())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+def detection_loss(model: nn.Module, images: list[Tensor], targets: list[Target]) -> Tensor:
+    """The summed Faster R-CNN training losses (RPN and box head) of a batch already on the device."""
+    return sum(model(images, targets).values())
 
 
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    dataset: Dataset,
-    batch_size: int,
-    workers: int,
-    device: torch.device,
-    seed: int,
-    progress: bool = False,
-    desc: str = "detection",
-) -> float:
-    """One pass in an order and with flips drawn from `seed` (the same after a resume); the mean loss."""
-    model.train()
+def epoch_batches(dataset: Dataset, batch_size: int, workers: int, device: torch.device, seed: int):
+    """One pass in an order and with flips drawn from `seed` (the same after a resume), as model inputs."""
     flips = torch.Generator().manual_seed(seed)
-    loader = _loader(dataset, batch_size, workers, torch.Generator().manual_seed(seed))
-    total = torch.zeros((), device=device)
-    for images, targets in tqdm(loader, desc=desc, disable=not progress):
+    for images, targets in _loader(dataset, batch_size, workers, torch.Generator().manual_seed(seed)):
         flip = (torch.rand(len(images), generator=flips) < 0.5).tolist()
         pairs = [hflip(im, t) if f else (im, t) for im, t, f in zip(images, targets, flip, strict=True)]
-        batch = [_to_model(im, t, device) for im, t in pairs]
-        inputs, model_targets = zip(*batch, strict=True)
-        total += train_step(model, optimizer, list(inputs), list(model_targets))
-    mean_loss = total.item() / len(loader)
-    if not math.isfinite(mean_loss):
-        raise UserError(f"detection training diverged (loss {mean_loss}); lower eval.detection.lr")
-    return mean_loss
+        inputs, model_targets = zip(*[_to_model(im, t, device) for im, t in pairs], strict=True)
+        yield list(inputs), list(model_targets)
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+def detection_lr_factor(det: DictConfig) -> Callable[[int, int], float]:
+    """The lr multiplier of epoch e: the step schedule (x lr_gamma at each of lr_step_epochs), or
+    constant_lr / lr from constant_lr_after on (the VICReg study's protocol)."""
+
+    def factor(epoch: int, step: int) -> float:
+        if det.constant_lr_after is not None and epoch >= det.constant_lr_after:
+            return det.constant_lr / det.lr
+        return step_decay(epoch, list(det.lr_step_epochs), det.lr_gamma)
+
+    return factor
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -306,33 +290,21 @@ def run(job: TransferJob) -> TaskResult:
     torch.manual_seed(cfg.seed)  # the new layers' initialisation
     model = build_detector(job.backbone, len(train_set.class_names), det, *split_mean_std(cfg.data, cfg.views))
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=det.lr, momentum=det.momentum, weight_decay=det.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(det.lr_step_epochs), det.lr_gamma)
-    state = load_training_state(job, "detection")
-    start, history = 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, history = state["epoch"], list(state["train_loss"])
-    end = det.epochs if det.chunk_epochs is None else min(det.epochs, start + det.chunk_epochs)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = sgd([(trainable, det.lr)], det.momentum, det.weight_decay)
     workers = resolve_num_workers(det.num_workers, device.type, 1)
-
-    for epoch in range(start, end):
-        constant = det.constant_lr_after is not None and epoch >= det.constant_lr_after
-        if constant:
-            _set_lr(optimizer, det.constant_lr)
-        desc = f"detection {epoch + 1}/{det.epochs}"
-        seed = cfg.seed * 1000 + epoch
-        history.append(
-            train_epoch(model, optimizer, train_set, det.batch_size, workers, device, seed, job.progress, desc)
-        )
-        if not constant:
-            scheduler.step()
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        save_training_state(job, "detection", {**state, "epoch": epoch + 1, "train_loss": history})
-
+    trained = fine_tune(
+        job,
+        "detection",
+        model,
+        optimizer,
+        lambda epoch: epoch_batches(train_set, det.batch_size, workers, device, cfg.seed * 1000 + epoch),
+        lambda batch: detection_loss(model, *batch),
+        detection_lr_factor(det),
+        det.epochs,
+        math.ceil(len(train_set) / det.batch_size),
+        det.chunk_epochs,
+    )
     predictions, truths = predict(model, test_set, det.batch_size, workers, device, job.progress)
     scores = detection_map(predictions, truths, train_set.class_names)
     per_class = scores.pop("map_per_class")
@@ -350,11 +322,11 @@ def run(job: TransferJob) -> TaskResult:
             "test_boxes": test_set.num_boxes,
             "classes": train_set.class_names,
         },
-        complete=max(start, end) >= det.epochs,
+        complete=trained.complete,
         extra={
             "map_per_class": per_class,
-            "train_loss_per_epoch": history,
-            "epochs_trained": max(start, end),
+            "train_loss_per_epoch": trained.history,
+            "epochs_trained": trained.epochs_trained,
             "lr": optimizer.param_groups[0]["lr"],
         },
     )

@@ -9,7 +9,6 @@ interrupted fine-tuning resumes where it stopped.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -19,7 +18,6 @@ import torchvision.transforms.v2 as T
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from selfsup.config import compose_group
 from selfsup.data.batched_colour import normalize
@@ -27,9 +25,11 @@ from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
 from selfsup.data.views import eval_transform, split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import labeled_dataset
+from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.knn import topk_accuracy
-from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
-from selfsup.precision import resolve_precision
+from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.optim import warmup_cosine
+from selfsup.precision import autocast_dtype, resolve_precision
 
 AUGMENTS = ("auto", "pad_crop", "resized_crop")
 
@@ -74,10 +74,6 @@ class Classifier(nn.Module):
         return self.head(self.backbone(normalize(images, self.mean, self.std)))
 
 
-def cosine_lr(base: float, step: int, total: int) -> float:
-    return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
-
-
 @torch.inference_mode()
 def predict(
     model: nn.Module, loader: DataLoader, device: torch.device, autocast: torch.dtype | None
@@ -119,36 +115,20 @@ def run(job: TransferJob) -> TaskResult:
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=generator) * 0.01)
         model.head.bias.zero_()
     lr = section.lr * section.batch_size / 256
-    groups = [
-        {"params": list(model.backbone.parameters()), "base_lr": lr * section.backbone_lr_scale},
-        {"params": list(model.head.parameters()), "base_lr": lr},
-    ]
-    optimizer = torch.optim.SGD(groups, lr=lr, momentum=section.momentum, weight_decay=section.weight_decay)
-    start_epoch, history = 0, []
-    state = load_training_state(job, "finetune")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = state["epoch"], state["history"]
-
+    optimizer = sgd(
+        [(model.backbone.parameters(), lr * section.backbone_lr_scale), (model.head.parameters(), lr)],
+        section.momentum,
+        section.weight_decay,
+    )
     workers = resolve_num_workers(section.num_workers, device.type, 1)
     train_data = Transformed(train_set, train_augmentation(section.augment, crop_size))
     test_loader = DataLoader(
         Transformed(test_set, eval_transform(crop_size)), batch_size=cfg.eval.batch_size, num_workers=workers
     )
-    autocast = torch.bfloat16 if resolve_precision(str(cfg.trainer.precision), device.type) == "bf16-mixed" else None
     steps_per_epoch = len(train_set) // section.batch_size
     total = section.epochs * steps_per_epoch
-    stop = section.epochs if section.chunk_epochs is None else min(section.epochs, start_epoch + section.chunk_epochs)
-    bar = tqdm(
-        range(start_epoch, stop),
-        desc="fine-tune",
-        disable=not job.progress,
-        initial=start_epoch,
-        total=section.epochs,
-    )
-    for epoch in bar:
-        model.train()
+
+    def batches(epoch: int):
         loader = DataLoader(
             train_data,
             batch_size=section.batch_size,
@@ -157,27 +137,32 @@ def run(job: TransferJob) -> TaskResult:
             num_workers=workers,
             generator=torch.Generator().manual_seed(cfg.seed + epoch),  # the same order after a resume
         )
-        loss_sum = torch.zeros((), device=device)
         with torch.random.fork_rng(devices=[]):  # augmentations drawn from a per-epoch seed: exact resume
             torch.random.default_generator.manual_seed(cfg.seed + epoch)
-            for i, (images, targets) in enumerate(loader):
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine_lr(group["base_lr"], epoch * steps_per_epoch + i, total)
-                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                    logits = model(images.to(device, non_blocking=True))
-                loss = F.cross_entropy(logits.float(), targets.to(device), label_smoothing=section.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
-        history.append(loss_sum.item() / steps_per_epoch)
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
-        save_training_state(job, "finetune", {**state, "history": history})
+            yield from loader
 
+    def loss(batch) -> Tensor:
+        images, targets = batch
+        logits = model(images.to(device, non_blocking=True))
+        return F.cross_entropy(logits.float(), targets.to(device), label_smoothing=section.label_smoothing)
+
+    trained = fine_tune(
+        job,
+        "finetune",
+        model,
+        optimizer,
+        batches,
+        loss,
+        lambda epoch, step: warmup_cosine(step, total, 0, 1.0, 0.0),
+        section.epochs,
+        steps_per_epoch,
+        section.chunk_epochs,
+    )
+    history = trained.history
+    autocast = autocast_dtype(resolve_precision(str(cfg.trainer.precision), device.type))
     scores, labels = predict(model, test_loader, device, autocast)
     return TaskResult(
-        complete=stop == section.epochs,
+        complete=trained.complete,
         metrics={**topk_accuracy(scores, labels), "train_loss": history[-1]},
         params={**OmegaConf.to_container(section), "effective_lr": lr, "crop_size": crop_size},
         dataset={

@@ -37,7 +37,9 @@ from selfsup.data.loader import resolve_num_workers
 from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform, voc_segmentation
 from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
-from selfsup.eval.transfer import TaskResult, TransferJob, load_training_state, save_training_state
+from selfsup.eval.finetuning import fine_tune, sgd
+from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.optim import poly_decay
 
 HEADS = ("fcn", "deeplabv3")
 OUTPUT_STRIDES = (8, 16, 32)
@@ -45,7 +47,6 @@ OUTPUT_STRIDES = (8, 16, 32)
 # halved again at 32 so the rates keep covering the same part of the image.
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
 POLY_POWER = 0.9
-# Settings that may change between an interrupted evaluation and its resumption.
 
 
 def _dilate_layer(layer: nn.Module, previous: int, dilation: int) -> None:
@@ -102,35 +103,17 @@ def build_segmentation_model(
 def build_optimizer(
     model: FCN | DeepLabV3, lr: float, backbone_lr_scale: float, momentum: float, weight_decay: float
 ) -> torch.optim.SGD:
-    """SGD with the head at `lr` and the pretrained backbone at `lr * backbone_lr_scale`; each group keeps its
-    peak lr as `base_lr` for the poly schedule."""
-    groups = [
-        {"params": list(model.backbone.parameters()), "base_lr": lr * backbone_lr_scale},
-        {"params": list(model.classifier.parameters()), "base_lr": lr},
-    ]
-    for group in groups:
-        group["lr"] = group["base_lr"]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    """SGD with the head at `lr` and the pretrained backbone at `lr * backbone_lr_scale`."""
+    groups = [(model.backbone.parameters(), lr * backbone_lr_scale), (model.classifier.parameters(), lr)]
+    return sgd(groups, momentum, weight_decay)
 
 
-def set_poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int) -> None:
-    """lr = base_lr * (1 - step / total_steps)^0.9: a pure function of the step, so a resumed run is exact."""
-    factor = (1.0 - step / total_steps) ** POLY_POWER
-    for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * factor
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, masks: Tensor) -> Tensor:
-    """One SGD step of pixel-wise cross-entropy over the labeled pixels; returns the detached loss.
-
-    The mean over labeled pixels is written as sum / count so a batch with none gives 0, not NaN weights."""
+def segmentation_loss(model: nn.Module, images: Tensor, masks: Tensor) -> Tensor:
+    """Pixel-wise cross-entropy over the labeled pixels, written as sum / count so that a batch with none
+    gives 0, not NaN weights."""
     logits = model(images)["out"]
     labeled = (masks != IGNORE_INDEX).sum().clamp_min(1)
-    loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum") / labeled
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    return F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX, reduction="sum") / labeled
 
 
 def segmentation_scores(confusion: Tensor, class_names: Sequence[str] = VOC_CLASSES) -> dict[str, Any]:
@@ -200,28 +183,6 @@ def _roots(cfg: DictConfig) -> tuple[Path, Path | None]:
     return root.expanduser(), None if seg.sbd_root is None else Path(seg.sbd_root).expanduser()
 
 
-def _train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loader: DataLoader,
-    mean: Sequence[float],
-    std: Sequence[float],
-    device: torch.device,
-    epoch: int,
-    epochs: int,
-    progress: bool,
-) -> float:
-    """Train over epoch `epoch` of a drop-last loader (poly lr over all `epochs`); returns the mean loss."""
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    bar = tqdm(loader, desc=f"segmentation {epoch + 1}/{epochs}", disable=not progress, leave=False, dynamic_ncols=True)
-    for i, (images, masks) in enumerate(bar):
-        set_poly_lr(optimizer, epoch * len(loader) + i, epochs * len(loader))
-        x = normalize(images.to(device, non_blocking=True), mean, std)
-        loss_sum += train_step(model, optimizer, x, masks.to(device, non_blocking=True))
-    return loss_sum.item() / len(loader)
-
-
 def _epoch_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int, device: torch.device) -> DataLoader:
     """Shuffled, drop-last; the order (and the workers' augmentation seeds) follow `seed` alone."""
     return DataLoader(
@@ -251,23 +212,28 @@ def run(job: TransferJob) -> TaskResult:
         model = build_segmentation_model(job.backbone, seg.head, seg.output_stride).to(job.device)
     optimizer = build_optimizer(model, seg.lr, seg.backbone_lr_scale, seg.momentum, seg.weight_decay)
     params = OmegaConf.to_container(seg)
-    state = load_training_state(job, "segmentation")
-    start, losses = 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, losses = state["epoch"], list(state["losses"])
     num_workers = resolve_num_workers(seg.num_workers, job.device.type, 1)
-    for epoch in range(start, seg.epochs):
+    steps_per_epoch = len(train_set) // seg.batch_size
+
+    def batches(epoch: int):
         # Seeded per epoch: order and augmentation of epoch e are the same whether or not the run was resumed.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + epoch)
-            loader = _epoch_loader(train_set, seg.batch_size, num_workers, cfg.seed + epoch, job.device)
-            losses.append(
-                _train_epoch(model, optimizer, loader, mean, std, job.device, epoch, seg.epochs, job.progress)
-            )
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
-        save_training_state(job, "segmentation", {**state, "losses": losses})
+            for images, masks in _epoch_loader(train_set, seg.batch_size, num_workers, cfg.seed + epoch, job.device):
+                yield normalize(images.to(job.device, non_blocking=True), mean, std), masks.to(job.device)
+
+    trained = fine_tune(
+        job,
+        "segmentation",
+        model,
+        optimizer,
+        batches,
+        lambda batch: segmentation_loss(model, *batch),
+        lambda epoch, step: poly_decay(step, seg.epochs * steps_per_epoch, POLY_POWER),
+        seg.epochs,
+        steps_per_epoch,
+    )
+    losses = trained.history
     scores = segmentation_scores(confusion_matrix(model, test_set, mean, std, job.device, num_workers, job.progress))
     return TaskResult(
         metrics={"miou": scores["miou"], "pixel_acc": scores["pixel_acc"], "train_loss": losses[-1]},

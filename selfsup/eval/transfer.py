@@ -2,8 +2,8 @@
 
 `selfsup eval TASK` (eval/offline.py) loads the checkpoint, builds a `TransferJob` and calls the task's
 `run(job) -> TaskResult`; it then adds provenance (config, checkpoint, cost, commit) and writes
-`eval/<checkpoint>/<task>.json`. A task keeps its resumable training state in `job.state_path` through
-`save_training_state` / `load_training_state`.
+`eval/<checkpoint>/<task>.json`. The tasks train through `eval/finetuning.py`, which keeps the resumable
+training state in `job.state_path` through `save_training_state` / `load_training_state`.
 """
 
 from __future__ import annotations

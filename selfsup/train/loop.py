@@ -41,7 +41,7 @@ from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
 from selfsup.optim import bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
-from selfsup.precision import make_fabric, resolve_device, resolve_precision, tune_device
+from selfsup.precision import autocast_dtype, make_fabric, resolve_device, resolve_precision, tune_device
 from selfsup.runs import provenance
 from selfsup.runs.checkpoint import newest_checkpoint, newest_good_checkpoint, save_checkpoint
 from selfsup.runs.files import atomic_write_text, remove_stale_temps
@@ -282,11 +282,11 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     total_steps = t.epochs * steps_per_epoch
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
-    autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    autocast = autocast_dtype(precision)
     online_knn = bool(cfg.eval.every) and cfg.data.eval_train_split is not None
     if cfg.eval.every and not online_knn:
         note(fabric, f"online kNN off: data={cfg.data.name} has no labels (eval.every={cfg.eval.every} ignored)")
-    monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast_dtype) if online_knn and is_main else None
+    monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast) if online_knn and is_main else None
     val_every = cfg.eval.val_loss_every
     validation = ValidationLoss(cfg, fabric, augment, local_batch, channels_last) if val_every else None
 
