@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning_fabric import Fabric
@@ -360,30 +360,13 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                     with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
                         out_step = model(views, schedule=schedule)
                         fabric.backward(out_step["loss"] / t.accumulate)
-                bad = None
-                if t.nonfinite == "stop":
-                    first_nonfinite.record(finite_flag(method), step)
-                elif not all_finite(method):
-                    bad = "gradients or buffers"
-                if bad is None:
-                    optimizer.step()
-                    if t.nonfinite != "stop" and not weights_finite(method):
-                        bad = "weights"  # finite gradients, an overflowing update: only a rollback undoes it
+                bad = guarded_optimizer_step(optimizer, method, t.nonfinite, first_nonfinite, step)
                 if bad is not None:
-                    action = progress.on_nonfinite(cfg.trainer, step, newest_checkpoint(ckpt_dir), bad)
-                    note(fabric, f"step {step + 1}: non-finite {bad}; {action}")
                     optimizer.zero_grad(set_to_none=True)
-                    if action.startswith("rolled back"):
-                        resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
-                        assert resumed is not None  # a rollback is only chosen with a checkpoint on disk
-                        progress.restore(method, optimizer, resumed[0], rollback=True)
-                        log.drop_records_after(progress.step)  # the discarded steps are redone and logged anew
-                        log.write(progress.step, {"train/rollbacks": progress.rollbacks, "epoch": epoch})
+                    if recover_from_nonfinite(fabric, t, progress, method, optimizer, log, ckpt_dir, epoch, bad):
                         rolled_back = True
                         break
-                    log.write(step + 1, {"train/nonfinite_skips": progress.skips, "epoch": epoch})
-                    step += 1
-                    progress.step = step
+                    step = progress.step
                     bar.update(1)
                     continue
                 progress.skips = 0
@@ -493,6 +476,56 @@ def lock_run(fabric: Fabric, out: Path, held: contextlib.ExitStack) -> None:
         raise refusal
 
 
+def guarded_optimizer_step(
+    optimizer: torch.optim.Optimizer, method: Method, policy: str, first_nonfinite: FirstNonfinite, step: int
+) -> str | None:
+    """The optimizer step under trainer.nonfinite: returns what was not finite ("gradients or buffers": no
+    update applied; "weights": an update overflowed), or None. Under `stop` the check is recorded on the
+    device and read at the next log (no host sync per step); skip and rollback decide at every step."""
+    if policy == "stop":
+        first_nonfinite.record(finite_flag(method), step)
+    elif not all_finite(method):
+        return "gradients or buffers"
+    optimizer.step()
+    if policy != "stop" and not weights_finite(method):
+        return "weights"  # finite gradients, an overflowing update: only a rollback undoes it
+    return None
+
+
+def recover_from_nonfinite(
+    fabric: Fabric,
+    trainer: DictConfig,
+    progress: Progress,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    log: MetricsLog,
+    ckpt_dir: Path,
+    epoch: int,
+    bad: str,
+) -> bool:
+    """trainer.nonfinite for the step at `progress.step` (in `epoch`), whose `bad` (gradients, buffers or
+    weights) are not finite: skip it (the step counts, nothing is applied) or roll back to the newest checkpoint
+    that verifies; raises when the policy stops the run. Returns whether it rolled back (the epoch restarts)."""
+    step = progress.step
+    if progress.on_nonfinite(trainer, step, newest_checkpoint(ckpt_dir), bad) == "skip":
+        note(fabric, f"step {step + 1}: non-finite {bad}; skipped ({progress.skips} in a row)")
+        progress.step = step + 1
+        log.write(progress.step, {"train/nonfinite_skips": progress.skips, "epoch": epoch})
+        return False
+    resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
+    assert resumed is not None  # a rollback is only chosen with a checkpoint on disk
+    state, path = resumed
+    note(
+        fabric,
+        f"step {step + 1}: non-finite {bad}; rolled back to {path.name} with the lr x {progress.lr_scale:g} "
+        f"(rollback {progress.rollbacks})",
+    )
+    progress.restore(method, optimizer, state, rollback=True)
+    log.drop_records_after(progress.step)  # the discarded steps are redone and logged anew
+    log.write(progress.step, {"train/rollbacks": progress.rollbacks, "epoch": epoch})
+    return True
+
+
 def stop_at_nonfinite(first: FirstNonfinite, progress: Progress, trainer: DictConfig, ckpt_dir: Path) -> None:
     """trainer.nonfinite=stop: raise, naming the first non-finite step recorded since the last check."""
     bad_step = first.first()
@@ -549,19 +582,21 @@ class Progress:
         if "rng" in state:
             restore_rng(state["rng"])
 
-    def on_nonfinite(self, trainer: DictConfig, step: int, good: Path | None, bad: str = "gradients or buffers") -> str:
-        """Apply trainer.nonfinite to a bad step; returns what was done, or raises when the run must stop.
+    def on_nonfinite(
+        self, trainer: DictConfig, step: int, good: Path | None, bad: str = "gradients or buffers"
+    ) -> Literal["skip", "rollback"]:
+        """Decide trainer.nonfinite for a bad step and count it; raises when the run must stop.
         Non-finite weights come from an update already applied, which skip cannot undo: both policies roll
         back to `good`, the newest checkpoint (epoch-0000.pt before the first save)."""
         policy = trainer.nonfinite
         if policy == "skip" and bad != "weights" and self.skips < trainer.nonfinite_max:
             self.skips += 1
-            return f"skipped ({self.skips} in a row)"
+            return "skip"
         rollback = policy == "rollback" or (policy == "skip" and bad == "weights")
         if rollback and self.rollbacks < trainer.nonfinite_max and good is not None:
             self.rollbacks += 1
             self.lr_scale *= trainer.nonfinite_lr_factor
-            return f"rolled back to {good.name} with the lr x {self.lr_scale:g} (rollback {self.rollbacks})"
+            return "rollback"
         raise TrainingFault(
             f"non-finite {bad} at step {step + 1} (trainer.nonfinite={policy}); {describe_good_checkpoint(good)}; "
             + (
