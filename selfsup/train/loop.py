@@ -330,6 +330,37 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
 
     log = MetricsLog(out, is_main, after_step=progress.step)
     first_nonfinite = FirstNonfinite()
+
+    def save(step: int, *extra: Path) -> None:
+        """last.pt (and `extra`) at `step`, after the non-finite checks: a saved checkpoint is always finite."""
+        stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
+        if is_main:
+            check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
+            save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), last, *extra)
+
+    def end_of_epoch(step: int) -> None:
+        """The held-out loss (every process), the checkpoint and the online kNN monitor (rank 0), logged."""
+        epoch, epoch_done, finished = step // steps_per_epoch, step % steps_per_epoch == 0, step >= total_steps
+        stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
+        val_loss = None
+        if validation is not None and epoch_done and (epoch % val_every == 0 or finished):
+            val_loss = validation(method, model, Schedule(step, total_steps, steps_per_epoch))
+            note(fabric, f"epoch {epoch}: held-out loss {val_loss:.4f}")
+        saves_epoch = epoch_done and (epoch % t.checkpoint_every == 0 or finished)
+        save(step, *([ckpt_dir / f"epoch-{epoch:04d}.pt"] if saves_epoch else []))
+        if not is_main:
+            return
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            **{f"cost/{k}": v for k, v in progress.cost.as_dict().items() if isinstance(v, (int, float))},
+        }
+        if val_loss is not None:
+            record["val/loss"] = val_loss
+        if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
+            record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
+            note(fabric, f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
+        log.write(step, record)
+
     progress.cost.devices = world
     model.train()
     with StopSignals() as signals:
@@ -405,10 +436,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
                 step_save = bool(t.checkpoint_every_steps) and step % (t.checkpoint_every_steps or 1) == 0
                 if mid_epoch and (stop or step_save):
                     progress.cost.stop(fabric.device)
-                    stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
-                    if is_main:
-                        check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
-                        save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), last)
+                    save(step)
                     fabric.barrier()
                     if stop:
                         bar.close()
@@ -421,31 +449,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
             if rolled_back:
                 continue
             progress.cost.update_memory(fabric.device)
-            epoch, epoch_done = step // steps_per_epoch, step % steps_per_epoch == 0
-            # ---- checkpoint (rank 0), held-out loss (every process) and online monitor --------------------
-            stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
-            finished = step >= total_steps
-            val_loss = None
-            if validation is not None and epoch_done and (epoch % val_every == 0 or finished):
-                val_loss = validation(method, model, Schedule(step, total_steps, steps_per_epoch))
-                note(fabric, f"epoch {epoch}: held-out loss {val_loss:.4f}")
-            if is_main:
-                check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
-                state = progress.state(method, optimizer, cfg, steps_per_epoch)
-                paths = [last]
-                if epoch_done and (epoch % t.checkpoint_every == 0 or finished):
-                    paths.append(ckpt_dir / f"epoch-{epoch:04d}.pt")
-                save_checkpoint(state, *paths)
-                record: dict[str, Any] = {
-                    "epoch": epoch,
-                    **{f"cost/{k}": v for k, v in progress.cost.as_dict().items() if isinstance(v, (int, float))},
-                }
-                if val_loss is not None:
-                    record["val/loss"] = val_loss
-                if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
-                    record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
-                    note(fabric, f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
-                log.write(step, record)
+            end_of_epoch(step)
             fabric.barrier()
             if progress.step < total_steps and any_process(fabric, signals):
                 raise Preempted(signals.received or signal.SIGTERM, progress.step)
