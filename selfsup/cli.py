@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from selfsup.errors import UserError, storage_error_line
+from selfsup.settings import parse_list
 
 USAGE = """selfsup COMMAND [key=value ...]
 
@@ -87,14 +88,6 @@ def _pop_keys(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], 
     return picked, rest
 
 
-def parse_list(value: str) -> list[str]:
-    """`[knn,linear]`, `knn,linear` or `knn` -> ['knn', 'linear']; an unbalanced bracket is refused."""
-    text = value.strip()
-    if text.startswith("[") != text.endswith("]") or text.count("[") > 1 or text.count("]") > 1:
-        raise UserError(f"{value!r} is not a list: write [a,b] or a,b")
-    return [item.strip() for item in text.strip("[]").split(",") if item.strip()]
-
-
 def cmd_pretrain(args: list[str]) -> int:
     from selfsup.train.command import pretrain_command
 
@@ -104,9 +97,9 @@ def cmd_pretrain(args: list[str]) -> int:
 def cmd_config(args: list[str]) -> None:
     from omegaconf import OmegaConf
 
-    from selfsup.config import load_config
+    from selfsup.eval.settings import pretraining_config
 
-    print(OmegaConf.to_yaml(load_config(args)), end="")
+    print(OmegaConf.to_yaml(pretraining_config(args)), end="")
 
 
 def cmd_eval(args: list[str]) -> None:
@@ -297,46 +290,36 @@ def export_features_command(args: list[str]) -> None:
         print(f"-> {path}")
 
 
-BENCH_KEYS = ("stages", "variants", "steps", "warmup", "memory_budget_gb", "peak_tflops", "out")
-
-
 def cmd_bench(args: list[str]) -> None:
-    from selfsup.config import load_config
-    from selfsup.tools.bench import STAGES, bench, check_settings, default_out, format_table, save_record
+    from dataclasses import fields
 
-    keys, overrides = _pop_keys(args, BENCH_KEYS)
-    stages = parse_list(keys.get("stages", ",".join(STAGES)))
-    variants = parse_list(keys["variants"]) if "variants" in keys else None
-    steps, warmup = _number(keys, "steps", 3, int), _number(keys, "warmup", 1, int)
-    check_settings(stages, variants, steps, warmup)
+    from selfsup.config import load_config
+    from selfsup.settings import from_keys
+    from selfsup.tools.bench import BenchSettings, bench, default_out, format_table, save_record
+
+    keys, overrides = _pop_keys(args, tuple(f.name for f in fields(BenchSettings)))
+    settings = from_keys(BenchSettings, keys, "")
     cfg = load_config(overrides)
     record = bench(
         cfg,
-        stages,
-        variants,
-        steps,
-        warmup,
-        memory_budget_gb=_number(keys, "memory_budget_gb", None, float, positive=True),
-        peak_tflops=_number(keys, "peak_tflops", None, float, positive=True),
+        list(settings.stages),
+        settings.variants,
+        settings.steps,
+        settings.warmup,
+        memory_budget_gb=settings.memory_budget_gb,
+        peak_tflops=settings.peak_tflops,
     )
-    out = Path(keys["out"]) if "out" in keys else default_out(cfg)
+    out = Path(settings.out) if settings.out is not None else default_out(cfg)
     save_record(record, out)
     print(format_table(record), end="")
     print(f"-> {out}")
 
 
-def _number(keys: dict[str, str], name: str, default, kind, positive: bool = False):
-    """A numeric command-level key, with a one-line error when it does not parse (or, with `positive`, is
-    not a finite number > 0)."""
-    if name not in keys:
-        return default
-    try:
-        value = kind(keys[name])
-    except ValueError:
-        raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {keys[name]!r}") from None
-    if positive and not 0 < value < float("inf"):
-        raise UserError(f"{name} must be a positive number, got {keys[name]!r}")
-    return value
+def error_line(err: UserError) -> str:
+    """A UserError's one line; one raised in a DataLoader worker reaches the CLI with the worker's traceback
+    prepended to it, so there it is the last line."""
+    lines = str(err).strip().splitlines()
+    return lines[-1].removeprefix(f"{UserError.__module__}.{UserError.__name__}: ") if lines else ""
 
 
 COMMANDS = {
@@ -350,13 +333,6 @@ COMMANDS = {
     "export": cmd_export,
     "config": cmd_config,
 }
-
-
-def error_line(err: UserError) -> str:
-    """A UserError's one line; one raised in a DataLoader worker reaches the CLI with the worker's traceback
-    prepended to it, so there it is the last line."""
-    lines = str(err).strip().splitlines()
-    return lines[-1].removeprefix(f"{UserError.__module__}.{UserError.__name__}: ") if lines else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,10 @@ directory, logging and error messages: every mistake becomes one UserError line 
 from __future__ import annotations
 
 import functools
-import math
 import re
-from collections.abc import Callable, Sequence
-from fnmatch import fnmatchcase
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
@@ -22,6 +19,21 @@ from omegaconf.errors import OmegaConfBaseException
 
 from selfsup.errors import UserError
 from selfsup.registry import close_matches_hint
+from selfsup.settings import (
+    AUTO_OR_COUNT,
+    AUTO_TRUE_FALSE,
+    BOOL,
+    COUNT,
+    FRACTION,
+    POSITIVE_INT,
+    TEXT,
+    Declaration,
+    check_tree,
+    check_value,
+    declaration,
+    one_of,
+    optional,
+)
 
 CONFIG_MODULE = "selfsup.conf"
 GROUPS = ("method", "data", "backbone", "optim", "eval")
@@ -136,8 +148,13 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         key, value = _split(override)
         OmegaConf.update(cfg, key.lstrip("+"), _parse_value(value), merge=True)
     resolve(cfg)
-    check_values(cfg, [_split(o)[0].lstrip("+") for o in overrides])
+    check_values(cfg, override_keys(overrides))
     return cfg
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The dotted keys that `key=value` overrides set."""
+    return [_split(o)[0].lstrip("+") for o in overrides]
 
 
 def _parse_value(value: str) -> object:
@@ -162,148 +179,75 @@ def _require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
-class Rule(NamedTuple):
-    """What a setting may hold: a test, the words for it in an error, and the options of a choice."""
-
-    ok: Callable[[Any], bool]
-    allowed: str
-    options: tuple[str, ...] = ()
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int or float: no rule admits nan or +-inf, which would only fail (or diverge) mid-run."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def cli_text(value: Any) -> str:
-    """A value as one writes it on the command line: true, null, 32 (so YAML's 32 matches the option '32')."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return str(value)
-
-
-def one_of(*options: str) -> Rule:
-    return Rule(lambda v: cli_text(v) in options, f"one of {' | '.join(options)}", options)
-
-
-def optional(rule: Rule) -> Rule:
-    return Rule(lambda v: v is None or rule.ok(v), f"{rule.allowed} or null", rule.options)
-
-
-POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "a positive integer")
-COUNT = Rule(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "a positive number")
-NON_NEGATIVE = Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")
-PROBABILITY = Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
-MOMENTUM = Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-FRACTION = Rule(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]")
-BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
-TEXT = Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string")
-AUTO_OR_COUNT = Rule(lambda v: v == "auto" or COUNT.ok(v), "auto or an integer >= 0")
+ROOT_SETTINGS: Declaration = {
+    "seed": COUNT,
+    "device": one_of(*DEVICES),
+    "output_dir": TEXT,
+    "resume": one_of("same", "changed"),
+}
+ANALYSIS_SETTINGS: Declaration = {"every": COUNT}  # steps between training-dynamics records (0 = off)
 
 
 @functools.cache
-def value_rules() -> tuple[tuple[Rule, tuple[str, ...]], ...]:
-    """Each rule with the keys it governs (fnmatch patterns; `*` also spans dots; no key matches two), for
-    every pretraining and feature-evaluation setting. views.* are checked by views_config, the transfer
-    tasks' eval.finetune|detection|segmentation.* by those tasks. Registries are imported here, not at the
-    top, since they import torch."""
-    import selfsup.methods  # noqa: F401  (registers every method)
-    from selfsup.data.sources import BAD_IMAGES, dataset_names
-    from selfsup.methods.base import METHODS
-    from selfsup.nets.backbones import BACKBONES, is_factory_path
+def trainer_settings() -> Declaration:
+    """The `trainer.*` settings of the root config (train/ sits above this layer and reads them)."""
     from selfsup.nets.compile import COMPILE_MODES
-    from selfsup.nets.predictors import PREDICTORS
-    from selfsup.optim import OPTIMIZERS
 
-    rules = {
-        POSITIVE_INT: (
-            *(f"trainer.{k}" for k in ("epochs", "batch_size", "accumulate", "checkpoint_every", "log_every")),
-            *("trainer.devices", "trainer.num_nodes", "eval.batch_size", "eval.knn.k"),
-            *("eval.linear.epochs", "eval.linear.batch_size"),
-            *("method.*_dim", "method.proj_layers", "method.num_prototypes", "method.decoder_channels"),
-            *("method.sinkhorn_iters", "method.image_size", "method.predictor.freq", "method.predictor.layers"),
-            "method.moco_k",
-        ),
-        optional(POSITIVE_INT): ("trainer.max_steps", "trainer.checkpoint_every_steps", "*subset"),
-        COUNT: (
-            *("seed", "analysis.every", "eval.every", "eval.val_loss_every", "trainer.nonfinite_max"),
-            "method.queue_length",
-        ),
-        AUTO_OR_COUNT: ("trainer.num_workers",),
-        POSITIVE: (
-            "optim.base_lr",
-            "method.predictor.lr_scale",
-            "eval.linear.lr",
-            "*temperature",
-            "method.*_temp",
-            "method.moco_t",
-            "*_eps",
-        ),
-        NON_NEGATIVE: (
-            *("optim.weight_decay", "optim.final_lr", "optim.warmup_epochs", "eval.linear.weight_decay"),
-            "eval.linear.final_lr",
-            *("method.*_weight", "method.lambd", "method.beta", "method.*_epochs", "method.predictor.eps"),
-            "method.predictor.symmetry_reg",
-        ),
-        optional(NON_NEGATIVE): ("method.capacity", "method.predictor.weight_decay"),
-        MOMENTUM: ("*.momentum", "method.center_momentum", "method.moco_m", "method.predictor.rho"),
-        PROBABILITY: ("method.final_momentum",),
-        FRACTION: ("trainer.nonfinite_lr_factor",),
-        BOOL: (
-            *("trainer.progress", "trainer.sync_batchnorm", "trainer.activation_checkpointing", "data.download"),
-            "backbone.zero_init_residual",
-            *("optim.exclude_bias_and_norm", "eval.linear.normalize"),
-            *("method.symmetric", "method.use_bn_in_head", "method.norm_last_layer", "method.fixed_predictor_lr"),
-            "method.predictor.symmetric",
-        ),
-        TEXT: ("output_dir", "data.root", "data.train_split"),
-        optional(TEXT): ("data.eval_train_split", "data.test_split", "backbone.weights"),
-        one_of(*DEVICES): ("device",),
-        one_of("same", "changed"): ("resume",),
-        one_of(*PRECISIONS): ("trainer.precision",),
-        one_of("auto", "true", "false"): ("trainer.channels_last", "backbone.cifar_stem", "data.crop_on_device"),
-        one_of(*NONFINITE_POLICIES): ("trainer.nonfinite",),
-        one_of("true", "false", *COMPILE_MODES): ("trainer.compile",),
-        one_of(*dataset_names()): ("data.name",),
-        one_of(*BAD_IMAGES): ("data.bad_images",),
-        Rule(
-            lambda v: v in BACKBONES.names() or (isinstance(v, str) and is_factory_path(v)),
-            f"one of {', '.join(BACKBONES.names())} or a factory path package.module:function",
-            tuple(BACKBONES.names()),
-        ): ("backbone.name",),
-        one_of(*OPTIMIZERS.names()): ("optim.name",),
-        one_of("linear", "sqrt", "none"): ("optim.lr_scaling",),
-        one_of(*METHODS.names()): ("method.name",),
-        one_of("gaussian", "bernoulli"): ("method.likelihood",),
-        one_of(*PREDICTORS): ("method.predictor.type",),
+    return {
+        **{key: POSITIVE_INT for key in ("epochs", "batch_size", "accumulate", "checkpoint_every", "log_every")},
+        **{key: POSITIVE_INT for key in ("devices", "num_nodes")},
+        "max_steps": optional(POSITIVE_INT),
+        "checkpoint_every_steps": optional(POSITIVE_INT),
+        "activation_checkpointing": BOOL,
+        "nonfinite": one_of(*NONFINITE_POLICIES),
+        "nonfinite_lr_factor": FRACTION,
+        "nonfinite_max": COUNT,
+        "precision": one_of(*PRECISIONS),
+        "compile": one_of("true", "false", *COMPILE_MODES),
+        "channels_last": AUTO_TRUE_FALSE,
+        "sync_batchnorm": BOOL,
+        "num_workers": AUTO_OR_COUNT,
+        "progress": BOOL,
     }
-    return tuple(rules.items())
 
 
-def rule_for(key: str) -> Rule | None:
-    """The rule that governs a dotted key, or None (views.*, transfer tasks, keys added with '+')."""
-    return next((rule for rule, patterns in value_rules() if any(fnmatchcase(key, p) for p in patterns)), None)
+def method_settings(name: str) -> Declaration:
+    """`method.*`: the name, and the keyword arguments the method's constructor declares (its predictor's
+    settings are the section `method.predictor`)."""
+    import selfsup.methods  # noqa: F401  (registers every method)
+    from selfsup.methods.base import METHODS
+
+    check_value("method.name", name, one_of(*METHODS.names()))
+    return {"name": TEXT, **declaration(METHODS.get(name))}
+
+
+def sections(cfg: DictConfig) -> dict[str, Declaration]:
+    """Every config section this layer checks, with its owner's declaration. `eval` is evaluation's own
+    (selfsup.eval.settings), which sits above this layer."""
+    from selfsup.data.sources import data_settings
+    from selfsup.data.views import ViewsConfig
+    from selfsup.nets.backbones import backbone_settings
+    from selfsup.nets.predictors import PredictorSettings
+    from selfsup.optim import OPTIM_SETTINGS
+
+    return {
+        "": ROOT_SETTINGS,
+        "trainer": trainer_settings(),
+        "analysis": ANALYSIS_SETTINGS,
+        "data": data_settings(),
+        "backbone": backbone_settings(),
+        "optim": OPTIM_SETTINGS,
+        "views": declaration(ViewsConfig),
+        "method": method_settings(cfg.method.name),
+        "method.predictor": declaration(PredictorSettings),
+    }
 
 
 def check_values(cfg: DictConfig, only: Sequence[str] | None = None) -> None:
-    """Check each setting that has a rule (of those `only` names or holds, if given) against it, so that a
-    wrong value or type fails in one line naming the key, the value and what is allowed."""
-    for key in leaf_keys(cfg):
-        rule = rule_for(key)
-        if rule is None or (only is not None and not any(key == k or key.startswith(f"{k}.") for k in only)):
-            continue
-        value = OmegaConf.select(cfg, key)
-        if not rule.ok(value):
-            shown = repr(value) if isinstance(value, str) else cli_text(value)
-            hint = close_matches_hint(value, list(rule.options)) if isinstance(value, str) else ""
-            if isinstance(value, float) and not math.isfinite(value):
-                hint = " (numbers must be finite)"
-            raise UserError(f"{key} must be {rule.allowed}, got {shown}{hint}")
+    """Check each setting (of those `only` names, if given) against its owner's declaration, so that an
+    undeclared key, a wrong value or a wrong type fails in one line naming the key, the value and what is
+    allowed."""
+    check_tree(cfg, sections(cfg), only=only, delegated=("eval",))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -312,7 +256,7 @@ def validate(cfg: DictConfig) -> None:
     from selfsup.nets.backbones import backbone_factory, is_factory_path
 
     check_values(cfg)
-    views_config(cfg.views)
+    views_config(cfg.views)  # the per-view lists against views.num
     if is_factory_path(cfg.backbone.name):
         backbone_factory(cfg.backbone.name)  # importable and callable, before any output is written
     t = cfg.trainer

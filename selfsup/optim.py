@@ -13,6 +13,7 @@ from torch import nn
 
 from selfsup.errors import UserError
 from selfsup.registry import Registry
+from selfsup.settings import BOOL, MOMENTUM, NON_NEGATIVE, POSITIVE, Declaration, one_of
 
 
 class LARS(torch.optim.Optimizer):
@@ -119,6 +120,18 @@ OPTIMIZERS: Registry[Callable[[Any, float, float, float], torch.optim.Optimizer]
 OPTIMIZERS.register("sgd")(_sgd)
 OPTIMIZERS.register("lars")(_lars)
 OPTIMIZERS.register("adamw")(_adamw)
+LR_SCALING = ("linear", "sqrt", "none")
+
+OPTIM_SETTINGS: Declaration = {
+    "name": one_of(*OPTIMIZERS.names()),
+    "base_lr": POSITIVE,  # lr = base_lr x batch / 256 under the linear rule
+    "lr_scaling": one_of(*LR_SCALING),
+    "momentum": MOMENTUM,
+    "weight_decay": NON_NEGATIVE,
+    "final_lr": NON_NEGATIVE,
+    "warmup_epochs": NON_NEGATIVE,
+    "exclude_bias_and_norm": BOOL,
+}
 
 
 def build_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -147,7 +160,7 @@ def scaled_lr(base_lr: float, batch_size: int, rule: str = "linear") -> float:
         return base_lr * math.sqrt(batch_size)
     if rule == "none":
         return base_lr
-    raise UserError(f"unknown lr scaling rule '{rule}'; set optim.lr_scaling to linear, sqrt or none")
+    raise UserError(f"unknown lr scaling rule '{rule}'; set optim.lr_scaling to {', '.join(LR_SCALING)}")
 
 
 def warmup_cosine(

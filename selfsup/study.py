@@ -181,13 +181,13 @@ def run_study(
 ) -> Any:
     """Pretrain every run (with `extra` overrides), sweep every checkpoint (`on_row` sees each result) and
     build the report in <out>/report; returns the Report."""
-    from selfsup.config import load_config
+    from selfsup.eval.settings import pretraining_config
     from selfsup.eval.sweep import sweep
     from selfsup.report import build_report
     from selfsup.train.loop import pretrain
 
     study = with_sample_root(study, out / "smoke-data")
-    configs = {run: load_config(study.run_args(run, out, extra)) for run in study.runs}  # every typo, first
+    configs = {run: pretraining_config(study.run_args(run, out, extra)) for run in study.runs}  # every typo, first
     say(f"study {study.name}: {study.description}")
     write_sample_data(study.sample_data, out / "smoke-data")
     for run, cfg in configs.items():

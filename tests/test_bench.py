@@ -87,10 +87,15 @@ def test_largest_batch_follows_the_linear_memory_model_and_shrinks_until_it_fits
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["stages=[comput]"], "unknown bench stage or variant 'comput'; did you mean 'compute'?"),
-        (["variants=[bf61]"], "unknown bench stage or variant 'bf61'"),
-        (["steps=two"], "steps must be an integer, got 'two'"),
-        (["steps=0"], "steps must be >= 1 and warmup >= 0, got steps=0 warmup=1"),
+        (
+            ["stages=[comput]"],
+            "stages must be a list of values, each one of compute | loader | full, got ['comput']: "
+            "'comput' is not one; did you mean 'compute'?",
+        ),
+        (["variants=[bf61]"], "variants must be a list of values, each one of fp32 | channels_last | bf16 or null"),
+        (["steps=two"], "steps must be a positive integer, got 'two'"),
+        (["steps=0"], "steps must be a positive integer, got 0"),
+        (["warmup=-1"], "warmup must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_settings_fail_in_one_line(args, message, capsys):

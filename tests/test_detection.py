@@ -301,7 +301,7 @@ def test_chunked_training_resumes_and_constant_lr(tmp_path: Path) -> None:
 
 
 def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"eval\.detection: architecture='rcnn'"):
+    with pytest.raises(UserError, match=r"eval\.detection\.architecture must be one of fpn | c4, got 'rcnn'"):
         run(TransferJob(_cfg("eval.detection.architecture=rcnn"), _backbone(), 512, torch.device("cpu"), tmp_path))
     with pytest.raises(UserError, match=r"constant_lr_after and constant_lr together"):
         run(TransferJob(_cfg("eval.detection.constant_lr=0.1"), _backbone(), 512, torch.device("cpu"), tmp_path))

@@ -109,7 +109,7 @@ def test_supervised_augmentations_keep_the_crop_size():
 
 
 def test_finetune_refuses_impossible_settings(run: Path):
-    with pytest.raises(UserError, match="epochs >= 1"):
+    with pytest.raises(UserError, match="eval.finetune.epochs must be a positive integer, got 0"):
         evaluate("finetune", run, "last", [*FINETUNE, "eval.finetune.epochs=0"])
     with pytest.raises(UserError, match="larger than the"):
         evaluate("finetune", run, "last", [*FINETUNE, "eval.finetune.batch_size=500"])

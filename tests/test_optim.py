@@ -167,7 +167,7 @@ def test_scaled_lr_rules():
     assert scaled_lr(0.075, 4096, "sqrt") == pytest.approx(4.8)  # SimCLR sqrt rule: 0.075 * 64
     assert scaled_lr(0.05, 512, "none") == 0.05
     assert scaled_lr(0.1, 256) == pytest.approx(0.1)
-    with pytest.raises(UserError, match="linear, sqrt or none"):
+    with pytest.raises(UserError, match="linear, sqrt, none"):
         scaled_lr(0.1, 256, "cubic")
 
 

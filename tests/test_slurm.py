@@ -81,11 +81,11 @@ def test_a_local_job_trains_the_run(tmp_path: Path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["slurm.nodse=2"], "unknown key slurm.nodse; did you mean 'nodes'?"),
-        (["slurm.nodes=two"], "slurm.nodes must be an integer, got 'two'"),
-        (["slurm.time=0"], "slurm.time must be positive, got 0"),
+        (["slurm.nodse=2"], "unknown setting slurm.nodse; did you mean 'slurm.nodes'"),
+        (["slurm.nodes=two"], "slurm.nodes must be a positive integer, got 'two'"),
+        (["slurm.time=0"], "slurm.time must be a positive integer, got 0"),
         (["slurm.cluster=local", "slurm.nodes=2"], "slurm.nodes must be 1, got 2"),
-        (["slurm.cluster=pbs"], "slurm.cluster must be one of slurm, local, got 'pbs'"),
+        (["slurm.cluster=pbs"], "slurm.cluster must be one of slurm | local, got 'pbs'"),
         (["trainer.batch_sise=8"], "trainer.batch_sise"),
     ],
 )

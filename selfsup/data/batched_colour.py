@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from selfsup.data.views import ViewsConfig, floats, views_config
+from selfsup.data.views import ViewsConfig, views_config
 
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 """Names of the colour-jitter ops; `params["order"]` indexes this tuple."""
@@ -164,8 +164,9 @@ class BatchAugment(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = views_config(cfg)
-        mean = self.cfg.mean if self.cfg.mean is not None else floats(mean, "mean", 3)
-        std = self.cfg.std if self.cfg.std is not None else floats(std, "std", 3)
+        # the views' own statistics, else the dataset's, checked by the views' declaration
+        mean = self.cfg.mean if self.cfg.mean is not None else views_config({"mean": list(mean)}).mean
+        std = self.cfg.std if self.cfg.std is not None else views_config({"std": list(std)}).std
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
 

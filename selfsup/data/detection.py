@@ -262,6 +262,9 @@ _READERS: dict[str, Callable[[Path, str], DetectionDataset]] = {"voc": _voc, "co
 _DEFAULT_FOLDERS = {"voc": "VOCdevkit/VOC2007", "coco": "coco", "pennfudan": "PennFudanPed"}
 
 
+DETECTION_FORMATS = tuple(_READERS)
+
+
 def check_format(fmt: str) -> None:
     if fmt not in _READERS:
         raise UserError(f"unknown detection format {fmt!r}; set eval.detection.format to one of {', '.join(_READERS)}")

@@ -25,6 +25,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from selfsup.errors import UserError
 from selfsup.registry import Registry
+from selfsup.settings import AUTO_TRUE_FALSE, BOOL, POSITIVE_INT, TEXT, Declaration, one_of, optional
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 BAD_IMAGES = ("fail", "skip")  # what an image-folder dataset does with a file it cannot decode
@@ -140,6 +141,21 @@ def register(spec: DatasetSpec) -> Callable[[Builder], Builder]:
 def dataset_names() -> list[str]:
     """Every registered dataset name, sorted."""
     return _REGISTRY.names()
+
+
+def data_settings() -> Declaration:
+    """The `data.*` settings: the dataset and where its files are, its splits, a subset, bad-file handling."""
+    return {
+        "name": one_of(*dataset_names()),
+        "root": TEXT,
+        "download": BOOL,
+        "train_split": TEXT,
+        "eval_train_split": optional(TEXT),
+        "test_split": optional(TEXT),
+        "subset": optional(POSITIVE_INT),
+        "bad_images": one_of(*BAD_IMAGES),
+        "crop_on_device": AUTO_TRUE_FALSE,
+    }
 
 
 def _entry(name: str) -> _Entry:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,32 +25,52 @@ from torchvision.transforms import v2
 
 from selfsup.data.sources import dataset_spec
 from selfsup.errors import UserError
-from selfsup.registry import close_matches_hint
+from selfsup.settings import (
+    NUMBER,
+    POSITIVE,
+    POSITIVE_INT,
+    PROBABILITY,
+    SCALE_RANGE,
+    Count,
+    PositiveInt,
+    Probability,
+    Rule,
+    check_section,
+    check_value,
+    declaration,
+    is_number,
+    list_of,
+    optional,
+    scalar_or_list,
+)
 
 _PER_VIEW = ("jitter_p", "grayscale_p", "blur_p", "solarize_p")
+PerView = Annotated["tuple[float, ...] | float", scalar_or_list(PROBABILITY)]
+# Hue jitter is 0.2 x strength and torchvision's hue factor is at most 0.5.
+JITTER_STRENGTH = Rule(lambda v: is_number(v) and 0 <= v <= 2.5, "a number in [0, 2.5] (hue 0.2 x strength <= 0.5)")
 
 
 @dataclasses.dataclass(frozen=True)
 class ViewsConfig:
     """The validated `views` config; per-view probabilities hold one entry per view."""
 
-    num: int = 2
-    crop_size: int = 32
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    flip_p: float = 0.5
-    jitter_strength: float = 0.5
-    jitter_p: tuple[float, ...] | float = 0.8
-    grayscale_p: tuple[float, ...] | float = 0.2
-    blur_p: tuple[float, ...] | float = 0.0
-    solarize_p: tuple[float, ...] | float = 0.0
+    num: PositiveInt = 2
+    crop_size: PositiveInt = 32
+    crop_scale: Annotated[tuple[float, float], SCALE_RANGE] = (0.08, 1.0)
+    flip_p: Probability = 0.5
+    jitter_strength: Annotated[float, JITTER_STRENGTH] = 0.5
+    jitter_p: PerView = 0.8
+    grayscale_p: PerView = 0.2
+    blur_p: PerView = 0.0
+    solarize_p: PerView = 0.0
     # Multi-crop: small crops after the `num` global views. They use view 0's jitter and grayscale
     # probabilities, `local_blur_p`, and no solarize (the SwAV and DINO recipes).
-    local_crops: int = 0
-    local_crop_size: int = 16
-    local_crop_scale: tuple[float, float] = (0.05, 0.4)
-    local_blur_p: float = 0.0
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    local_crops: Count = 0
+    local_crop_size: PositiveInt = 16
+    local_crop_scale: Annotated[tuple[float, float], SCALE_RANGE] = (0.05, 0.4)
+    local_blur_p: Probability = 0.0
+    mean: Annotated[tuple[float, float, float] | None, optional(list_of(NUMBER, 3))] = None
+    std: Annotated[tuple[float, float, float] | None, optional(list_of(POSITIVE, 3))] = None
 
     @property
     def total(self) -> int:
@@ -90,22 +110,9 @@ def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> Vi
         raw = dict(cfg)
     else:
         raise UserError(f"views config must be a mapping of options, got {type(cfg).__name__}")
-    known = [f.name for f in dataclasses.fields(ViewsConfig)]
-    for key in raw:
-        if key not in known:
-            hint = close_matches_hint(f"views.{key}", [f"views.{k}" for k in known])
-            raise UserError(f"unknown option views.{key}{hint} (known keys: {', '.join(known)})")
+    check_section("views", raw, declaration(ViewsConfig))
     values = {**dataclasses.asdict(ViewsConfig()), **raw}
-
-    num = _integer(values["num"], "num")
-    crop_size = _integer(values["crop_size"], "crop_size")
-    scale = _scale(values["crop_scale"], "crop_scale")
-    local_crops = values["local_crops"]
-    if isinstance(local_crops, bool) or not isinstance(local_crops, int) or local_crops < 0:
-        raise UserError(f"views.local_crops={local_crops!r} must be a non-negative integer")
-    strength = _number(values["jitter_strength"], "jitter_strength")
-    if not 0 <= strength <= 2.5:
-        raise UserError(f"views.jitter_strength={strength} must be in [0, 2.5] (hue range 0.2*s <= 0.5)")
+    num = values["num"]
     per_view = {}
     for key in _PER_VIEW:
         value = values[key]
@@ -114,60 +121,14 @@ def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> Vi
                 raise UserError(
                     f"views.{key} has {len(value)} entries but views.num={num}: give one per view or a scalar"
                 )
-            per_view[key] = tuple(_probability(v, key) for v in value)
+            per_view[key] = tuple(float(v) for v in value)
         else:
-            per_view[key] = (_probability(value, key),) * num
-    stats = {}
-    for key in ("mean", "std"):
-        stats[key] = None if values[key] is None else floats(values[key], key, 3)
-    if stats["std"] is not None and min(stats["std"]) <= 0:
-        raise UserError(f"views.std={list(stats['std'])} must be positive")
-    return ViewsConfig(
-        num=num,
-        crop_size=crop_size,
-        crop_scale=scale,
-        local_crops=local_crops,
-        local_crop_size=_integer(values["local_crop_size"], "local_crop_size"),
-        local_crop_scale=_scale(values["local_crop_scale"], "local_crop_scale"),
-        local_blur_p=_probability(values["local_blur_p"], "local_blur_p"),
-        flip_p=_probability(values["flip_p"], "flip_p"),
-        jitter_strength=strength,
-        mean=stats["mean"],
-        std=stats["std"],
-        **per_view,
-    )
-
-
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"views.{key}={value!r} must be a number")
-    return float(value)
-
-
-def _integer(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UserError(f"views.{key}={value!r} must be a positive integer")
-    return value
-
-
-def _probability(value: Any, key: str) -> float:
-    p = _number(value, key)
-    if not 0 <= p <= 1:
-        raise UserError(f"views.{key}={p} must be a probability in [0, 1]")
-    return p
-
-
-def _scale(value: Any, key: str) -> tuple[float, float]:
-    low, high = floats(value, key, 2)
-    if not 0 < low <= high <= 1:
-        raise UserError(f"views.{key}={[low, high]} must satisfy 0 < low <= high <= 1, e.g. [0.08, 1.0]")
-    return low, high
-
-
-def floats(value: Any, key: str, length: int) -> tuple[float, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != length:
-        raise UserError(f"views.{key}={value!r} must be a list of {length} numbers")
-    return tuple(_number(v, key) for v in value)
+            per_view[key] = (float(value),) * num
+    pairs = {key: tuple(float(v) for v in values[key]) for key in ("crop_scale", "local_crop_scale")}
+    stats = {key: None if values[key] is None else tuple(float(v) for v in values[key]) for key in ("mean", "std")}
+    scalars = {key: values[key] for key in ("crop_size", "local_crops", "local_crop_size")}
+    probabilities = {key: float(values[key]) for key in ("flip_p", "local_blur_p", "jitter_strength")}
+    return ViewsConfig(num=num, **scalars, **pairs, **probabilities, **stats, **per_view)
 
 
 class CropFlip:
@@ -209,7 +170,8 @@ class EvalTransform:
     """Deterministic resize + center crop to `crop_size` for feature extraction (picklable)."""
 
     def __init__(self, crop_size: int) -> None:
-        self.crop_size = _integer(crop_size, "crop_size")
+        check_value("crop_size", crop_size, POSITIVE_INT)
+        self.crop_size = crop_size
         # ImageNet convention (resize 256, crop 224) for large crops; small images are only resized
         resize = round(crop_size * 8 / 7) if crop_size >= 96 else crop_size
         self.resize = v2.Resize(resize, antialias=True)

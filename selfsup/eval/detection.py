@@ -38,13 +38,28 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from tqdm import tqdm
 
-from selfsup.data.detection import DetectionDataset, build_detection_dataset, default_detection_root
+from selfsup.data.detection import DETECTION_FORMATS, DetectionDataset, build_detection_dataset, default_detection_root
 from selfsup.data.loader import resolve_num_workers
 from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.optim import step_decay
+from selfsup.settings import (
+    AUTO_OR_COUNT,
+    COUNT,
+    MOMENTUM,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    TEXT,
+    Declaration,
+    Rule,
+    check_section,
+    list_of,
+    one_of,
+    optional,
+)
 
 ARCHITECTURES = ("fpn", "c4")
 NORMS = ("frozen", "sync", "train")
@@ -52,28 +67,37 @@ NORMS = ("frozen", "sync", "train")
 TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
 PYRAMID_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 C4_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
-POSITIVE_KEYS = ("epochs", "batch_size", "min_size", "max_size", "roi_batch_size", "rpn_test_proposals")
+DETECTION_SETTINGS: Declaration = {
+    "format": one_of(*DETECTION_FORMATS),
+    "root": optional(TEXT),
+    "train_split": TEXT,
+    "test_split": TEXT,
+    "architecture": one_of(*ARCHITECTURES),
+    "norm": one_of(*NORMS),
+    "trainable_layers": Rule(lambda v: COUNT.ok(v) and v <= len(TRAINABLE_ORDER), "an integer in 0..5"),
+    **{key: POSITIVE_INT for key in ("min_size", "max_size", "epochs", "batch_size")},
+    "chunk_epochs": optional(POSITIVE_INT),
+    "lr": POSITIVE,
+    "momentum": MOMENTUM,
+    "weight_decay": NON_NEGATIVE,
+    "lr_step_epochs": list_of(POSITIVE_INT),
+    "lr_gamma": POSITIVE,
+    "constant_lr_after": optional(COUNT),
+    "constant_lr": optional(POSITIVE),
+    "num_workers": AUTO_OR_COUNT,
+    "roi_batch_size": POSITIVE_INT,
+    "rpn_test_proposals": POSITIVE_INT,
+}
 
 Target = dict[str, Any]
 
 
 def check_settings(det: DictConfig) -> None:
-    """Refuse settings that cannot train, before any data is read."""
-    checks = [
-        (det.architecture in ARCHITECTURES, f"architecture={det.architecture!r}; use {' or '.join(ARCHITECTURES)}"),
-        (det.norm in NORMS, f"norm={det.norm!r}; use one of {', '.join(NORMS)}"),
-        (0 <= det.trainable_layers <= 5, f"trainable_layers={det.trainable_layers}; use 0..5"),
-        (det.chunk_epochs is None or det.chunk_epochs >= 1, f"chunk_epochs={det.chunk_epochs}; use >= 1 or null"),
-        (det.lr > 0, f"lr={det.lr}; use a positive lr"),
-        (
-            (det.constant_lr_after is None) == (det.constant_lr is None),
-            "set constant_lr_after and constant_lr together",
-        ),
-    ]
-    checks += [(det[key] >= 1, f"{key}={det[key]}; use >= 1") for key in POSITIVE_KEYS]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(f"eval.detection: {message}")
+    """Refuse settings that cannot train, before any data is read: each against its declaration, then the
+    pair that only works together."""
+    check_section("eval.detection", OmegaConf.to_container(det), DETECTION_SETTINGS)
+    if (det.constant_lr_after is None) != (det.constant_lr is None):
+        raise UserError("eval.detection: set constant_lr_after and constant_lr together")
 
 
 def detection_root(cfg: DictConfig) -> Path:

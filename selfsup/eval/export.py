@@ -26,12 +26,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from selfsup.config import apply_overrides, load_config, load_run_config
+from selfsup.config import load_config
 from selfsup.data.loader import Transformed, load_split
 from selfsup.data.views import eval_transform, split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features
 from selfsup.eval.offline import load_method, score_features
+from selfsup.eval.settings import evaluation_config
 from selfsup.precision import resolve_device
 from selfsup.runs.checkpoint import resolve_checkpoint
 from selfsup.runs.files import atomic_write_bytes, atomic_write_text, file_sha256
@@ -55,7 +56,7 @@ def export_features(
     from safetensors.torch import save as safetensors_bytes
 
     run_dir = Path(run_dir)
-    cfg = apply_overrides(load_run_config(run_dir), overrides or [])
+    cfg = evaluation_config(run_dir, overrides or [])
     splits = splits or [s for s in (cfg.data.eval_train_split, cfg.data.test_split) if s]
     if not splits:
         raise UserError(f"data={cfg.data.name} names no evaluation splits; say which: splits=[train,...]")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from selfsup.config import compose_group
+from selfsup.config import compose_group, group_options
 from selfsup.data.batched_colour import normalize
 from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
 from selfsup.data.views import eval_transform, split_mean_std
@@ -30,8 +30,44 @@ from selfsup.eval.knn import topk_accuracy
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.optim import warmup_cosine
 from selfsup.precision import autocast_dtype, resolve_precision
+from selfsup.settings import (
+    AUTO_OR_COUNT,
+    BELOW_ONE,
+    MOMENTUM,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    TEXT,
+    Declaration,
+    check_section,
+    check_value,
+    one_of,
+    optional,
+)
 
 AUGMENTS = ("auto", "pad_crop", "resized_crop")
+
+
+def finetune_settings() -> Declaration:
+    """`eval.finetune.*`: the downstream data (another data group, its splits and subset), the augmentation,
+    and SGD with a cosine schedule for the backbone and the new linear head."""
+    return {
+        "data": optional(one_of(*group_options("data"))),
+        "train_split": optional(TEXT),
+        "test_split": optional(TEXT),
+        "train_subset": optional(POSITIVE_INT),
+        "crop_size": optional(POSITIVE_INT),
+        "augment": one_of(*AUGMENTS),
+        "epochs": POSITIVE_INT,
+        "chunk_epochs": optional(POSITIVE_INT),
+        "batch_size": POSITIVE_INT,
+        "lr": POSITIVE,  # x batch_size / 256
+        "backbone_lr_scale": NON_NEGATIVE,
+        "momentum": MOMENTUM,
+        "weight_decay": NON_NEGATIVE,
+        "label_smoothing": BELOW_ONE,
+        "num_workers": AUTO_OR_COUNT,
+    }
 
 
 def finetune_data(cfg: DictConfig) -> DictConfig:
@@ -51,8 +87,7 @@ def finetune_data(cfg: DictConfig) -> DictConfig:
 def train_augmentation(augment: str, crop_size: int) -> T.Compose:
     """Supervised augmentation on uint8 [3, H, W]: pad-and-crop (the CIFAR ResNet recipe, crops <= 64 px
     under `auto`) or random-resized crop (the ImageNet recipe), each with a horizontal flip."""
-    if augment not in AUGMENTS:
-        raise UserError(f"eval.finetune.augment must be one of {', '.join(AUGMENTS)}; got {augment!r}")
+    check_value("eval.finetune.augment", augment, one_of(*AUGMENTS))
     if augment == "pad_crop" or (augment == "auto" and crop_size <= 64):
         crop = [T.Resize(crop_size, antialias=True), T.RandomCrop(crop_size, padding=crop_size // 8)]
     else:
@@ -91,11 +126,7 @@ def predict(
 def run(job: TransferJob) -> TaskResult:
     """Fine-tune `job.backbone` with a new linear head; resume from `job.state_path` when it exists."""
     cfg, section, device = job.cfg, job.cfg.eval.finetune, job.device
-    if section.epochs < 1 or section.batch_size < 1 or section.lr <= 0:
-        raise UserError(
-            f"eval.finetune needs epochs >= 1, batch_size >= 1 and lr > 0; got epochs={section.epochs}, "
-            f"batch_size={section.batch_size}, lr={section.lr}"
-        )
+    check_section("eval.finetune", OmegaConf.to_container(section), finetune_settings())
     data = finetune_data(cfg)
     crop_size = section.crop_size or cfg.views.crop_size
     train_set = labeled_dataset(

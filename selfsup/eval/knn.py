@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.errors import UserError
+from selfsup.settings import POSITIVE, POSITIVE_INT, Declaration
+
+KNN_SETTINGS: Declaration = {"k": POSITIVE_INT, "temperature": POSITIVE}  # weighted kNN (Wu et al. 2018)
 
 
 def check_labeled_features(task: str, split: str, feats: Tensor, labels: Tensor, num_classes: int) -> None:

@@ -15,6 +15,17 @@ from tqdm import tqdm
 
 from selfsup.errors import UserError
 from selfsup.eval.knn import check_labeled_features, check_same_width, topk_accuracy
+from selfsup.settings import BOOL, MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Declaration
+
+LINEAR_SETTINGS: Declaration = {
+    "epochs": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "lr": POSITIVE,  # x batch_size / 256
+    "final_lr": NON_NEGATIVE,
+    "momentum": MOMENTUM,
+    "weight_decay": NON_NEGATIVE,
+    "normalize": BOOL,  # standardise each feature dimension with the train-set statistics
+}
 
 
 def train_linear_probe(

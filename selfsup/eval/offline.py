@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from selfsup.config import apply_overrides, load_run_config
 from selfsup.data.loader import dataset_classes, resolve_num_workers
 from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import Features, extract_features, labeled_split
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import train_linear_probe
+from selfsup.eval.settings import evaluation_config
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.methods.base import Method
 from selfsup.methods.build import build_model
@@ -171,7 +171,7 @@ def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list
             f"unknown evaluation {task!r}{close_matches_hint(task, list(TASKS))}; choose one of {', '.join(TASKS)}"
         )
     run_dir = Path(run_dir)
-    cfg = apply_overrides(load_run_config(run_dir), overrides or [])
+    cfg = evaluation_config(run_dir, overrides or [])
     ckpt_path = resolve_checkpoint(run_dir, checkpoint)
     device = torch.device(resolve_device(cfg.device))
     started = time.perf_counter()

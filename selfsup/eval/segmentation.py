@@ -40,6 +40,19 @@ from selfsup.errors import UserError
 from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.optim import poly_decay
+from selfsup.settings import (
+    AUTO_OR_COUNT,
+    MOMENTUM,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    RANGE,
+    TEXT,
+    Declaration,
+    check_section,
+    one_of,
+    optional,
+)
 
 HEADS = ("fcn", "deeplabv3")
 OUTPUT_STRIDES = (8, 16, 32)
@@ -47,6 +60,23 @@ OUTPUT_STRIDES = (8, 16, 32)
 # halved again at 32 so the rates keep covering the same part of the image.
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
 POLY_POWER = 0.9
+SEGMENTATION_SETTINGS: Declaration = {
+    "root": optional(TEXT),
+    "train_list": TEXT,  # train | train_aug (VOC train + SBD) | another ImageSets/Segmentation list
+    "sbd_root": optional(TEXT),
+    "test_split": TEXT,
+    "head": one_of(*HEADS),
+    "output_stride": one_of(*(str(s) for s in OUTPUT_STRIDES)),
+    "crop_size": POSITIVE_INT,
+    "scale": RANGE,
+    "epochs": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "lr": POSITIVE,
+    "backbone_lr_scale": NON_NEGATIVE,
+    "momentum": MOMENTUM,
+    "weight_decay": NON_NEGATIVE,
+    "num_workers": AUTO_OR_COUNT,
+}
 
 
 def _dilate_layer(layer: nn.Module, previous: int, dilation: int) -> None:
@@ -161,19 +191,12 @@ def confusion_matrix(
 
 
 def _check_settings(seg: DictConfig) -> None:
-    """Values that cannot work fail before any data is read."""
-    rules = [
-        (seg.head in HEADS, f"eval.segmentation.head must be one of {HEADS}, got {seg.head!r}"),
-        (seg.output_stride in OUTPUT_STRIDES, f"eval.segmentation.output_stride must be one of {OUTPUT_STRIDES}"),
-        (seg.epochs >= 1 and seg.crop_size >= 1, "eval.segmentation.epochs and crop_size must be >= 1"),
-        (seg.lr > 0 and seg.backbone_lr_scale >= 0, "eval.segmentation.lr must be > 0, backbone_lr_scale >= 0"),
-        (len(seg.scale) == 2 and 0 < seg.scale[0] <= seg.scale[1], "eval.segmentation.scale must be [min, max] > 0"),
-        # BatchNorm in training mode needs two values per channel; ASPP's image-pooling branch has one per image.
-        (seg.batch_size >= (2 if seg.head == "deeplabv3" else 1), "eval.segmentation.batch_size must be >= 2"),
-    ]
-    for ok, message in rules:
-        if not ok:
-            raise UserError(message)
+    """Values that cannot work fail before any data is read: each against its declaration, then the batch
+    that DeepLabv3 needs."""
+    check_section("eval.segmentation", OmegaConf.to_container(seg), SEGMENTATION_SETTINGS)
+    # BatchNorm in training mode needs two values per channel; ASPP's image-pooling branch has one per image.
+    if seg.head == "deeplabv3" and seg.batch_size < 2:
+        raise UserError("eval.segmentation.batch_size must be >= 2 with head=deeplabv3")
 
 
 def _roots(cfg: DictConfig) -> tuple[Path, Path | None]:

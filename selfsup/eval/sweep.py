@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfsup.config import apply_overrides, load_run_config
 from selfsup.errors import UserError
 from selfsup.eval.offline import TASKS, evaluate, task_settings
+from selfsup.eval.settings import evaluation_config
 from selfsup.registry import close_matches_hint
 from selfsup.runs.checkpoint import checkpoint_digest
 
@@ -77,7 +77,7 @@ def sweep(
         raise UserError(
             f"unknown sweep task {name!r}{close_matches_hint(name, list(TASKS))}; tasks=[{','.join(TASKS)}]"
         )
-    cfg = apply_overrides(load_run_config(run_dir), overrides or [])  # bad overrides fail before any work
+    cfg = evaluation_config(run_dir, overrides or [])  # bad overrides fail before any work
     paths = run_checkpoints(run_dir)
     if checkpoints:
         by_name = {p.stem: p for p in paths}

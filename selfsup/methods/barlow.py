@@ -9,6 +9,7 @@ from selfsup.dist import gather_with_grad
 from selfsup.losses import barlow_twins
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
+from selfsup.settings import NonNegative, PositiveInt
 
 
 @METHODS.register("barlow")
@@ -20,10 +21,10 @@ class BarlowTwins(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        proj_hidden_dim: int = 8192,
-        proj_output_dim: int = 8192,
-        proj_layers: int = 3,
-        lambd: float = 0.005,
+        proj_hidden_dim: PositiveInt = 8192,
+        proj_output_dim: PositiveInt = 8192,
+        proj_layers: PositiveInt = 3,
+        lambd: NonNegative = 0.005,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 
-from selfsup.errors import UserError
 from selfsup.losses import beta_vae_elbo
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import ConvDecoder
+from selfsup.settings import NonNegative, PositiveInt, check_value, one_of
+
+LIKELIHOODS = ("gaussian", "bernoulli")
 
 
 class PosteriorMean(nn.Module):
@@ -40,21 +43,20 @@ class BetaVAE(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        latent_dim: int = 256,
-        decoder_channels: int = 512,
-        image_size: int = 224,
-        beta: float = 4.0,
-        likelihood: str = "gaussian",
-        capacity: float | None = None,
-        capacity_epochs: float = 50.0,
+        latent_dim: PositiveInt = 256,
+        decoder_channels: PositiveInt = 512,
+        image_size: PositiveInt = 224,
+        beta: NonNegative = 4.0,
+        likelihood: Annotated[str, one_of(*LIKELIHOODS)] = "gaussian",
+        capacity: NonNegative | None = None,
+        capacity_epochs: NonNegative = 50.0,
         pixel_stats: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     ) -> None:
         super().__init__(backbone, feature_dim)
         # Not in the state dict: they follow from the run's config, and checkpoints stay loadable.
         for name, values in zip(("pixel_mean", "pixel_std"), pixel_stats, strict=True):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        if likelihood not in ("gaussian", "bernoulli"):
-            raise UserError(f"method.likelihood must be gaussian or bernoulli, got {likelihood!r}")
+        check_value("likelihood", likelihood, one_of(*LIKELIHOODS))
         self.mu = nn.Linear(self.feature_dim, latent_dim)
         self.logvar = nn.Linear(self.feature_dim, latent_dim)
         self.decoder = ConvDecoder(latent_dim, int(image_size), decoder_channels)

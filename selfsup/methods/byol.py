@@ -13,6 +13,7 @@ from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.nets.predictors import PredictorSettings, build_predictor
+from selfsup.settings import Momentum, PositiveInt, Probability
 
 
 @METHODS.register("byol")
@@ -25,10 +26,10 @@ class BYOL(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        proj_hidden_dim: int = 4096,
-        proj_output_dim: int = 256,
-        momentum: float = 0.996,
-        final_momentum: float = 1.0,
+        proj_hidden_dim: PositiveInt = 4096,
+        proj_output_dim: PositiveInt = 256,
+        momentum: Momentum = 0.996,
+        final_momentum: Probability = 1.0,
         predictor: PredictorSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(backbone, feature_dim)

@@ -10,6 +10,7 @@ from selfsup.losses import dino
 from selfsup.methods.base import METHODS, Method, Schedule, encode_crops, global_views
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import DINOHead
+from selfsup.settings import Flag, Momentum, NonNegative, Positive, PositiveInt
 
 
 @METHODS.register("dino")
@@ -28,18 +29,18 @@ class DINO(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        proj_hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        out_dim: int = 65536,
-        use_bn_in_head: bool = False,
-        norm_last_layer: bool = True,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.04,
-        warmup_teacher_temp: float = 0.04,
-        warmup_teacher_temp_epochs: float = 0.0,
-        center_momentum: float = 0.9,
-        momentum: float = 0.996,
-        freeze_last_layer_epochs: float = 1.0,
+        proj_hidden_dim: PositiveInt = 2048,
+        bottleneck_dim: PositiveInt = 256,
+        out_dim: PositiveInt = 65536,
+        use_bn_in_head: Flag = False,
+        norm_last_layer: Flag = True,
+        student_temp: Positive = 0.1,
+        teacher_temp: Positive = 0.04,
+        warmup_teacher_temp: Positive = 0.04,
+        warmup_teacher_temp_epochs: NonNegative = 0.0,
+        center_momentum: Momentum = 0.9,
+        momentum: Momentum = 0.996,
+        freeze_last_layer_epochs: NonNegative = 1.0,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.head = DINOHead(

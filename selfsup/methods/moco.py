@@ -12,6 +12,7 @@ from selfsup.losses import info_nce
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.methods.momentum import ema_update, frozen_copy
 from selfsup.nets.heads import mlp
+from selfsup.settings import Flag, Momentum, Positive, PositiveInt
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
@@ -33,12 +34,12 @@ class MoCo(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        proj_hidden_dim: int = 2048,
-        proj_output_dim: int = 128,
-        moco_k: int = 65536,
-        moco_t: float = 0.2,
-        moco_m: float = 0.999,
-        symmetric: bool = False,
+        proj_hidden_dim: PositiveInt = 2048,
+        proj_output_dim: PositiveInt = 128,
+        moco_k: PositiveInt = 65536,
+        moco_t: Positive = 0.2,
+        moco_m: Momentum = 0.999,
+        symmetric: Flag = False,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)

@@ -9,6 +9,7 @@ from selfsup.dist import gather_with_grad, world_info
 from selfsup.losses import nt_xent
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
+from selfsup.settings import Positive, PositiveInt
 
 
 @METHODS.register("simclr")
@@ -20,9 +21,9 @@ class SimCLR(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        temperature: float = 0.1,
-        proj_hidden_dim: int = 2048,
-        proj_output_dim: int = 128,
+        temperature: Positive = 0.1,
+        proj_hidden_dim: PositiveInt = 2048,
+        proj_output_dim: PositiveInt = 128,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = float(temperature)

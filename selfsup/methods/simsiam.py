@@ -12,6 +12,7 @@ from selfsup.losses import negative_cosine
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
 from selfsup.nets.predictors import PredictorSettings, build_predictor
+from selfsup.settings import Flag, PositiveInt
 
 
 @METHODS.register("simsiam")
@@ -24,9 +25,9 @@ class SimSiam(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        proj_hidden_dim: int = 2048,
-        proj_output_dim: int = 2048,
-        fixed_predictor_lr: bool = True,
+        proj_hidden_dim: PositiveInt = 2048,
+        proj_output_dim: PositiveInt = 2048,
+        fixed_predictor_lr: Flag = True,
         predictor: PredictorSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(backbone, feature_dim)

@@ -10,6 +10,7 @@ from selfsup.dist import sum_over_processes, without_gradient
 from selfsup.losses import sinkhorn, swav_multicrop
 from selfsup.methods.base import METHODS, Method, Schedule, encode_crops, global_views
 from selfsup.nets.heads import mlp
+from selfsup.settings import Count, NonNegative, Positive, PositiveInt
 
 
 @METHODS.register("swav")
@@ -28,14 +29,14 @@ class SwAV(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        proj_hidden_dim: int = 2048,
-        proj_output_dim: int = 128,
-        num_prototypes: int = 3000,
-        temperature: float = 0.1,
-        sinkhorn_eps: float = 0.05,
-        sinkhorn_iters: int = 3,
-        freeze_prototypes_epochs: float = 1.0,
-        queue_length: int = 0,
+        proj_hidden_dim: PositiveInt = 2048,
+        proj_output_dim: PositiveInt = 128,
+        num_prototypes: PositiveInt = 3000,
+        temperature: Positive = 0.1,
+        sinkhorn_eps: Positive = 0.05,
+        sinkhorn_iters: PositiveInt = 3,
+        freeze_prototypes_epochs: NonNegative = 1.0,
+        queue_length: Count = 0,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)

@@ -9,6 +9,7 @@ from selfsup.dist import gather_with_grad
 from selfsup.losses import vicreg_terms
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import mlp
+from selfsup.settings import NonNegative, PositiveInt
 
 
 @METHODS.register("vicreg")
@@ -20,12 +21,12 @@ class VICReg(Method):
         backbone: nn.Module,
         feature_dim: int | None = None,
         *,
-        proj_hidden_dim: int = 8192,
-        proj_output_dim: int = 8192,
-        proj_layers: int = 3,
-        sim_weight: float = 25.0,
-        var_weight: float = 25.0,
-        cov_weight: float = 1.0,
+        proj_hidden_dim: PositiveInt = 8192,
+        proj_output_dim: PositiveInt = 8192,
+        proj_layers: PositiveInt = 3,
+        sim_weight: NonNegative = 25.0,
+        var_weight: NonNegative = 25.0,
+        cov_weight: NonNegative = 1.0,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.expander = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)

@@ -12,6 +12,7 @@ import torchvision.models as tvm
 
 from selfsup.errors import UserError
 from selfsup.registry import Registry
+from selfsup.settings import AUTO_TRUE_FALSE, BOOL, TEXT, Declaration, Rule, optional
 
 BACKBONES: Registry[Callable[..., tuple[nn.Module, int]]] = Registry("backbone")
 
@@ -62,6 +63,22 @@ def is_factory_path(name: str) -> bool:
     """Whether a backbone name is a `package.module:factory` path rather than a registered name."""
     module, _, attribute = name.partition(":")
     return bool(module) and bool(attribute) and all(part.isidentifier() for part in (*module.split("."), attribute))
+
+
+def backbone_settings() -> Declaration:
+    """The `backbone.*` settings: a registered network or a user's factory path, its stem and initialisation,
+    and optional starting weights."""
+    names = BACKBONES.names()
+    return {
+        "name": Rule(
+            lambda v: v in names or (isinstance(v, str) and is_factory_path(v)),
+            f"one of {', '.join(names)} or a factory path package.module:function",
+            tuple(names),
+        ),
+        "cifar_stem": AUTO_TRUE_FALSE,
+        "zero_init_residual": BOOL,
+        "weights": optional(TEXT),
+    }
 
 
 def backbone_factory(path: str) -> Callable[[], nn.Module | tuple[nn.Module, int]]:
@@ -115,4 +132,3 @@ def infer_feature_dim(backbone: nn.Module, size: int = 64) -> int:
     if out.ndim != 2:
         raise ValueError(f"the backbone must map images to [B, D] features, got shape {tuple(out.shape)}")
     return out.shape[1]
-

@@ -10,9 +10,10 @@ the trained one there too. Every linear predictor tracks F, for the dynamics ana
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn as nn
@@ -20,7 +21,7 @@ import torch.nn as nn
 from selfsup.dist import sum_over_processes, world_info
 from selfsup.errors import UserError
 from selfsup.nets.heads import mlp
-from selfsup.registry import close_matches_hint
+from selfsup.settings import Flag, Momentum, NonNegative, Positive, PositiveInt, check_section, declaration, one_of
 
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 
@@ -137,16 +138,19 @@ class PredictorSettings:
     width, the analytic predictors' F estimate (EMA rate `rho`, `eps`, update every `freq` steps), the trained
     linear one's symmetry, the trained layers before W, and its own lr multiple and weight decay."""
 
-    type: str = "mlp"
-    hidden_dim: int = 4096
-    rho: float = 0.3
-    eps: float = 0.1
-    freq: int = 1
-    symmetric: bool = False
-    symmetry_reg: float = 0.0
-    layers: int = 1
-    lr_scale: float = 1.0
-    weight_decay: float | None = None
+    type: Annotated[str, one_of(*PREDICTORS)] = "mlp"
+    hidden_dim: PositiveInt = 4096
+    rho: Momentum = 0.3
+    eps: Positive = 0.1
+    freq: PositiveInt = 1
+    symmetric: Flag = False
+    symmetry_reg: NonNegative = 0.0
+    layers: PositiveInt = 1
+    lr_scale: Positive = 1.0
+    weight_decay: NonNegative | None = None
+
+    def __post_init__(self) -> None:
+        check_section("method.predictor", dataclasses.asdict(self), declaration(type(self)))
 
     @classmethod
     def of(cls, value: PredictorSettings | Mapping[str, Any] | None, **defaults: Any) -> PredictorSettings:
@@ -154,7 +158,9 @@ class PredictorSettings:
         (a method's own, e.g. SimSiam's narrower MLP), or None for `defaults` alone."""
         if isinstance(value, cls):
             return value
-        return cls(**{**defaults, **dict(value or {})})
+        values = {**defaults, **dict(value or {})}
+        check_section("method.predictor", values, declaration(cls))  # an unknown key in one line, not a TypeError
+        return cls(**values)
 
     def optimizer_options(self) -> dict[str, float]:
         """The predictor's own optimizer options (`param_groups`) where set: lr_scale (a multiple of the
@@ -172,16 +178,13 @@ def build_predictor(settings: PredictorSettings, dim: int) -> MLPPredictor | Lin
     """The predictor `settings.type` names, on `dim`-dimensional projections."""
     if settings.type == "mlp":
         return MLPPredictor(dim, settings.hidden_dim)
-    if settings.type in PREDICTORS:
-        return LinearPredictor(
-            dim,
-            settings.type,
-            rho=float(settings.rho),
-            eps=float(settings.eps),
-            freq=int(settings.freq),
-            symmetric=bool(settings.symmetric),
-            symmetry_reg=float(settings.symmetry_reg),
-            layers=int(settings.layers),
-        )
-    hint = close_matches_hint(str(settings.type), list(PREDICTORS))
-    raise UserError(f"unknown method.predictor.type={settings.type!r}{hint} (known: {', '.join(PREDICTORS)})")
+    return LinearPredictor(
+        dim,
+        settings.type,
+        rho=float(settings.rho),
+        eps=float(settings.eps),
+        freq=int(settings.freq),
+        symmetric=bool(settings.symmetric),
+        symmetry_reg=float(settings.symmetry_reg),
+        layers=int(settings.layers),
+    )

@@ -24,9 +24,10 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from lightning_fabric.utilities.seed import seed_everything
@@ -36,8 +37,8 @@ from selfsup.errors import UserError
 from selfsup.methods.base import Schedule
 from selfsup.nets.compile import compile_backbones
 from selfsup.precision import make_fabric, resolve_device, resolve_precision, tune_device
-from selfsup.registry import close_matches_hint
 from selfsup.runs.files import atomic_write_text
+from selfsup.settings import TEXT, Count, Positive, PositiveInt, list_of, one_of, optional
 from selfsup.train.cost import device_name, peak_memory_bytes
 
 STAGES = ("compute", "loader", "full")
@@ -326,10 +327,14 @@ def default_out(cfg: DictConfig) -> Path:
     return Path("output") / "bench" / name
 
 
-def check_settings(stages: list[str], variants: list[str] | None, steps: int, warmup: int) -> None:
-    for name, known in [*((s, STAGES) for s in stages), *((v, tuple(VARIANTS)) for v in variants or [])]:
-        if name not in known:
-            hint = close_matches_hint(name, list(known))
-            raise UserError(f"unknown bench stage or variant {name!r}{hint} (known: {', '.join(known)})")
-    if steps < 1 or warmup < 0:
-        raise UserError(f"steps must be >= 1 and warmup >= 0, got steps={steps} warmup={warmup}")
+@dataclass(frozen=True)
+class BenchSettings:
+    """The command-level keys of `selfsup bench` (every other key=value is a pretraining override)."""
+
+    stages: Annotated[Sequence[str], list_of(one_of(*STAGES))] = STAGES
+    variants: Annotated[Sequence[str] | None, optional(list_of(one_of(*VARIANTS)))] = None  # None: the device's
+    steps: PositiveInt = 3  # timed steps per measurement
+    warmup: Count = 1  # untimed steps before them
+    memory_budget_gb: Positive | None = None  # the largest batch that fits in this much device memory
+    peak_tflops: Positive | None = None  # the device's peak, for model FLOPs utilisation
+    out: Annotated[str | None, optional(TEXT)] = None  # the JSON record; default output/bench/<run>.json

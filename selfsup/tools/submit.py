@@ -10,56 +10,38 @@ same command. The run directory is the job's identity, as for any `selfsup pretr
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from selfsup.errors import UserError
+from selfsup.settings import TEXT, Count, PositiveInt, from_keys, one_of, optional
 
 CLUSTERS = ("slurm", "local")
+Name = Annotated["str | None", optional(TEXT)]
 
 
 @dataclass
 class SlurmOptions:
     """`slurm.*` keys of `selfsup submit`, with submitit's meaning."""
 
-    nodes: int = 1
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: int | None = None  # per node; None: the partition's default
-    time: int = 4320  # minutes per job; the run continues in requeued jobs after that
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    signal_delay_s: int = 120  # time between the warning signal and the kill: a checkpoint must fit in it
-    folder: str | None = None  # submitit's logs; default <output_dir>/slurm
-    cluster: str = "slurm"  # slurm | local (the job as a process on this machine, to try it out)
+    nodes: PositiveInt = 1
+    gpus_per_node: Count = 1
+    cpus_per_task: PositiveInt = 8
+    mem_gb: PositiveInt | None = None  # per node; None: the partition's default
+    time: PositiveInt = 4320  # minutes per job; the run continues in requeued jobs after that
+    partition: Name = None
+    account: Name = None
+    qos: Name = None
+    constraint: Name = None
+    signal_delay_s: PositiveInt = 120  # time between the warning signal and the kill: a checkpoint must fit in it
+    folder: Name = None  # submitit's logs; default <output_dir>/slurm
+    cluster: Annotated[str, one_of(*CLUSTERS)] = "slurm"  # local: the job as a process on this machine
 
     @classmethod
     def from_keys(cls, keys: dict[str, str]) -> SlurmOptions:
         """From `slurm.NAME=value` pairs (NAME without the prefix), with one-line errors."""
-        from selfsup.registry import close_matches_hint
-
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, text in keys.items():
-            if name not in known:
-                hint = close_matches_hint(name, list(known))
-                raise UserError(f"unknown key slurm.{name}{hint} (known: {', '.join(known)})")
-            kind = str(known[name].type)
-            if "int" in kind:
-                try:
-                    values[name] = int(text)
-                except ValueError:
-                    raise UserError(f"slurm.{name} must be an integer, got {text!r}") from None
-                if values[name] < (0 if name == "gpus_per_node" else 1):
-                    raise UserError(f"slurm.{name} must be positive, got {text}")
-            else:
-                values[name] = text
-        options = cls(**values)
-        if options.cluster not in CLUSTERS:
-            raise UserError(f"slurm.cluster must be one of {', '.join(CLUSTERS)}, got {options.cluster!r}")
+        options = from_keys(cls, keys, "slurm")
         if options.cluster == "local" and options.nodes != 1:
             raise UserError(f"slurm.cluster=local runs on this machine: slurm.nodes must be 1, got {options.nodes}")
         return options
@@ -126,10 +108,10 @@ def submit(args: list[str], options: SlurmOptions) -> Submitted:
     """Submit `selfsup pretrain ARGS` (already checked by composing its config) as one job."""
     import submitit
 
-    from selfsup.config import load_config
+    from selfsup.eval.settings import pretraining_config
 
     pretrain_args = [*args, *options.training_overrides()]
-    cfg = load_config(pretrain_args)  # bad overrides fail here, before anything is queued
+    cfg = pretraining_config(pretrain_args)  # bad overrides fail here, before anything is queued
     if options.cluster == "slurm" and shutil.which("sbatch") is None:
         raise UserError(
             "sbatch is not on PATH: submit from a SLURM login node, or try the job here with slurm.cluster=local"

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from selfsup.config import cli_text
 from selfsup.errors import UserError
+from selfsup.settings import cli_text
 
 HISTORY_NAME = "config-history.jsonl"
 
