@@ -29,7 +29,6 @@ from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.knn import topk_accuracy
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.optim import warmup_cosine
-from selfsup.precision import autocast_dtype, resolve_precision
 from selfsup.settings import (
     AUTO_OR_COUNT,
     BELOW_ONE,
@@ -190,8 +189,7 @@ def run(job: TransferJob) -> TaskResult:
         section.chunk_epochs,
     )
     history = trained.history
-    autocast = autocast_dtype(resolve_precision(str(cfg.trainer.precision), device.type))
-    scores, labels = predict(model, test_loader, device, autocast)
+    scores, labels = predict(model, test_loader, device, job.autocast)
     return TaskResult(
         complete=trained.complete,
         metrics={**topk_accuracy(scores, labels), "train_loss": history[-1]},

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from selfsup.errors import UserError
 from selfsup.eval.transfer import TransferJob, load_training_state, save_training_state
-from selfsup.precision import autocast_dtype, resolve_precision
 
 LrFactor = Callable[[int, int], float]  # (epoch, step of the whole training) -> multiplier of each group's base_lr
 
@@ -73,7 +72,7 @@ def fine_tune(
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["epoch"], list(state["history"])
     end = epochs if chunk_epochs is None else min(epochs, start + chunk_epochs)
-    dtype = autocast_dtype(resolve_precision(str(job.cfg.trainer.precision), job.device.type))
+    dtype = job.autocast
     for epoch in range(start, end):
         model.train()
         total, count = torch.zeros((), device=job.device), 0

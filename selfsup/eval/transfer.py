@@ -17,6 +17,7 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
+from selfsup.precision import autocast_dtype, resolve_precision
 from selfsup.runs.files import atomic_torch_save, load_tensors
 
 
@@ -28,6 +29,11 @@ class TransferJob:
     device: torch.device
     state_path: Path  # eval/<checkpoint>/<task>-state.pt: saved every epoch, removed by the caller when done
     progress: bool = True
+
+    @property
+    def autocast(self) -> torch.dtype | None:
+        """The autocast dtype of the run's precision on this device (None: fp32), for training and testing."""
+        return autocast_dtype(resolve_precision(str(self.cfg.trainer.precision), self.device.type))
 
 
 @dataclass

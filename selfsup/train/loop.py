@@ -243,7 +243,50 @@ def pretrain(cfg: DictConfig) -> Path:
 
 
 def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
-    """The run itself; rank 0 enters the run directory's lock into `held` before it reads or writes there."""
+    """The run itself: set up (or find it complete), then train its epochs."""
+    run = setup_run(cfg, held)
+    if run is not None:
+        train_epochs(run)
+    return Path(cfg.output_dir)
+
+
+@dataclass
+class Run:
+    """A pretraining run once set up: what the step, end-of-epoch and save functions read and update."""
+
+    cfg: DictConfig
+    fabric: Fabric
+    out: Path
+    method: Method  # the module itself (hooks, state); `model` is fabric's wrapper that runs forward
+    model: Any
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    sampler: Any
+    augment: Any
+    channels_last: bool
+    local_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    progress: Progress
+    log: MetricsLog
+    monitor: KnnMonitor | None  # rank 0 of a run on labelled data with eval.every > 0
+    validation: ValidationLoss | None  # eval.val_loss_every > 0
+    first_nonfinite: FirstNonfinite
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def is_main(self) -> bool:
+        return self.fabric.global_rank == 0
+
+
+def setup_run(cfg: DictConfig, held: contextlib.ExitStack) -> Run | None:
+    """Devices, the run directory (locked), data, model, optimizer and the resume point; then this segment's
+    config and starting checkpoint are written. None when the run is already complete."""
     t = cfg.trainer
     device_type = resolve_device(cfg.device)
     precision = resolve_precision(str(t.precision), device_type)
@@ -289,8 +332,7 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     if cfg.eval.every and not online_knn:
         note(fabric, f"online kNN off: data={cfg.data.name} has no labels (eval.every={cfg.eval.every} ignored)")
     monitor = KnnMonitor(cfg, fabric.device, channels_last, autocast) if online_knn and is_main else None
-    val_every = cfg.eval.val_loss_every
-    validation = ValidationLoss(cfg, fabric, augment, local_batch, channels_last) if val_every else None
+    validation = ValidationLoss(cfg, fabric, augment, local_batch, channels_last) if cfg.eval.val_loss_every else None
 
     # ---- model and optimizer -------------------------------------------------------------------------
     sync_bn = bool(t.sync_batchnorm) and world > 1
@@ -305,7 +347,6 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
         note(fabric, f"optim.warmup_epochs={cfg.optim.warmup_epochs}: {warmup_note}")
 
     # ---- resume ----------------------------------------------------------------------------------------
-    last = ckpt_dir / "last.pt"
     progress = Progress(cost=cost)
     resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
     if resumed is not None:
@@ -322,142 +363,177 @@ def _pretrain(cfg: DictConfig, held: contextlib.ExitStack) -> Path:
     )
     if progress.step >= total_steps:
         fabric.print(f"{out} is already complete ({progress.step} steps); nothing to do")
-        return out
+        return None
     if is_main:
         check_writable(out, state_bytes(method))
         save_config(cfg, out / "config.yaml")  # this segment's settings; the history keeps the earlier ones
         record_segment(out, progress.step, changes)
         if progress.step == 0:  # the starting point: evaluations and reports measure progress from random init
             save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), ckpt_dir / "epoch-0000.pt")
-
-    log = MetricsLog(out, is_main, after_step=progress.step)
-    first_nonfinite = FirstNonfinite()
-
-    def save(step: int, *extra: Path) -> None:
-        """last.pt (and `extra`) at `step`, after the non-finite checks: a saved checkpoint is always finite."""
-        stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
-        if is_main:
-            check_weights_finite(method, step, newest_checkpoint(ckpt_dir))
-            save_checkpoint(progress.state(method, optimizer, cfg, steps_per_epoch), last, *extra)
-
-    def end_of_epoch(step: int) -> None:
-        """The held-out loss (every process), the checkpoint and the online kNN monitor (rank 0), logged."""
-        epoch, epoch_done, finished = step // steps_per_epoch, step % steps_per_epoch == 0, step >= total_steps
-        stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
-        val_loss = None
-        if validation is not None and epoch_done and (epoch % val_every == 0 or finished):
-            val_loss = validation(method, model, Schedule(step, total_steps, steps_per_epoch))
-            note(fabric, f"epoch {epoch}: held-out loss {val_loss:.4f}")
-        saves_epoch = epoch_done and (epoch % t.checkpoint_every == 0 or finished)
-        save(step, *([ckpt_dir / f"epoch-{epoch:04d}.pt"] if saves_epoch else []))
-        if not is_main:
-            return
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            **{f"cost/{k}": v for k, v in progress.cost.as_dict().items() if isinstance(v, (int, float))},
-        }
-        if val_loss is not None:
-            record["val/loss"] = val_loss
-        if monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
-            record.update({f"monitor/{k}": v for k, v in monitor(method.representation()).items()})
-            note(fabric, f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
-        log.write(step, record)
-
     progress.cost.devices = world
-    model.train()
+    return Run(
+        cfg=cfg,
+        fabric=fabric,
+        out=out,
+        method=method,
+        model=model,
+        optimizer=optimizer,
+        loader=loader,
+        sampler=sampler,
+        augment=augment,
+        channels_last=channels_last,
+        local_batch=local_batch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        peak_lr=peak_lr,
+        progress=progress,
+        log=MetricsLog(out, is_main, after_step=progress.step),
+        monitor=monitor,
+        validation=validation,
+        first_nonfinite=FirstNonfinite(),
+    )
+
+
+def train_epochs(run: Run) -> None:
+    """Epochs of steps until the run's last step; between them `end_of_epoch`. A stop signal saves and raises
+    Preempted (mid-epoch: after the step; otherwise after the epoch); a rollback restarts its epoch."""
+    t, progress, fabric = run.cfg.trainer, run.progress, run.fabric
+    run.model.train()
     with StopSignals() as signals:
-        while progress.step < total_steps:
+        while progress.step < run.total_steps:
             step = progress.step
             # Position from the step count alone, so a run resumed mid-epoch continues that epoch's order.
-            epoch, done_in_epoch = divmod(step, steps_per_epoch)
-            sampler.set_position(epoch, done_in_epoch * t.accumulate * local_batch)
+            epoch, done_in_epoch = divmod(step, run.steps_per_epoch)
+            run.sampler.set_position(epoch, done_in_epoch * t.accumulate * run.local_batch)
             bar = tqdm(
-                total=steps_per_epoch,
+                total=run.steps_per_epoch,
                 initial=done_in_epoch,
                 desc=f"epoch {epoch + 1}/{t.epochs}",
-                disable=not (is_main and t.progress),
+                disable=not (run.is_main and t.progress),
                 dynamic_ncols=True,
                 leave=False,
             )
             progress.cost.start()
             window_start, window_images = time.perf_counter(), 0
-            batches = iter(loader)
+            batches = iter(run.loader)
             rolled_back = False
-            for _ in range(steps_per_epoch - done_in_epoch):
-                lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr, cfg.optim.final_lr) * progress.lr_scale
-                set_lr(optimizer, lr, peak_lr)
-                schedule = Schedule(step, total_steps, steps_per_epoch)
-                for micro in range(t.accumulate):
-                    batch, _labels = next(batches)
-                    views = device_views(batch, augment, fabric.device, channels_last)
-                    with fabric.no_backward_sync(model, enabled=micro < t.accumulate - 1):
-                        out_step = model(views, schedule=schedule)
-                        fabric.backward(out_step["loss"] / t.accumulate)
-                bad = guarded_optimizer_step(optimizer, method, t.nonfinite, first_nonfinite, step)
+            for _ in range(run.steps_per_epoch - done_in_epoch):
+                lr, views, out_step = forward_backward(run, batches, step)
+                bad = guarded_optimizer_step(run.optimizer, run.method, t.nonfinite, run.first_nonfinite, step)
                 if bad is not None:
-                    optimizer.zero_grad(set_to_none=True)
-                    if recover_from_nonfinite(fabric, t, progress, method, optimizer, log, ckpt_dir, epoch, bad):
+                    run.optimizer.zero_grad(set_to_none=True)
+                    if recover_from_nonfinite(run, epoch, bad):
                         rolled_back = True
                         break
                     step = progress.step
                     bar.update(1)
                     continue
                 progress.skips = 0
-                optimizer.zero_grad(set_to_none=True)
-                method.after_optimizer_step(step, total_steps)
+                run.optimizer.zero_grad(set_to_none=True)
+                run.method.after_optimizer_step(step, run.total_steps)
                 step += 1
                 progress.step = step
                 window_images += t.batch_size
                 progress.cost.images_seen += t.batch_size
                 bar.update(1)
-                at_log = step % t.log_every == 0 or step == total_steps
+                at_log = step % t.log_every == 0 or step == run.total_steps
                 if at_log:
-                    # The step's only host sync (skip and rollback add one for their per-step decision).
-                    stop_at_nonfinite(first_nonfinite, progress, t, ckpt_dir)
-                    reduced = fabric.all_reduce(
-                        {k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean"
-                    )
-                    logs = {k: float(v) for k, v in reduced.items()}
                     rate = window_images / (time.perf_counter() - window_start)
                     window_start, window_images = time.perf_counter(), 0
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                    log.write(
-                        step,
-                        {
-                            **{f"train/{k}": v for k, v in logs.items()},
-                            "train/lr": lr,
-                            "train/img_per_s": rate,
-                            "epoch": epoch,
-                        },
-                    )
-                if is_main and cfg.analysis.every and step % cfg.analysis.every == 0:
-                    log.write(step, {**dynamics_record(method, views), "epoch": epoch})
+                    loss = log_step(run, step, epoch, out_step, lr, rate)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                if run.is_main and run.cfg.analysis.every and step % run.cfg.analysis.every == 0:
+                    run.log.write(step, {**dynamics_record(run.method, views), "epoch": epoch})
                 # Every process stops at the same step: alone at once, together at the next log interval.
-                stop = any_process(fabric, signals) if world == 1 or at_log else False
-                mid_epoch = step % steps_per_epoch != 0 and step < total_steps
+                stop = any_process(fabric, signals) if fabric.world_size == 1 or at_log else False
+                mid_epoch = step % run.steps_per_epoch != 0 and step < run.total_steps
                 step_save = bool(t.checkpoint_every_steps) and step % (t.checkpoint_every_steps or 1) == 0
                 if mid_epoch and (stop or step_save):
                     progress.cost.stop(fabric.device)
-                    save(step)
+                    stop_at_nonfinite(run)
+                    write_last(run, step)
                     fabric.barrier()
                     if stop:
                         bar.close()
                         raise Preempted(signals.received or signal.SIGTERM, step)
                     progress.cost.start()
-                if step >= total_steps or stop:
+                if step >= run.total_steps or stop:
                     break
             bar.close()
             progress.cost.stop(fabric.device)
             if rolled_back:
                 continue
             progress.cost.update_memory(fabric.device)
-            end_of_epoch(step)
+            end_of_epoch(run, step)
             fabric.barrier()
-            if progress.step < total_steps and any_process(fabric, signals):
+            if progress.step < run.total_steps and any_process(fabric, signals):
                 raise Preempted(signals.received or signal.SIGTERM, progress.step)
-    log.close()
-    fabric.print(f"finished {progress.step} steps; run directory: {out}")
-    return out
+    run.log.close()
+    fabric.print(f"finished {progress.step} steps; run directory: {run.out}")
+
+
+def forward_backward(run: Run, batches: Any, step: int) -> tuple[float, list[torch.Tensor], dict[str, Any]]:
+    """One optimizer step's forward and backward passes (trainer.accumulate micro-batches) at the step's lr;
+    returns the lr, the last micro-batch's views and the method's outputs for it."""
+    t = run.cfg.trainer
+    lr = warmup_cosine(step, run.total_steps, run.warmup_steps, run.peak_lr, run.cfg.optim.final_lr)
+    lr *= run.progress.lr_scale
+    set_lr(run.optimizer, lr, run.peak_lr)
+    schedule = Schedule(step, run.total_steps, run.steps_per_epoch)
+    for micro in range(t.accumulate):
+        batch, _labels = next(batches)
+        views = device_views(batch, run.augment, run.fabric.device, run.channels_last)
+        with run.fabric.no_backward_sync(run.model, enabled=micro < t.accumulate - 1):
+            out_step = run.model(views, schedule=schedule)
+            run.fabric.backward(out_step["loss"] / t.accumulate)
+    return lr, views, out_step
+
+
+def log_step(run: Run, step: int, epoch: int, out_step: dict[str, Any], lr: float, rate: float) -> float:
+    """The training record at a log step (the step's only host sync, after the non-finite check); returns the
+    loss averaged over processes."""
+    stop_at_nonfinite(run)
+    reduced = run.fabric.all_reduce({k: v.detach().float().mean() for k, v in out_step.items()}, reduce_op="mean")
+    logs = {k: float(v) for k, v in reduced.items()}
+    record = {**{f"train/{k}": v for k, v in logs.items()}, "train/lr": lr, "train/img_per_s": rate, "epoch": epoch}
+    run.log.write(step, record)
+    return logs["loss"]
+
+
+def write_last(run: Run, step: int, *extra: Path) -> None:
+    """last.pt (and `extra`) at `step`, its weights checked finite: a saved checkpoint is always finite. The
+    steps' own non-finite check (`stop_at_nonfinite`) comes first, by the caller."""
+    if run.is_main:
+        check_weights_finite(run.method, step, newest_checkpoint(run.ckpt_dir))
+        state = run.progress.state(run.method, run.optimizer, run.cfg, run.steps_per_epoch)
+        save_checkpoint(state, run.ckpt_dir / "last.pt", *extra)
+
+
+def end_of_epoch(run: Run, step: int) -> None:
+    """The held-out loss (every process), the checkpoint and the online kNN monitor (rank 0), logged."""
+    cfg, t = run.cfg, run.cfg.trainer
+    epoch, epoch_done, finished = step // run.steps_per_epoch, step % run.steps_per_epoch == 0, step >= run.total_steps
+    stop_at_nonfinite(run)
+    val_loss = None
+    if run.validation is not None and epoch_done and (epoch % cfg.eval.val_loss_every == 0 or finished):
+        val_loss = run.validation(run.method, run.model, Schedule(step, run.total_steps, run.steps_per_epoch))
+        note(run.fabric, f"epoch {epoch}: held-out loss {val_loss:.4f}")
+    saves_epoch = epoch_done and (epoch % t.checkpoint_every == 0 or finished)
+    write_last(run, step, *([run.ckpt_dir / f"epoch-{epoch:04d}.pt"] if saves_epoch else []))
+    if not run.is_main:
+        return
+    cost = run.progress.cost.as_dict()
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        **{f"cost/{k}": v for k, v in cost.items() if isinstance(v, (int, float))},
+    }
+    if val_loss is not None:
+        record["val/loss"] = val_loss
+    if run.monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
+        record.update({f"monitor/{k}": v for k, v in run.monitor(run.method.representation()).items()})
+        note(run.fabric, f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
+    run.log.write(step, record)
 
 
 def note(fabric: Fabric, message: str) -> None:
@@ -498,27 +574,18 @@ def guarded_optimizer_step(
     return None
 
 
-def recover_from_nonfinite(
-    fabric: Fabric,
-    trainer: DictConfig,
-    progress: Progress,
-    method: Method,
-    optimizer: torch.optim.Optimizer,
-    log: MetricsLog,
-    ckpt_dir: Path,
-    epoch: int,
-    bad: str,
-) -> bool:
+def recover_from_nonfinite(run: Run, epoch: int, bad: str) -> bool:
     """trainer.nonfinite for the step at `progress.step` (in `epoch`), whose `bad` (gradients, buffers or
     weights) are not finite: skip it (the step counts, nothing is applied) or roll back to the newest checkpoint
     that verifies; raises when the policy stops the run. Returns whether it rolled back (the epoch restarts)."""
+    fabric, progress, log = run.fabric, run.progress, run.log
     step = progress.step
-    if progress.on_nonfinite(trainer, step, newest_checkpoint(ckpt_dir), bad) == "skip":
+    if progress.on_nonfinite(run.cfg.trainer, step, newest_checkpoint(run.ckpt_dir), bad) == "skip":
         note(fabric, f"step {step + 1}: non-finite {bad}; skipped ({progress.skips} in a row)")
         progress.step = step + 1
         log.write(progress.step, {"train/nonfinite_skips": progress.skips, "epoch": epoch})
         return False
-    resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
+    resumed = newest_good_checkpoint(run.ckpt_dir, functools.partial(note, fabric))
     assert resumed is not None  # a rollback is only chosen with a checkpoint on disk
     state, path = resumed
     note(
@@ -526,17 +593,17 @@ def recover_from_nonfinite(
         f"step {step + 1}: non-finite {bad}; rolled back to {path.name} with the lr x {progress.lr_scale:g} "
         f"(rollback {progress.rollbacks})",
     )
-    progress.restore(method, optimizer, state, rollback=True)
+    progress.restore(run.method, run.optimizer, state, rollback=True)
     log.drop_records_after(progress.step)  # the discarded steps are redone and logged anew
     log.write(progress.step, {"train/rollbacks": progress.rollbacks, "epoch": epoch})
     return True
 
 
-def stop_at_nonfinite(first: FirstNonfinite, progress: Progress, trainer: DictConfig, ckpt_dir: Path) -> None:
+def stop_at_nonfinite(run: Run) -> None:
     """trainer.nonfinite=stop: raise, naming the first non-finite step recorded since the last check."""
-    bad_step = first.first()
+    bad_step = run.first_nonfinite.first()
     if bad_step is not None:
-        progress.on_nonfinite(trainer, bad_step, newest_checkpoint(ckpt_dir))
+        run.progress.on_nonfinite(run.cfg.trainer, bad_step, newest_checkpoint(run.ckpt_dir))
 
 
 def any_process(fabric: Fabric, signals: StopSignals) -> bool:
