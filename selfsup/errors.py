@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import shutil
 from pathlib import Path
 
 
 class UserError(Exception):
     """Bad input (config, path, dataset, checkpoint) explained in one line that names the fix."""
+
+
+def require_extra(module: str, extra: str, purpose: str) -> None:
+    """Refuse, in one line naming the install command, a path that needs an optional dependency (an extra of
+    the package) that is not installed; called before the path does any work."""
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{purpose} needs {module}, which is not installed: pip install 'selfsup[{extra}]'")
 
 
 def nearest_existing(path: Path) -> Path | None:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from selfsup.data.detection import DETECTION_FORMATS, DetectionDataset, build_detection_dataset, default_detection_root
 from selfsup.data.loader import resolve_num_workers
 from selfsup.data.views import split_mean_std
-from selfsup.errors import UserError
+from selfsup.errors import UserError, require_extra
 from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.transfer import TaskResult, TransferJob
 from selfsup.optim import step_decay
@@ -94,8 +94,9 @@ Target = dict[str, Any]
 
 def check_settings(det: DictConfig) -> None:
     """Refuse settings that cannot train, before any data is read: each against its declaration, then the
-    pair that only works together."""
+    pair that only works together, and the package that computes mAP."""
     check_section("eval.detection", OmegaConf.to_container(det), DETECTION_SETTINGS)
+    require_extra("pycocotools", "detection", "detection mAP")
     if (det.constant_lr_after is None) != (det.constant_lr is None):
         raise UserError("eval.detection: set constant_lr_after and constant_lr together")
 

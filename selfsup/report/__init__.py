@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from selfsup.errors import UserError
+from selfsup.errors import UserError, require_extra
 from selfsup.registry import close_matches_hint
 from selfsup.report.collect import X_AXES, Hours, load_runs
 from selfsup.report.page import render_page
@@ -95,6 +95,8 @@ def build_report(
     report there is replaced only with `overwrite`."""
     if not (math.isfinite(hours_scale) and hours_scale > 0):
         raise UserError(f"hours_scale={hours_scale} must be a positive number (device-hours are multiplied by it)")
+    if embedding:
+        require_extra("sklearn", "embedding", "embedding=true (t-SNE maps)")
     out = Path(out)
     check_out(out, overwrite)
     loaded = load_runs([Path(p) for p in runs])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from selfsup.errors import UserError
+from selfsup.errors import UserError, require_extra
 from selfsup.settings import TEXT, Count, PositiveInt, from_keys, one_of, optional
 
 CLUSTERS = ("slurm", "local")
@@ -106,6 +106,7 @@ class Submitted:
 
 def submit(args: list[str], options: SlurmOptions) -> Submitted:
     """Submit `selfsup pretrain ARGS` (already checked by composing its config) as one job."""
+    require_extra("submitit", "slurm", "selfsup submit")
     import submitit
 
     from selfsup.eval.settings import pretraining_config

@@ -5,6 +5,7 @@ holds it: images are decoded lazily), or with data.bad_images=skip is replaced b
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,22 @@ def test_list_options_refuse_unbalanced_brackets():
     for bad in ("[knn,linear", "knn]", "[[knn]]"):
         with pytest.raises(UserError, match="is not a list: write"):
             parse_list(bad)
+
+
+def test_a_missing_optional_dependency_names_its_extra(monkeypatch, tmp_path: Path, capsys):
+    from selfsup.eval.detection import check_settings
+    from selfsup.report import build_report
+
+    for module in ("pycocotools", "sklearn", "submitit"):
+        monkeypatch.setitem(sys.modules, module, None)  # import machinery: "not installed"
+    with pytest.raises(UserError) as err:
+        check_settings(load_config(["data=synthetic"]).eval.detection)
+    assert str(err.value) == "detection mAP needs pycocotools, which is not installed: pip install 'selfsup[detection]'"
+    with pytest.raises(UserError) as err:
+        build_report([], out=tmp_path / "report", embedding=True)
+    assert str(err.value) == (
+        "embedding=true (t-SNE maps) needs sklearn, which is not installed: pip install 'selfsup[embedding]'"
+    )
+    assert not (tmp_path / "report").exists()
+    message = one_line_error(capsys, ["submit", "pretrain", "data=synthetic", "slurm.cluster=local"])
+    assert message == "selfsup submit needs submitit, which is not installed: pip install 'selfsup[slurm]'"
