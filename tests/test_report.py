@@ -210,6 +210,7 @@ def test_csv_has_every_run_and_checkpoint_and_marks_partial_results(report: Path
     assert last_a["method"] == "simclr" and last_a["backbone"] == "resnet18" and last_a["dataset"] == "cifar10"
     assert (last_a["epoch"], float(last_a["device_hours"]), int(last_a["images_seen"])) == ("20", 2.0, 100_000)
     assert float(last_a["peak_memory_gb"]) == 2.5
+    assert float(last_a["seconds_per_epoch"]) == 2.0 * 3600 / 20 and rows[0]["seconds_per_epoch"] == ""
     assert (float(last_a["knn/top1"]), float(last_a["linear/top1"]), last_a["partial"]) == (60.0, 65.0, "linear")
     assert all(r["partial"] == "" for r in rows[3:])
 
@@ -220,8 +221,9 @@ def test_markdown_shows_each_runs_newest_finished_results(built: tuple[Path, str
     assert printed == table + f"{report / 'index.html'}\n"
     header, _, a, b = (line.strip("| ").split(" | ") for line in table.splitlines())
     assert header[6:8] == ["device-hours", "P40 hours"]
-    assert a[4:] == ["epoch-0020", "20/20", "2", "5", "100k", "2.50 GB", "60.00", "–"]  # partial linear left out
-    assert b[4:] == ["epoch-0020", "20/20", "1", "2.5", "100k", "2.50 GB", "70.00", "72.00"]
+    # 2 device-hours over 20 epochs on one device: 6 minutes per epoch; the partial linear result left out
+    assert a[4:] == ["epoch-0020", "20/20", "2", "5", "100k", "2.50 GB", "6.0 min", "60.00", "–"]
+    assert b[4:] == ["epoch-0020", "20/20", "1", "2.5", "100k", "2.50 GB", "3.0 min", "70.00", "72.00"]
 
 
 def test_html_is_one_self_contained_page_in_order(report: Path):
@@ -358,3 +360,9 @@ def test_cli_exits_2_with_one_line_naming_the_fix(args: list[str], fix: str, bad
     error = capsys.readouterr().err
     assert fix in error and error.count("\n") == 1
     assert not (out / "index.html").exists()
+
+
+def test_time_per_epoch_reads_at_a_glance():
+    from selfsup.report.tables import duration
+
+    assert [duration(s) for s in (None, 45, 360, 5400, 7200)] == ["–", "45 s", "6.0 min", "1.50 h", "2.00 h"]

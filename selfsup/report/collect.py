@@ -73,6 +73,15 @@ class Checkpoint:
     def peak_memory_gb(self) -> float:
         return self.cost.get("peak_memory_bytes", 0) / 1e9
 
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Wall seconds per epoch up to this checkpoint (device-seconds over the devices that shared them);
+        None at the starting point."""
+        if self.epoch <= 0:
+            return None
+        seconds = float(self.cost.get("device_seconds", self.device_hours * 3600))
+        return seconds / max(int(self.cost.get("devices", 1)), 1) / self.epoch
+
     def complete(self, task: str) -> Result | None:
         """The task's result when it is finished (partial results are not plotted)."""
         result = self.results.get(task)

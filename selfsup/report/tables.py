@@ -18,6 +18,7 @@ CSV_FIELDS = (
     "device_hours",
     "images_seen",
     "peak_memory_gb",
+    "seconds_per_epoch",
 )
 MISSING = "–"
 
@@ -38,7 +39,13 @@ def csv_text(runs: list[Run]) -> str:
             metrics = [c.results[t].metrics.get(m, "") if t in c.results else "" for t, m in columns]
             partial = " ".join(task for task, result in c.results.items() if not result.complete)
             identity = [run.path, run.method, run.backbone, run.dataset, c.name, c.epoch]
-            writer.writerow([*identity, c.device_hours, c.images_seen, c.peak_memory_gb, *metrics, partial])
+            cost = [
+                c.device_hours,
+                c.images_seen,
+                c.peak_memory_gb,
+                "" if c.seconds_per_epoch is None else c.seconds_per_epoch,
+            ]
+            writer.writerow([*identity, *cost, *metrics, partial])
     return buffer.getvalue()
 
 
@@ -48,6 +55,15 @@ def compact(count: float) -> str:
         if abs(count) >= divisor:
             return f"{count / divisor:.3g}{suffix}"
     return f"{count:g}"
+
+
+def duration(seconds: float | None) -> str:
+    """360 -> '6.0 min': a time per epoch read at a glance."""
+    if seconds is None:
+        return MISSING
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 90 * 60 else f"{seconds / 3600:.2f} h"
 
 
 def _metric_cell(checkpoint: Checkpoint, task: str, metric: str) -> str:
@@ -69,6 +85,7 @@ def summary_table(runs: list[Run], hours: Hours) -> tuple[list[str], list[list[s
         *([hours.name] if hours.scaled else []),
         "images seen",
         "peak memory",
+        "time / epoch",
         *(f"{task} {metric}" for task, metric in columns),
     ]
     rows = []
@@ -79,7 +96,8 @@ def summary_table(runs: list[Run], hours: Hours) -> tuple[list[str], list[list[s
             rows.append([*identity, *[MISSING] * (len(header) - len(identity))])
             continue
         scaled = [f"{c.device_hours * hours.scale:.3g}"] if hours.scaled else []
-        cost = [f"{c.device_hours:.3g}", *scaled, compact(c.images_seen), f"{c.peak_memory_gb:.2f} GB"]
+        memory = f"{c.peak_memory_gb:.2f} GB"
+        cost = [f"{c.device_hours:.3g}", *scaled, compact(c.images_seen), memory, duration(c.seconds_per_epoch)]
         metrics = [_metric_cell(c, task, metric) for task, metric in columns]
         rows.append([*identity, c.name, f"{c.epoch}/{run.epochs}", *cost, *metrics])
     return header, rows
