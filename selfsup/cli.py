@@ -212,7 +212,7 @@ def cmd_export(args: list[str]) -> None:
         raise UserError(f"usage: {usage}{extra}")
     meta = export_backbone(keys["run"], keys.get("checkpoint", "last"), keys["out"], overwrite_option(keys))
     print(
-        f"{meta['backbone']} backbone (cifar_stem={meta['cifar_stem']}, {meta['feature_dim']}-d features) of "
+        f"{meta['architecture']} backbone ({meta['feature_dim']}-d features) of "
         f"{meta['method']} checkpoint {keys.get('checkpoint', 'last')} in {keys['run']} -> {keys['out']}"
     )
 

@@ -115,18 +115,20 @@ def _compose(overrides: list[str]) -> DictConfig:
         raise UserError(f"bad override: {str(err).splitlines()[0]}") from None
 
 
-def _user_backbone(override: str) -> str:
-    """`backbone=package.module:factory` (a user's own backbone, not a shipped option) sets backbone.name over
-    the default backbone group; every other override is kept as written."""
-    from selfsup.nets.backbones import is_factory_path
+def _named_backbone(override: str) -> list[str]:
+    """`backbone=timm:<model>` and `backbone=package.module:factory` (backbones named, not shipped as options)
+    select the `timm` or `factory` group with that name; every other override is kept as written."""
+    from selfsup.nets.backbones import is_factory_path, is_timm_name
 
     key, value = _split(override)
-    return f"backbone.name={value}" if key == "backbone" and is_factory_path(value) else override
+    if key == "backbone" and (is_timm_name(value) or is_factory_path(value)):
+        return [f"backbone={'timm' if is_timm_name(value) else 'factory'}", f"backbone.name={value}"]
+    return [override]
 
 
 def load_config(overrides: list[str]) -> DictConfig:
     """Compose, check and resolve the pretraining config for these overrides."""
-    overrides = [_user_backbone(o) for o in overrides]
+    overrides = [part for o in overrides for part in _named_backbone(o)]
     check_groups(overrides)
     choices = [o for o in overrides if _split(o)[0] in GROUPS]
     check_keys(_compose(choices), overrides)
@@ -165,7 +167,13 @@ def _parse_value(value: str) -> object:
 
 
 def resolve(cfg: DictConfig) -> None:
-    """Resolve interpolations now, so the saved config is exactly what ran."""
+    """Resolve interpolations now, so the saved config is exactly what ran. A mandatory value left unset
+    (`???`, e.g. backbone.name of backbone=timm) is named itself, not through a key that interpolates it."""
+    for key in leaf_keys(cfg):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig) and OmegaConf.is_missing(node, leaf):
+            raise UserError(f"config key {key!r} has no value; set it on the command line ({key}=...)")
     try:
         OmegaConf.resolve(cfg)
         OmegaConf.to_container(cfg, throw_on_missing=True)
@@ -235,7 +243,7 @@ def sections(cfg: DictConfig) -> dict[str, Declaration]:
         "trainer": trainer_settings(),
         "analysis": ANALYSIS_SETTINGS,
         "data": data_settings(),
-        "backbone": backbone_settings(),
+        "backbone": backbone_settings(cfg.backbone.name),
         "optim": OPTIM_SETTINGS,
         "views": declaration(ViewsConfig),
         "method": method_settings(cfg.method.name),
@@ -253,12 +261,14 @@ def check_values(cfg: DictConfig, only: Sequence[str] | None = None) -> None:
 def validate(cfg: DictConfig) -> None:
     """Values that cannot work fail here, before any output directory is touched."""
     from selfsup.data.views import views_config
-    from selfsup.nets.backbones import backbone_factory, is_factory_path
+    from selfsup.nets.backbones import backbone_factory, check_timm_model, is_factory_path, is_timm_name
 
     check_values(cfg)
     views_config(cfg.views)  # the per-view lists against views.num
     if is_factory_path(cfg.backbone.name):
         backbone_factory(cfg.backbone.name)  # importable and callable, before any output is written
+    if is_timm_name(cfg.backbone.name):
+        check_timm_model(cfg.backbone.name)
     t = cfg.trainer
     processes = t.devices * t.num_nodes
     _require(

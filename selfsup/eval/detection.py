@@ -310,6 +310,7 @@ def run(job: TransferJob) -> TaskResult:
     resuming from job.state_path, then score the current model on the test split."""
     cfg, det, device = job.cfg, job.cfg.eval.detection, job.device
     check_settings(det)
+    job.require_resnet("detection")
     root = detection_root(cfg)
     train_set, test_set = _splits(cfg, root)
     torch.manual_seed(cfg.seed)  # the new layers' initialisation

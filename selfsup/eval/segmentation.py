@@ -224,6 +224,7 @@ def run(job: TransferJob) -> TaskResult:
     score the test split."""
     cfg, seg = job.cfg, job.cfg.eval.segmentation
     _check_settings(seg)
+    job.require_resnet("segmentation")
     root, sbd_root = _roots(cfg)
     train_set = voc_segmentation(root, seg.train_list, sbd_root, TrainTransform(seg.crop_size, seg.scale))
     test_set = voc_segmentation(root, seg.test_split)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
+from torchvision.models import ResNet
 
 from selfsup.errors import UserError
 from selfsup.precision import autocast_dtype, resolve_precision
@@ -29,6 +30,15 @@ class TransferJob:
     device: torch.device
     state_path: Path  # eval/<checkpoint>/<task>-state.pt: saved every epoch, removed by the caller when done
     progress: bool = True
+
+    def require_resnet(self, task: str) -> None:
+        """Detection and segmentation build on a torchvision ResNet's stages; any other backbone is refused in
+        one line, before any data is read."""
+        if not isinstance(self.backbone, ResNet):
+            raise UserError(
+                f"eval {task} builds on a torchvision ResNet's stages (layer1-layer4); backbone="
+                f"{self.cfg.backbone.name} has none: evaluate it with knn, linear or finetune"
+            )
 
     @property
     def autocast(self) -> torch.dtype | None:

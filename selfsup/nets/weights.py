@@ -6,6 +6,7 @@ the metadata records the architecture the weights were made for, which a mismatc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,21 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from selfsup.errors import UserError
-from selfsup.nets.backbones import build_backbone, use_cifar_stem
+from selfsup.nets.backbones import (
+    TIMM_PREFIX,
+    TIMM_VITS,
+    VIT_POOLS,
+    architecture,
+    build_backbone,
+    is_timm_name,
+    training_options,
+)
 from selfsup.runs.checkpoint import backbone_state, load_checkpoint, resolve_checkpoint
 from selfsup.runs.files import atomic_write_bytes, file_sha256
 from selfsup.runs.outputs import refuse_existing
 from selfsup.runs.provenance import source_metadata
 
+ARCHITECTURE_KEYS = ("cifar_stem", "image_size", "patch_size", "pool")  # recorded in exported files' metadata
 SHOWN_KEYS = 3  # keys listed per kind of mismatch; the counts say how many there are in all
 FORMATS = (".safetensors", ".pt")
 
@@ -60,13 +70,35 @@ def _listing(items: list[str], label: str) -> str:
     return f"{label} ({', '.join(items[:SHOWN_KEYS])}{more})"
 
 
-def _architecture(cfg: Mapping[str, Any]) -> tuple[str, bool]:
-    """(backbone name, CIFAR stem) of a run's config: a DictConfig or a checkpoint's config dict."""
-    return cfg["backbone"]["name"], use_cifar_stem(cfg["backbone"]["cifar_stem"], cfg["views"]["crop_size"])
+def _architecture(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(backbone name, the options that fix its weights' shapes) of a run's config: a DictConfig or a
+    checkpoint's config dict."""
+    return architecture(cfg["backbone"], cfg["views"]["crop_size"])
 
 
-def _describe(name: str, cifar_stem: bool | str) -> str:
-    return f"{name} (cifar_stem={str(cifar_stem).lower()})"
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _describe(name: str, options: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{k}={_text(v)}" for k, v in options.items())
+    return f"{name} ({shown})" if shown else name
+
+
+def timm_metadata(name: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """For a backbone built by timm: the model name and the create_model arguments (JSON) under which
+    `timm.create_model(timm_model, **json.loads(timm_kwargs))` loads the exported weights as they are."""
+    if name in TIMM_VITS:
+        kwargs = {
+            "num_classes": 0,
+            "img_size": options["image_size"],
+            "patch_size": options["patch_size"],
+            "global_pool": VIT_POOLS[options["pool"]],
+        }
+        return {"timm_model": TIMM_VITS[name], "timm_kwargs": json.dumps(kwargs)}
+    if is_timm_name(name):
+        return {"timm_model": name.removeprefix(TIMM_PREFIX), "timm_kwargs": json.dumps({"num_classes": 0})}
+    return {}
 
 
 def export_backbone(
@@ -84,14 +116,16 @@ def export_backbone(
     source = resolve_checkpoint(Path(run_dir), checkpoint)
     state = load_checkpoint(source)
     weights = backbone_state(state)
-    name, cifar_stem = _architecture(state["config"])
-    module, feature_dim = build_backbone(name, cifar_stem)
+    name, options = _architecture(state["config"])
+    module, feature_dim = build_backbone(name, **options)
     problem = describe_mismatch(module.state_dict(), weights)
     if problem:
-        raise UserError(f"the backbone in {source} does not fit {_describe(name, cifar_stem)}: {problem}")
+        raise UserError(f"the backbone in {source} does not fit {_describe(name, options)}: {problem}")
     metadata = {
         "backbone": name,
-        "cifar_stem": str(cifar_stem).lower(),
+        "architecture": _describe(name, options),
+        **{key: _text(value) for key, value in options.items()},
+        **timm_metadata(name, options),
         "feature_dim": str(feature_dim),
         "method": state["config"]["method"]["name"],
         "source_sha256": file_sha256(source),
@@ -123,7 +157,8 @@ def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], st
         raise UserError(f"{path} is not a readable safetensors file ({err})") from None
     if "backbone" not in metadata:
         return weights, "an unrecorded architecture (no selfsup metadata)"
-    return weights, _describe(metadata["backbone"], metadata.get("cifar_stem", "?"))
+    options = {k: v for k, v in metadata.items() if k in ARCHITECTURE_KEYS}
+    return weights, _describe(metadata["backbone"], options)
 
 
 def load_backbone_weights(module: nn.Module, path: str | Path, target: str | None = None) -> None:
@@ -141,9 +176,9 @@ def build_backbone_from_config(cfg: DictConfig, init_weights: bool) -> tuple[nn.
     """The backbone a run's config describes, and its feature dimension. With `init_weights` (a new
     pretraining run) it starts from `backbone.weights` when that is set; a resumed run or an evaluation
     loads a checkpoint over the weights anyway, so it does not need the file to still exist."""
-    name, cifar_stem = _architecture(cfg)
-    backbone, feature_dim = build_backbone(name, cifar_stem, cfg.backbone.zero_init_residual)
+    name, options = _architecture(cfg)
+    backbone, feature_dim = build_backbone(name, **options, **training_options(cfg.backbone))
     weights = cfg.backbone.get("weights")
     if init_weights and weights is not None:
-        load_backbone_weights(backbone, weights, target=_describe(name, cifar_stem))
+        load_backbone_weights(backbone, weights, target=_describe(name, options))
     return backbone, feature_dim

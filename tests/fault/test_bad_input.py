@@ -132,7 +132,9 @@ def test_every_section_of_every_option_holds_exactly_its_declared_settings(group
     group, fails here (the first also fails every run that loads the group)."""
     for option in group_options(group):
         data = [f"data={option}", "data.root=/data"] if group == "data" else ["data=synthetic"]
-        cfg = load_config([f"{group}={option}", *data])
+        named = {"timm": "timm:convnext_atto", "factory": "torchvision.models:resnet18"}  # groups of named backbones
+        name = [f"backbone.name={named[option]}"] if group == "backbone" and option in named else []
+        cfg = load_config([f"{group}={option}", *data, *name])
         declared = {**sections(cfg), **eval_sections()}
         for section, keys in section_keys(cfg, "", declared).items():
             assert keys == set(declared[section]), f"{group}={option}: {section}"

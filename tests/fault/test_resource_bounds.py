@@ -34,7 +34,7 @@ def saved_bytes(net: torch.nn.Module, images: torch.Tensor) -> int:
 
 @pytest.mark.parametrize(("cifar_stem", "size"), [(True, 32), (False, 96)])
 def test_activation_estimate_matches_what_autograd_saves(cifar_stem, size):
-    net, _ = build_backbone("resnet18", cifar_stem)
+    net, _ = build_backbone("resnet18", cifar_stem=cifar_stem)
     actual = saved_bytes(net.train(), torch.rand(6, 3, size, size, requires_grad=True))
     assert saved_activation_bytes(net, size, 6) == pytest.approx(actual, rel=0.05)
 

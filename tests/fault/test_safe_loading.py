@@ -53,7 +53,7 @@ def exported(run: Path, tmp_path_factory) -> Path:
 
 
 def fresh_backbone(cifar_stem: bool = True, name: str = "resnet18") -> torch.nn.Module:
-    return build_backbone(name, cifar_stem)[0]
+    return build_backbone(name, cifar_stem=cifar_stem)[0]
 
 
 def assert_same_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -72,6 +72,7 @@ def test_export_writes_the_backbone_and_its_provenance(run: Path, exported: Path
     metadata, tensors = read_safetensors(exported)
     assert metadata == {
         "backbone": "resnet18",
+        "architecture": "resnet18 (cifar_stem=true)",
         "cifar_stem": "true",
         "feature_dim": "512",
         "method": "simclr",
@@ -85,7 +86,7 @@ def test_export_writes_the_backbone_and_its_provenance(run: Path, exported: Path
     out = exported.parent / "again.safetensors"
     assert main(["export", "backbone", f"run={run}", "checkpoint=last", f"out={out}"]) == 0
     assert capsys.readouterr().out == (
-        f"resnet18 backbone (cifar_stem=true, 512-d features) of simclr checkpoint last in {run} -> {out}\n"
+        f"resnet18 (cifar_stem=true) backbone (512-d features) of simclr checkpoint last in {run} -> {out}\n"
     )
     again_metadata, again = read_safetensors(out)
     assert again_metadata == metadata and all(torch.equal(again[k], tensors[k]) for k in tensors)
