@@ -4,6 +4,7 @@ file that timm itself loads; the ResNet-only transfer tasks refuse them in one l
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,21 @@ def test_any_timm_model_pretrains_and_exports(tmp_path: Path):
     )
     model = timm.create_model("convnext_atto", pretrained=False, **json.loads(metadata["timm_kwargs"]))
     model.load_state_dict(load_file(str(out)))
+
+
+def test_a_vit_resumes_bitwise(tmp_path: Path):
+    """Drop path draws from the RNG every step: a run resumed from its epoch-1 checkpoint ends bitwise equal to
+    the run that went on."""
+    args = ["pretrain", *TINY, "backbone=vit_tiny", "backbone.drop_path_rate=0.2", "trainer.epochs=2"]
+    args += ["trainer.checkpoint_every=1", "eval.every=0"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main([*args, f"output_dir={straight}"]) == 0
+    shutil.copytree(straight, resumed)
+    for name in ("last.pt", "epoch-0002.pt"):
+        (resumed / "checkpoints" / name).unlink()
+    assert main([*args, f"output_dir={resumed}"]) == 0
+    a, b = (load_checkpoint(run / "checkpoints" / "last.pt") for run in (straight, resumed))
+    assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
