@@ -77,11 +77,13 @@ def param_groups(
     exclude_bias_and_norm: bool = True,
     module_options: Sequence[tuple[nn.Module, dict[str, Any]]] = (),
 ) -> list[dict]:
-    """Split trainable parameters into a decayed group and a group of 1-D tensors (biases, norm weights).
+    """Split trainable parameters into a decayed group and a group of 1-D tensors (biases, norm weights) and
+    of the tensors a module names in timm's `no_weight_decay()` (a ViT's position embedding and CLS token).
 
     Decaying biases and BatchNorm/LayerNorm scales only shrinks them towards values that the following
     layers must undo, and LARS's trust ratio is meaningless for them (BYOL, SimCLR, Barlow Twins exclude
-    them), so the 1-D group gets weight_decay=0 and lars_exclude=True. Each (module, options) of
+    them); ViT recipes (DeiT, MAE, DINO) leave the embeddings undecayed too. That group gets
+    weight_decay=0 and lars_exclude=True. Each (module, options) of
     `module_options` (a predictor with its own lr or weight decay) gets groups of its own carrying the
     options: `weight_decay` replaces the decayed group's, `lr_scale` and `fixed_lr=True` (kept at the peak lr
     instead of the schedule) are read by `set_lr`. Empty groups are left out.
@@ -89,6 +91,7 @@ def param_groups(
     own = [(options, [p for p in module.parameters() if p.requires_grad]) for module, options in module_options]
     taken = {id(p) for _, params in own for p in params}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    undecayed = {id(p) for p in _named_no_weight_decay(model)}
     groups = []
     for options, params in [({}, rest), *own]:
         extra = {k: v for k, v in options.items() if k != "weight_decay"}
@@ -96,11 +99,24 @@ def param_groups(
         if not exclude_bias_and_norm:
             groups.append({"params": params, "weight_decay": decay, **extra})
             continue
+        plain = [p for p in params if p.ndim <= 1 or id(p) in undecayed]
+        decayed = [p for p in params if not (p.ndim <= 1 or id(p) in undecayed)]
         groups += [
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": decay, **extra},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True, **extra},
+            {"params": decayed, "weight_decay": decay, **extra},
+            {"params": plain, "weight_decay": 0.0, "lars_exclude": True, **extra},
         ]
     return [g for g in groups if g["params"]]
+
+
+def _named_no_weight_decay(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that modules name in timm's `no_weight_decay()` convention (names relative to them)."""
+    found = []
+    for module in model.modules():
+        names = getattr(module, "no_weight_decay", None)
+        if callable(names):
+            own = dict(module.named_parameters())
+            found += [own[name] for name in names() if name in own]
+    return found
 
 
 def _sgd(params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:

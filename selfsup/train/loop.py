@@ -420,6 +420,8 @@ def train_epochs(run: Run) -> None:
             rolled_back = False
             for _ in range(run.steps_per_epoch - done_in_epoch):
                 lr, views, out_step = forward_backward(run, batches, step)
+                if t.grad_clip is not None:  # the global norm, after fp16's unscaling (fabric does both)
+                    fabric.clip_gradients(run.model, run.optimizer, max_norm=t.grad_clip)
                 bad = guarded_optimizer_step(run.optimizer, run.method, t.nonfinite, run.first_nonfinite, step)
                 if bad is not None:
                     run.optimizer.zero_grad(set_to_none=True)
