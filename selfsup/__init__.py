@@ -18,6 +18,7 @@ _EXPORTS = {
     "Schedule": "selfsup.methods.base",
     "SimCLR": "selfsup.methods.simclr",
     "MoCo": "selfsup.methods.moco",
+    "MoCoV3": "selfsup.methods.moco_v3",
     "BYOL": "selfsup.methods.byol",
     "SimSiam": "selfsup.methods.simsiam",
     "SwAV": "selfsup.methods.swav",

@@ -90,6 +90,23 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
         return F.cross_entropy(logits, target)
 
 
+def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2, offset: int = 0) -> torch.Tensor:
+    """MoCo v3's ctr(q, k) (Chen, Xie & He 2021, algorithm 1): cross-entropy of q's cosine logits against
+    every key of the (global) batch, the positive of q[i] being k[offset + i], scaled by 2T as in the paper.
+
+    q: [n, d] queries (this process's); k: [N, d] keys of all processes, from the momentum encoder, carrying
+    no gradient; offset: where this process's keys start in k (rank x n). Both are L2-normalised here."""
+    if q.ndim != 2 or k.ndim != 2 or q.shape[1] != k.shape[1] or not 0 <= offset <= k.shape[0] - q.shape[0]:
+        raise ValueError(
+            f"moco_v3_contrastive expects q [n, d] within k [N, d], got {tuple(q.shape)}, {tuple(k.shape)}"
+        )
+    with _float32_region(q):
+        q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
+        logits = q @ k.T / temperature
+        target = torch.arange(q.shape[0], device=q.device) + offset
+        return F.cross_entropy(logits, target) * 2 * temperature
+
+
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """D(p, z) = -cos(p, stopgrad(z)), averaged over the batch (SimSiam, Chen & He 2021, eq. 1-2).
 

@@ -13,6 +13,7 @@ from selfsup.losses import (
     beta_vae_elbo,
     dino,
     info_nce,
+    moco_v3_contrastive,
     negative_cosine,
     sinkhorn,
     swav,
@@ -513,3 +514,38 @@ def test_bf16_autocast_computes_in_float32(name):
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, rounded, rtol=1e-6, atol=1e-6)  # no bf16 arithmetic inside
     torch.testing.assert_close(low, full, rtol=5e-2, atol=5e-2)  # only the inputs' rounding differs
+
+
+def reference_moco_v3(q: torch.Tensor, k: torch.Tensor, t: float) -> float:
+    """MoCo v3, algorithm 1: ctr(q, k) = CrossEntropy(q k^T / t, labels = range(N)) * 2t, with q and k
+    normalised; written as -log softmax in plain float64 loops."""
+    q, k = q.double(), k.double()
+    q = [row / row.norm() for row in q]
+    k = [row / row.norm() for row in k]
+    total = 0.0
+    for i, qi in enumerate(q):
+        logits = [float(torch.dot(qi, kj)) / t for kj in k]
+        total += -(logits[i] - math.log(sum(math.exp(v) for v in logits)))
+    return total / len(q) * 2 * t
+
+
+@pytest.mark.parametrize(("n", "d", "t"), [(4, 3, 0.2), (7, 5, 1.0), (2, 8, 0.1)])
+def test_moco_v3_matches_the_papers_pseudocode(n, d, t):
+    torch.manual_seed(n)
+    q, k = torch.randn(n, d), torch.randn(n, d)
+    assert moco_v3_contrastive(q, k, t).item() == pytest.approx(reference_moco_v3(q, k, t), rel=1e-5)
+
+
+def test_moco_v3_process_shares_sum_to_the_global_loss_and_gradient():
+    """Each process scores its queries against the keys of the global batch (its positives at rank x n):
+    the mean over processes equals the loss of the whole batch, and so do the gradients."""
+    torch.manual_seed(0)
+    q, k = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4)
+    whole = moco_v3_contrastive(q, k, 0.2)
+    (grad_whole,) = torch.autograd.grad(whole, q)
+    shares = [moco_v3_contrastive(q[r * 3 : (r + 1) * 3], k, 0.2, offset=r * 3) for r in range(2)]
+    (grad_shares,) = torch.autograd.grad(sum(shares) / 2, q)
+    torch.testing.assert_close(sum(shares) / 2, whole)
+    torch.testing.assert_close(grad_shares, grad_whole)
+    with pytest.raises(ValueError, match="within k"):
+        moco_v3_contrastive(q[:3], k, 0.2, offset=4)

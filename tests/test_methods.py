@@ -18,6 +18,7 @@ SMALL_HEADS = {
     "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
     "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
     "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=64"],
+    "moco_v3": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
     "directpred": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
     "directcopy": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
     "swav": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.num_prototypes=12"],
@@ -30,6 +31,7 @@ FROZEN_PREFIXES = {
     "directpred": ("target_",),
     "directcopy": ("target_",),
     "moco": ("key_",),
+    "moco_v3": ("momentum_",),
     "dino": ("teacher_", "head.last_layer.parametrizations.weight.original0"),
 }
 
