@@ -271,6 +271,10 @@ def validate(cfg: DictConfig) -> None:
         backbone_factory(cfg.backbone.name)  # importable and callable, before any output is written
     if is_timm_name(cfg.backbone.name):
         check_timm_model(cfg.backbone.name)
+    _require(
+        cfg.optim.final_weight_decay is None or cfg.optim.weight_decay > 0,
+        "optim.final_weight_decay schedules optim.weight_decay, which is 0: set optim.weight_decay > 0",
+    )
     t = cfg.trainer
     processes = t.devices * t.num_nodes
     _require(

@@ -13,7 +13,7 @@ from torch import nn
 
 from selfsup.errors import UserError
 from selfsup.registry import Registry
-from selfsup.settings import BOOL, MOMENTUM, NON_NEGATIVE, POSITIVE, Declaration, one_of
+from selfsup.settings import BOOL, MOMENTUM, NON_NEGATIVE, POSITIVE, Declaration, one_of, optional
 
 
 class LARS(torch.optim.Optimizer):
@@ -146,6 +146,7 @@ OPTIM_SETTINGS: Declaration = {
     "weight_decay": NON_NEGATIVE,
     "final_lr": NON_NEGATIVE,
     "warmup_epochs": NON_NEGATIVE,
+    "final_weight_decay": optional(NON_NEGATIVE),  # null: constant; else a cosine to it (DINO's ViT: 0.04 -> 0.4)
     "exclude_bias_and_norm": BOOL,
 }
 
@@ -224,6 +225,20 @@ def bounded_warmup(warmup_steps: int, total_steps: int) -> tuple[int, str | None
         return warmup_steps, None
     share = f"{WARMUP_MAX_FRACTION:.0%}"
     return cap, f"warmup shortened from {warmup_steps} to {cap} steps (at most {share} of the run's {total_steps})"
+
+
+def cosine_weight_decay(step: int, total_steps: int, base: float, final: float) -> float:
+    """DINO's weight-decay schedule: a half-cosine from `base` at step 0 to `final` at the last step."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def scale_weight_decay(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Every group's weight decay at `factor` times its own (recorded in the group on the first call, so it is
+    saved and resumed with the optimizer); undecayed groups stay at 0."""
+    for group in optimizer.param_groups:
+        base = group.setdefault("base_weight_decay", group["weight_decay"])
+        group["weight_decay"] = base * factor
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float | None = None) -> None:

@@ -285,3 +285,20 @@ def test_grad_clip_bounds_the_first_update(tmp_path):
     moved = torch.cat([(after[k] - before[k]).flatten() for k in weights]).norm()
     lr = 0.12 * 16 / 256
     assert moved == pytest.approx(lr * 0.1, rel=1e-2)  # fp32 rounding of ~1e-7 steps: a 1% tolerance
+
+
+def test_weight_decay_follows_its_cosine_and_resumes(tmp_path):
+    from selfsup.cli import main
+    from selfsup.optim import cosine_weight_decay
+    from selfsup.runs.checkpoint import load_checkpoint
+
+    assert [cosine_weight_decay(s, 4, 0.04, 0.4) for s in (0, 2, 4, 9)] == pytest.approx([0.04, 0.22, 0.4, 0.4])
+    run = tmp_path / "run"
+    args = ["pretrain", "data=synthetic", "data.subset=32", "views.crop_size=16", "trainer.batch_size=16"]
+    args += ["trainer.max_steps=2", "device=cpu", "trainer.progress=false", "eval.every=0"]
+    args += ["optim=adamw", "optim.weight_decay=0.04", "optim.final_weight_decay=0.4", f"output_dir={run}"]
+    assert main(args) == 0
+    groups = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    # the second step (step 1 of 2) ran at 0.4 - 0.36 x (1 + cos(pi / 2)) / 2 = 0.22; biases and norms at 0
+    assert sorted(g["weight_decay"] for g in groups) == pytest.approx([0.0, 0.22])
+    assert sorted(g["base_weight_decay"] for g in groups) == pytest.approx([0.0, 0.04])

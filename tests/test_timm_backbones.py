@@ -96,3 +96,15 @@ def test_a_vit_resumes_bitwise(tmp_path: Path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
+
+
+def test_dino_vit_recipe_runs_multi_crop_on_a_vit(tmp_path: Path):
+    """The DINO ViT preset, shrunk: local crops of another size go through the same ViT (its position
+    embedding interpolated), with AdamW, the weight-decay cosine and gradient clipping."""
+    run = tmp_path / "run"
+    args = ["pretrain", *TINY, "method=dino_vit", "backbone=vit_tiny", "backbone.patch_size=4", "views.local_crops=2"]
+    args += ["views.local_crop_size=8", "method.out_dim=64", "method.proj_hidden_dim=64", "method.bottleneck_dim=16"]
+    assert main([*args, "trainer.epochs=1", f"output_dir={run}"]) == 0
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["config"]["trainer"]["grad_clip"] == 3.0 and state["config"]["optim"]["name"] == "adamw"
+    assert {g["weight_decay"] for g in state["optimizer"]["param_groups"]} - {0.0}  # decayed groups scheduled

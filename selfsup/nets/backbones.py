@@ -71,8 +71,14 @@ def _vit(model: str, image_size: int, patch_size: int, pool: str, drop_path_rate
             f"views.crop_size={image_size} is not a multiple of backbone.patch_size={patch_size}; set one of them"
         )
     # timm's attention uses F.scaled_dot_product_attention (fused; flash attention on GPUs) by default.
+    # dynamic_img_size: crops of other sizes (multi-crop's local crops) interpolate the position embedding.
     return _timm_model(
-        model, img_size=image_size, patch_size=patch_size, global_pool=VIT_POOLS[pool], drop_path_rate=drop_path_rate
+        model,
+        img_size=image_size,
+        patch_size=patch_size,
+        global_pool=VIT_POOLS[pool],
+        drop_path_rate=drop_path_rate,
+        dynamic_img_size=True,
     )
 
 

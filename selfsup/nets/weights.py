@@ -94,6 +94,7 @@ def timm_metadata(name: str, options: Mapping[str, Any]) -> dict[str, str]:
             "img_size": options["image_size"],
             "patch_size": options["patch_size"],
             "global_pool": VIT_POOLS[options["pool"]],
+            "dynamic_img_size": True,
         }
         return {"timm_model": TIMM_VITS[name], "timm_kwargs": json.dumps(kwargs)}
     if is_timm_name(name):

@@ -41,7 +41,16 @@ from selfsup.nets.activation_checkpoint import disable_activation_checkpointing,
 from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
-from selfsup.optim import bounded_warmup, build_optimizer, param_groups, scaled_lr, set_lr, warmup_cosine
+from selfsup.optim import (
+    bounded_warmup,
+    build_optimizer,
+    cosine_weight_decay,
+    param_groups,
+    scale_weight_decay,
+    scaled_lr,
+    set_lr,
+    warmup_cosine,
+)
 from selfsup.precision import autocast_dtype, make_fabric, resolve_device, resolve_precision, tune_device
 from selfsup.runs import provenance
 from selfsup.runs.checkpoint import newest_checkpoint, newest_good_checkpoint, save_checkpoint
@@ -482,6 +491,10 @@ def forward_backward(run: Run, batches: Any, step: int) -> tuple[float, list[tor
     lr = warmup_cosine(step, run.total_steps, run.warmup_steps, run.peak_lr, run.cfg.optim.final_lr)
     lr *= run.progress.lr_scale
     set_lr(run.optimizer, lr, run.peak_lr)
+    optim = run.cfg.optim
+    if optim.final_weight_decay is not None:
+        wd = cosine_weight_decay(step, run.total_steps, optim.weight_decay, optim.final_weight_decay)
+        scale_weight_decay(run.optimizer, wd / optim.weight_decay)
     schedule = Schedule(step, run.total_steps, run.steps_per_epoch)
     for micro in range(t.accumulate):
         batch, _labels = next(batches)
