@@ -19,6 +19,7 @@ _EXPORTS = {
     "SimCLR": "selfsup.methods.simclr",
     "MoCo": "selfsup.methods.moco",
     "MoCoV3": "selfsup.methods.moco_v3",
+    "MAE": "selfsup.methods.mae",
     "BYOL": "selfsup.methods.byol",
     "SimSiam": "selfsup.methods.simsiam",
     "SwAV": "selfsup.methods.swav",

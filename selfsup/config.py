@@ -238,7 +238,7 @@ def sections(cfg: DictConfig) -> dict[str, Declaration]:
     from selfsup.data.views import ViewsConfig
     from selfsup.nets.backbones import backbone_settings
     from selfsup.nets.predictors import PredictorSettings
-    from selfsup.optim import OPTIM_SETTINGS
+    from selfsup.optim import optim_settings
 
     return {
         "": ROOT_SETTINGS,
@@ -246,7 +246,7 @@ def sections(cfg: DictConfig) -> dict[str, Declaration]:
         "analysis": ANALYSIS_SETTINGS,
         "data": data_settings(),
         "backbone": backbone_settings(cfg.backbone.name),
-        "optim": OPTIM_SETTINGS,
+        "optim": optim_settings(cfg.optim.name),
         "views": declaration(ViewsConfig),
         "method": method_settings(cfg.method.name),
         "method.predictor": declaration(PredictorSettings),

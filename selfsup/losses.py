@@ -107,6 +107,26 @@ def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float = 0
         return F.cross_entropy(logits, target) * 2 * temperature
 
 
+def mae_reconstruction(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """MAE's loss (He et al. 2022, section 3): the mean squared error of the predicted pixels of the masked
+    patches only. pred, target: [n, L, p*p*3] (patchified); mask: [n, L], 1 where a patch was masked. With
+    `norm_pix` each target patch is standardised by its own mean and variance (the paper's better variant)."""
+    if pred.shape != target.shape or mask.shape != pred.shape[:2]:
+        raise ValueError(
+            f"mae_reconstruction expects pred and target [n, L, P] and mask [n, L], got "
+            f"{tuple(pred.shape)}, {tuple(target.shape)}, {tuple(mask.shape)}"
+        )
+    with _float32_region(pred):
+        pred, target, mask = pred.float(), target.float(), mask.float()
+        if norm_pix:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + eps) ** 0.5
+        per_patch = ((pred - target) ** 2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum()
+
+
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """D(p, z) = -cos(p, stopgrad(z)), averaged over the batch (SimSiam, Chen & He 2021, eq. 1-2).
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from selfsup.errors import UserError
 from selfsup.registry import Registry
-from selfsup.settings import BOOL, MOMENTUM, NON_NEGATIVE, POSITIVE, Declaration, one_of, optional
+from selfsup.settings import BELOW_ONE, BOOL, MOMENTUM, NON_NEGATIVE, POSITIVE, Declaration, one_of, optional
 
 
 class LARS(torch.optim.Optimizer):
@@ -127,9 +127,9 @@ def _lars(params: Any, lr: float, momentum: float, weight_decay: float) -> torch
     return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def _adamw(params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW with default betas; `momentum` does not apply and is ignored."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def _adamw(params: Any, lr: float, momentum: float, weight_decay: float, beta2: float = 0.999) -> torch.optim.Optimizer:
+    """AdamW with betas (momentum, beta2): MAE's (0.9, 0.95), PyTorch's (0.9, 0.999) otherwise."""
+    return torch.optim.AdamW(params, lr=lr, betas=(momentum, beta2), weight_decay=weight_decay)
 
 
 OPTIMIZERS: Registry[Callable[[Any, float, float, float], torch.optim.Optimizer]] = Registry("optimizer")
@@ -138,11 +138,19 @@ OPTIMIZERS.register("lars")(_lars)
 OPTIMIZERS.register("adamw")(_adamw)
 LR_SCALING = ("linear", "sqrt", "none")
 
+OPTIMIZER_OPTIONS: dict[str, Declaration] = {"adamw": {"beta2": BELOW_ONE}}  # each optimizer's own settings
+
+
+def optim_settings(name: str) -> Declaration:
+    """The `optim.*` settings of optimizer `name`: the common ones and its own (OPTIMIZER_OPTIONS)."""
+    return {**OPTIM_SETTINGS, **OPTIMIZER_OPTIONS.get(name, {})}
+
+
 OPTIM_SETTINGS: Declaration = {
     "name": one_of(*OPTIMIZERS.names()),
     "base_lr": POSITIVE,  # lr = base_lr x batch / 256 under the linear rule
     "lr_scaling": one_of(*LR_SCALING),
-    "momentum": MOMENTUM,
+    "momentum": MOMENTUM,  # SGD and LARS: momentum; AdamW: beta1
     "weight_decay": NON_NEGATIVE,
     "final_lr": NON_NEGATIVE,
     "warmup_epochs": NON_NEGATIVE,
@@ -151,8 +159,11 @@ OPTIM_SETTINGS: Declaration = {
 }
 
 
-def build_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Build an optimiser by name ("sgd", "lars", "adamw") from parameters or param groups.
+def build_optimizer(
+    name: str, params: Any, lr: float, momentum: float, weight_decay: float, **options: float
+) -> torch.optim.Optimizer:
+    """Build an optimiser by name ("sgd", "lars", "adamw") from parameters or param groups; `options` are the
+    optimiser's own settings (AdamW's beta2).
 
     Per-group keys from `param_groups` (weight_decay, lars_exclude, lr_scale) override the defaults given
     here; keys an optimiser does not know are carried along untouched.
@@ -163,7 +174,7 @@ def build_optimizer(name: str, params: Any, lr: float, momentum: float, weight_d
             f"optimizer needs lr >= 0, 0 <= momentum < 1 and weight_decay >= 0; got lr={lr}, "
             f"momentum={momentum}, weight_decay={weight_decay}"
         )
-    return factory(params, lr, momentum, weight_decay)
+    return factory(params, lr, momentum, weight_decay, **options)
 
 
 def scaled_lr(base_lr: float, batch_size: int, rule: str = "linear") -> float:

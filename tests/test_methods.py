@@ -24,6 +24,7 @@ SMALL_HEADS = {
     "swav": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.num_prototypes=12"],
     "dino": ["method.proj_hidden_dim=32", "method.bottleneck_dim=8", "method.out_dim=24"],
     "beta_vae": ["method.latent_dim=8", "method.decoder_channels=32"],
+    "mae": ["method.decoder_dim=32", "method.decoder_depth=1", "method.decoder_heads=2"],
 }
 # Parameters trained by no gradient: momentum targets, and DINO's fixed norms of its last layer.
 FROZEN_PREFIXES = {

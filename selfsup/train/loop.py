@@ -42,6 +42,7 @@ from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
 from selfsup.optim import (
+    OPTIMIZER_OPTIONS,
     bounded_warmup,
     build_optimizer,
     cosine_weight_decay,
@@ -132,6 +133,7 @@ def training_optimizer(method: Method, cfg: DictConfig) -> tuple[torch.optim.Opt
         lr=peak_lr,
         momentum=cfg.optim.momentum,
         weight_decay=cfg.optim.weight_decay,
+        **{key: cfg.optim[key] for key in OPTIMIZER_OPTIONS.get(cfg.optim.name, {})},
     )
     return optimizer, peak_lr
 
