@@ -144,3 +144,17 @@ def test_simsiam_predictor_trains_at_a_fixed_lr(tmp_path):
     scheduled = [g for g in groups if not g.get("fixed_lr")]
     assert fixed and all(g["lr"] == pytest.approx(peak) for g in fixed)
     assert scheduled and all(g["lr"] < peak for g in scheduled)  # cosine-decayed at step 2 of 2
+
+
+def test_moco_v3_can_freeze_a_vits_random_patch_projection():
+    from selfsup.methods.moco_v3 import MoCoV3
+    from selfsup.nets.backbones import build_backbone
+
+    vit, _ = build_backbone("vit_tiny", image_size=16, patch_size=4)
+    model = MoCoV3(vit, proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32, freeze_patch_embed=True)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {"backbone.patch_embed.proj.weight", "backbone.patch_embed.proj.bias"} <= frozen
+    before = model.backbone.patch_embed.proj.weight.detach().clone()
+    model([torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)])["loss"].backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    assert torch.equal(model.backbone.patch_embed.proj.weight, before)

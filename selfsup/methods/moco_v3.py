@@ -9,18 +9,20 @@ import torch
 import torch.nn as nn
 
 from selfsup.dist import world_info
+from selfsup.errors import UserError
 from selfsup.losses import moco_v3_contrastive
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.methods.moco import gather_no_grad
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import mlp
-from selfsup.settings import Momentum, Positive, PositiveInt, Probability
+from selfsup.settings import Flag, Momentum, Positive, PositiveInt, Probability
 
 
 @METHODS.register("moco_v3")
 class MoCoV3(Method):
     """Defaults: the paper's ViT settings (projector 3 layers 4096 -> 256 ending in BN, predictor 2 layers
-    4096, T 0.2, momentum 0.99 -> 1 by a cosine). Its ResNet-50 setting is proj_layers=2, moco_t=1.0."""
+    4096, T 0.2, momentum 0.99 -> 1 by a cosine). Its ResNet-50 setting is proj_layers=2, moco_t=1.0.
+    `freeze_patch_embed` keeps a ViT's random patch projection fixed (section 4.2: it stabilises training)."""
 
     def __init__(
         self,
@@ -34,8 +36,14 @@ class MoCoV3(Method):
         moco_t: Positive = 0.2,
         momentum: Momentum = 0.99,
         final_momentum: Probability = 1.0,
+        freeze_patch_embed: Flag = False,
     ) -> None:
         super().__init__(backbone, feature_dim)
+        if freeze_patch_embed:  # the paper's fix for ViT instability: a fixed random patch projection
+            patch_embed = getattr(backbone, "patch_embed", None)
+            if patch_embed is None:
+                raise UserError("method.freeze_patch_embed needs a ViT backbone (backbone=vit_tiny, ...)")
+            patch_embed.requires_grad_(False)
         # Every layer ends in BN (the projector's last without affine; the predictor's last in none): the
         # official code's _build_mlp.
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, proj_layers, last_bn=True)
