@@ -108,6 +108,43 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
+def layer_index(name: str, backbone: nn.Module) -> tuple[int, int]:
+    """(depth of a backbone parameter, the deepest depth) for layer-wise lr decay: a ViT's embeddings are 0,
+    block i is i + 1, its final norm the deepest; a ResNet's stem is 0, layer k is k, anything after it the
+    deepest (BEiT's and MAE's assignment)."""
+    blocks = getattr(backbone, "blocks", None)
+    if isinstance(blocks, nn.Sequential):
+        deepest = len(blocks) + 1
+        if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
+            return 0, deepest
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1, deepest
+        return deepest, deepest
+    if all(hasattr(backbone, f"layer{k}") for k in range(1, 5)):
+        if name.startswith(("conv1", "bn1")):
+            return 0, 5
+        if name.startswith("layer"):
+            return int(name[len("layer")]), 5
+        return 5, 5
+    raise UserError(
+        f"layer-wise lr decay needs a ViT or a ResNet backbone, not {type(backbone).__name__}: set layer_decay=1"
+    )
+
+
+def layerwise_lr_groups(backbone: nn.Module, lr: float, decay: float) -> list[tuple[list[nn.Parameter], float]]:
+    """(parameters, lr) groups whose lr falls by `decay` per layer from the deepest (at `lr`) to the input:
+    fine-tuning a pretrained network changes its early layers least. decay = 1: one group at `lr`."""
+    params = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad]
+    if decay == 1:
+        return [([p for _, p in params], lr)]
+    groups: dict[int, list[nn.Parameter]] = {}
+    deepest = 0
+    for name, param in params:
+        index, deepest = layer_index(name, backbone)
+        groups.setdefault(index, []).append(param)
+    return [(group, lr * decay ** (deepest - index)) for index, group in sorted(groups.items())]
+
+
 def _named_no_weight_decay(model: nn.Module) -> list[nn.Parameter]:
     """The parameters that modules name in timm's `no_weight_decay()` convention (names relative to them)."""
     found = []

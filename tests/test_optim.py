@@ -302,3 +302,29 @@ def test_weight_decay_follows_its_cosine_and_resumes(tmp_path):
     # the second step (step 1 of 2) ran at 0.4 - 0.36 x (1 + cos(pi / 2)) / 2 = 0.22; biases and norms at 0
     assert sorted(g["weight_decay"] for g in groups) == pytest.approx([0.0, 0.22])
     assert sorted(g["base_weight_decay"] for g in groups) == pytest.approx([0.0, 0.04])
+
+
+def test_layerwise_lr_decay_falls_from_the_top_layer_to_the_embeddings():
+    from selfsup.nets.backbones import build_backbone
+    from selfsup.optim import layerwise_lr_groups
+
+    vit, _ = build_backbone("vit_tiny", image_size=16, patch_size=4)  # 12 blocks: depths 0 (embeddings) .. 13
+    groups = layerwise_lr_groups(vit, 1.0, 0.5)
+    assert [lr for _, lr in groups] == pytest.approx([0.5 ** (13 - d) for d in range(14)])
+    names = {id(p): n for n, p in vit.named_parameters()}
+    assert {names[id(p)] for p in groups[0][0]} == {
+        "cls_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+    }
+    assert {names[id(p)].split(".")[1] for p in groups[1][0]} == {"0"} and {names[id(p)] for p in groups[-1][0]} == {
+        "norm.weight",
+        "norm.bias",
+    }
+    assert sum(len(g) for g, _ in groups) == len(list(vit.parameters()))
+    resnet, _ = build_backbone("resnet18", cifar_stem=True)
+    # stem, layer1..layer4; depth 5 (the new head, trained at the full lr) holds no backbone parameter
+    expected = [0.1 / 32, 0.1 / 16, 0.1 / 8, 0.1 / 4, 0.1 / 2]
+    assert [lr for _, lr in layerwise_lr_groups(resnet, 0.1, 0.5)] == pytest.approx(expected)
+    assert layerwise_lr_groups(resnet, 0.1, 1.0)[0][1] == 0.1

@@ -28,10 +28,11 @@ from selfsup.eval.features import labeled_dataset
 from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.knn import topk_accuracy
 from selfsup.eval.transfer import TaskResult, TransferJob
-from selfsup.optim import warmup_cosine
+from selfsup.optim import layerwise_lr_groups, warmup_cosine
 from selfsup.settings import (
     AUTO_OR_COUNT,
     BELOW_ONE,
+    FRACTION,
     MOMENTUM,
     NON_NEGATIVE,
     POSITIVE,
@@ -62,6 +63,7 @@ def finetune_settings() -> Declaration:
         "batch_size": POSITIVE_INT,
         "lr": POSITIVE,  # x batch_size / 256
         "backbone_lr_scale": NON_NEGATIVE,
+        "layer_decay": FRACTION,
         "momentum": MOMENTUM,
         "weight_decay": NON_NEGATIVE,
         "label_smoothing": BELOW_ONE,
@@ -145,8 +147,9 @@ def run(job: TransferJob) -> TaskResult:
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=generator) * 0.01)
         model.head.bias.zero_()
     lr = section.lr * section.batch_size / 256
+    backbone_groups = layerwise_lr_groups(model.backbone, lr * section.backbone_lr_scale, section.layer_decay)
     optimizer = sgd(
-        [(model.backbone.parameters(), lr * section.backbone_lr_scale), (model.head.parameters(), lr)],
+        [*backbone_groups, (model.head.parameters(), lr)],
         section.momentum,
         section.weight_decay,
     )
