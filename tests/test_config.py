@@ -118,4 +118,6 @@ def test_every_method_config_names_a_registered_method_with_valid_views():
         cfg = load_config([f"method={option}"])
         METHODS.get(cfg.method.name)
         views = views_config(cfg.views)
-        assert views.total >= 1 and (option.endswith("_imagenet") or "r50" in option) == (views.crop_size == 224)
+        assert views.total >= 1 and (option.endswith(("_imagenet", "_vit")) or "r50" in option) == (
+            views.crop_size == 224
+        )

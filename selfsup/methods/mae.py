@@ -46,9 +46,9 @@ def random_masking(n: int, length: int, ratio: float, device: torch.device | str
     noise = torch.rand(n, length, device=device)
     ids_shuffle = noise.argsort(dim=1)
     ids_restore = ids_shuffle.argsort(dim=1)
-    mask = torch.ones(n, length, device=device)
-    mask[:, :keep] = 0
-    return ids_shuffle[:, :keep], mask.gather(1, ids_restore), ids_restore
+    # 0 for the first `keep` of the shuffled order, 1 after; built on the device (no host value per step)
+    shuffled = (torch.arange(length, device=device) >= keep).float().expand(n, length)
+    return ids_shuffle[:, :keep], shuffled.gather(1, ids_restore), ids_restore
 
 
 def sincos_2d(rows: int, cols: int, dim: int) -> torch.Tensor:
