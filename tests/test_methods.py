@@ -114,7 +114,16 @@ def test_moco_queue_is_a_ring_buffer_of_keys():
 
 def test_moco_step_scores_against_the_old_queue_then_enqueues_its_keys():
     torch.manual_seed(0)
-    cfg = load_config(["method=moco", "views.crop_size=16", *SMALL_HEADS["moco"], "method.moco_k=16"])
+    cfg = load_config(
+        [
+            "method=moco",
+            "views.crop_size=16",
+            *SMALL_HEADS["moco"],
+            "method.moco_k=16",
+            "method.symmetric=false",
+            "method.moco_t=0.2",
+        ]
+    )
     model = build_model(cfg)
     views = [torch.randn(4, 3, 16, 16) for _ in range(2)]
     old_queue = model.queue.clone()
