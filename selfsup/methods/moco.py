@@ -87,7 +87,10 @@ class MoCo(Method):
             q1, q2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
             k1, k2 = self.keys(views[0]), self.keys(views[1])
             loss = 0.5 * (info_nce(q1, k2, queue, self.temperature) + info_nce(q2, k1, queue, self.temperature))
-            self.enqueue(torch.cat([k1, k2]))
+            # One view's keys of every process, then the other's: the queue order of one process with the
+            # global batch (enqueueing [k1, k2] per process would interleave the processes' views).
+            self.enqueue(k1)
+            self.enqueue(k2)
         else:
             q1 = self.projector(self.backbone(views[0]))
             k2 = self.keys(views[1])
