@@ -31,6 +31,7 @@ from selfsup.runs.checkpoint import backbone_state, load_checkpoint, resolve_che
 from selfsup.runs.files import atomic_write_bytes, file_sha256
 from selfsup.runs.outputs import refuse_existing
 from selfsup.runs.provenance import source_metadata
+from selfsup.settings import cli_text
 
 ARCHITECTURE_KEYS = ("cifar_stem", "image_size", "patch_size", "pool")  # recorded in exported files' metadata
 SHOWN_KEYS = 3  # keys listed per kind of mismatch; the counts say how many there are in all
@@ -76,12 +77,8 @@ def _architecture(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return architecture(cfg["backbone"], cfg["views"]["crop_size"])
 
 
-def _text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def _describe(name: str, options: Mapping[str, Any]) -> str:
-    shown = ", ".join(f"{k}={_text(v)}" for k, v in options.items())
+    shown = ", ".join(f"{k}={cli_text(v)}" for k, v in options.items())
     return f"{name} ({shown})" if shown else name
 
 
@@ -125,7 +122,7 @@ def export_backbone(
     metadata = {
         "backbone": name,
         "architecture": _describe(name, options),
-        **{key: _text(value) for key, value in options.items()},
+        **{key: cli_text(value) for key, value in options.items()},
         **timm_metadata(name, options),
         "feature_dim": str(feature_dim),
         "method": state["config"]["method"]["name"],
