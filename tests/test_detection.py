@@ -249,6 +249,56 @@ def test_cifar_stem_backbone_detects() -> None:
     assert out["boxes"].shape[1] == 4 and len(out["boxes"]) == len(out["scores"])
 
 
+def _timm_backbone(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return build_backbone(name, **({"image_size": 32, "patch_size": 4} if name == "vit_tiny" else {}))[0]
+
+
+@pytest.mark.parametrize("name", ["timm:convnext_atto", "vit_tiny"])
+def test_timm_cnn_and_vit_detectors_learn(name: str) -> None:
+    """A timm CNN through torchvision's FPN over its four levels, a ViT through ViTDet's simple pyramid: the
+    deepest two stages train (trainable_layers=2), and a few steps reduce the loss."""
+    det = _cfg("eval.detection.trainable_layers=2").eval.detection
+    model = build_detector(_timm_backbone(name), 2, det, (0.5,) * 3, (0.25,) * 3)
+    body = model.backbone.body
+    trained = {n for n, p in body.named_parameters() if p.requires_grad}
+    assert trained and trained == set().union(*body.stages[:2])
+    assert all(p.requires_grad for p in model.backbone.fpn.parameters())
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
+    images, targets = _batch()
+    losses = [float(step(optimizer, detection_loss(model, images, targets))) for _ in range(8)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    with torch.inference_mode():
+        (out,) = model.eval()([torch.rand(3, 48, 40)])
+    assert out["boxes"].shape[1] == 4 and len(out["boxes"]) == len(out["scores"])
+
+
+def test_frozen_norm_keeps_timm_norm_act_layers() -> None:
+    """EfficientNet's BatchNormAct2d (BatchNorm followed by its activation) freezes into timm's
+    FrozenBatchNormAct2d: the frozen features equal the backbone's in eval mode."""
+    net = _timm_backbone("timm:efficientnet_b0")
+    det = _cfg("eval.detection.norm=frozen").eval.detection
+    body = build_detector(net, 1, det, (0.5,) * 3, (0.25,) * 3).backbone.body.eval()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(
+            torch.allclose(a, b, atol=1e-5)
+            for a, b in zip(
+                body(x), net.eval().forward_intermediates(x, indices=[1, 2, 3, 4], intermediates_only=True), strict=True
+            )
+        )
+
+
+def test_c4_needs_a_resnet() -> None:
+    det = _cfg("eval.detection.architecture=c4").eval.detection
+    with pytest.raises(
+        UserError, match=r"architecture=c4 uses a ResNet's layer4 .* set eval.detection.architecture=fpn"
+    ):
+        build_detector(_timm_backbone("timm:convnext_atto"), 1, det, (0.5,) * 3, (0.25,) * 3)
+
+
 def test_hflip_mirrors_boxes() -> None:
     image = torch.arange(2 * 3 * 64, dtype=torch.uint8).reshape(1, 2, 3 * 64)[:, :, :64]
     target = {"boxes": torch.tensor([[0.0, 5, 10, 20]]), "labels": torch.tensor([1])}

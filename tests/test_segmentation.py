@@ -214,15 +214,37 @@ def test_dilation_matches_torchvision_and_keeps_weights():
     assert backbone.layer4[0].conv2.stride == (2, 2)  # the job's backbone is left untouched
 
 
+@pytest.mark.parametrize(
+    ("name", "options", "stride"),
+    [("vit_tiny", {"image_size": 32, "patch_size": 4}, 4), ("timm:convnext_atto", {}, 32)],
+)
+def test_other_backbones_segment_from_their_deepest_map(name, options, stride):
+    """A ViT's patch grid or a timm CNN's last stage at its own stride; inputs of any size (padded to whole
+    patches, logits cropped back)."""
+    torch.manual_seed(0)
+    backbone, _ = build_backbone(name, **options)
+    model = build_segmentation_model(backbone, "deeplabv3", "auto").eval()
+    x = torch.randn(1, 3, 37, 50)
+    with torch.no_grad():
+        assert model(x)["out"].shape == (1, 21, 37, 50)
+        (deepest,) = model.backbone(model.backbone.pad(x))[-1:]
+    # ViT: 40 x 52 after padding, in 4-px patches; ConvNeXt: 37 x 50 -> 9 x 12 (stem) -> 4 x 6 -> 2 x 3 -> 1 x 1
+    assert deepest.shape[-2:] == {"vit_tiny": (10, 13), "timm:convnext_atto": (1, 1)}[name]
+    assert model.classifier[0].convs[1][0].dilation == (6 * 16 // stride,) * 2  # ASPP rates scaled to the stride
+    with pytest.raises(UserError, match=rf"output_stride=8 dilates a ResNet; .* stride {stride}: set .*=auto"):
+        build_segmentation_model(backbone, "fcn", 8)
+
+
+@pytest.mark.parametrize(("name", "options"), [("resnet18", {}), ("vit_tiny", {"image_size": 32, "patch_size": 4})])
 @pytest.mark.parametrize("head", ["fcn", "deeplabv3"])
-def test_training_steps_reduce_the_loss(head, data):
+def test_training_steps_reduce_the_loss(head, name, options, data):
     root, _ = data
     dataset = voc_segmentation(voc_root(root), "train")
     images = torch.stack([dataset[i][0][:, :32, :32] for i in range(2)]).float() / 255
     masks = torch.stack([dataset[i][1][:32, :32] for i in range(2)])
     torch.manual_seed(0)
-    backbone, _ = build_backbone("resnet18")
-    model = build_segmentation_model(backbone, head, 16)
+    backbone, _ = build_backbone(name, **options)
+    model = build_segmentation_model(backbone, head, "auto")
     optimizer = build_optimizer(model, lr=0.01, backbone_lr_scale=0.1, momentum=0.9, weight_decay=1e-4)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.01])
     losses = [step(optimizer, segmentation_loss(model, images, masks)).item() for _ in range(4)]

@@ -1,14 +1,17 @@
-"""Detection transfer: Faster R-CNN on the pretrained ResNet, trained on VOC, COCO or Penn-Fudan and scored by
+"""Detection transfer: Faster R-CNN on the pretrained backbone, trained on VOC, COCO or Penn-Fudan and scored by
 COCO-style box mAP (pycocotools through torchmetrics).
 
 Two standard heads (`eval.detection.architecture`), both built from torchvision's detection package:
-- fpn: ResNet-FPN as in torchvision's fasterrcnn_resnet50_fpn (layer1..layer4 into a 256-channel pyramid);
-- c4: Detectron's R50-C4, the VOC protocol of MoCo and its successors: conv1..layer3 as the trunk, one
-  feature map with 15 anchors per location, 14x14 RoIAlign, and layer4 + average pooling as the box head.
-`trainable_layers` follows torchvision: the last N of (layer4, layer3, layer2, layer1, conv1) are trained,
-bn1 too at 5; in c4 this includes the layer4 box head, so trainable_layers=0 trains only the RPN and
-the predictor. With `norm: train` the running statistics of frozen layers still update, as in torchvision;
-`norm: sync` synchronises statistics across processes only, so a single process trains plain BatchNorm.
+- fpn: a 256-channel pyramid with torchvision's fasterrcnn_resnet50_fpn defaults, over the backbone's feature
+  levels (nets/pyramid.py): a ResNet's layer1..layer4 or a timm model's last four levels through torchvision's
+  FPN, or a plain ViT's patch grid through ViTDet's simple feature pyramid (strides 4-32, no top-down path);
+- c4 (ResNets): Detectron's R50-C4, the VOC protocol of MoCo and its successors: conv1..layer3 as the trunk,
+  one feature map with 15 anchors per location, 14x14 RoIAlign, and layer4 + average pooling as the box head.
+`trainable_layers` follows torchvision: the deepest N stages are trained (ResNet: layer4, layer3, ...; a timm
+model's levels; a ViT's blocks), the whole backbone with its stem at 5; in c4 this includes the layer4 box
+head, so trainable_layers=0 trains only the RPN and the predictor. With `norm: train` the running statistics
+of frozen layers still update, as in torchvision; `norm: sync` synchronises statistics across processes only,
+so a single process trains plain BatchNorm.
 
 Training: SGD on the trainable parameters, a step schedule per epoch (or a constant lr after
 `constant_lr_after` epochs, the VICReg study's protocol), random horizontal flips. Images without any
@@ -18,7 +21,6 @@ bounds one invocation, so long schedules run as several resumed calls; every cal
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,14 +30,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
+from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from tqdm import tqdm
 
 from selfsup.data.detection import DETECTION_FORMATS, DetectionDataset, build_detection_dataset, default_detection_root
@@ -44,6 +47,15 @@ from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError, require_extra
 from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.nets.pyramid import (
+    ALL_STAGES,
+    FeatureLevels,
+    ResNetLevels,
+    SimpleFeaturePyramid,
+    feature_levels,
+    freeze_stages,
+    pyramid_levels,
+)
 from selfsup.optim import step_decay
 from selfsup.settings import (
     AUTO_OR_COUNT,
@@ -63,9 +75,6 @@ from selfsup.settings import (
 
 ARCHITECTURES = ("fpn", "c4")
 NORMS = ("frozen", "sync", "train")
-# torchvision's trainable_layers order: the first N of these are trained (and bn1 with conv1 at 5).
-TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
-PYRAMID_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 C4_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
 DETECTION_SETTINGS: Declaration = {
     "format": one_of(*DETECTION_FORMATS),
@@ -74,7 +83,7 @@ DETECTION_SETTINGS: Declaration = {
     "test_split": TEXT,
     "architecture": one_of(*ARCHITECTURES),
     "norm": one_of(*NORMS),
-    "trainable_layers": Rule(lambda v: COUNT.ok(v) and v <= len(TRAINABLE_ORDER), "an integer in 0..5"),
+    "trainable_layers": Rule(lambda v: COUNT.ok(v) and v <= ALL_STAGES, f"an integer in 0..{ALL_STAGES}"),
     **{key: POSITIVE_INT for key in ("min_size", "max_size", "epochs", "batch_size")},
     "chunk_epochs": optional(POSITIVE_INT),
     "lr": POSITIVE,
@@ -115,40 +124,33 @@ def detection_root(cfg: DictConfig) -> Path:
 # Model
 
 
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by a FrozenBatchNorm2d with its statistics and affine: detection batches are
-    too small (a few large images) to estimate batch statistics, so the pretrained ones are kept."""
-    if isinstance(module, nn.BatchNorm2d):
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            value = getattr(module, name)
-            if value is not None:
-                getattr(frozen, name).copy_(value.detach())
-        return frozen
-    for name, child in module.named_children():
-        setattr(module, name, freeze_batchnorm(child))
-    return module
-
-
-def _convert_norm(backbone: nn.Module, norm: str) -> nn.Module:
+def _convert_norm(levels: FeatureLevels, norm: str) -> FeatureLevels:
+    """frozen: every BatchNorm (timm's BatchNormAct2d too) becomes frozen with its statistics and affine, because
+    detection batches (a few large images) are too small to estimate batch statistics; sync: SyncBatchNorm."""
     if norm == "frozen":
-        return freeze_batchnorm(backbone)
+        return freeze_batch_norm_2d(levels)
     if norm == "sync":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
-    return backbone
+        return convert_sync_batchnorm(levels)
+    return levels
 
 
-def freeze_layers(backbone: nn.Module, trainable_layers: int) -> None:
-    """torchvision's convention: only the last `trainable_layers` stages keep requires_grad."""
-    trained = TRAINABLE_ORDER[:trainable_layers] + (("bn1",) if trainable_layers == 5 else ())
-    for name, param in backbone.named_parameters():
-        if not name.startswith(trained):
-            param.requires_grad_(False)
+class PyramidBackbone(nn.Module):
+    """A backbone's feature levels -> `out_channels` maps at every level plus a max-pooled extra one: torchvision's
+    FPN over a hierarchical backbone's levels (as in fasterrcnn_resnet50_fpn), ViTDet's simple pyramid over a
+    plain ViT's single map."""
 
+    def __init__(self, levels: FeatureLevels, out_channels: int = 256) -> None:
+        super().__init__()
+        self.body = levels
+        if levels.plain:
+            self.fpn = SimpleFeaturePyramid(levels.channels[0], levels.strides[0], out_channels)
+        else:
+            self.fpn = FeaturePyramidNetwork(levels.channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
 
-def _out_channels(layer: nn.Module) -> int:
-    """Channels a ResNet stage emits: its last convolution's (BasicBlock or Bottleneck, any width)."""
-    return [m for m in layer.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        maps = self.body(self.body.pad(images))
+        return self.fpn(OrderedDict((str(i), level) for i, level in enumerate(maps)))
 
 
 def build_detector(
@@ -156,8 +158,8 @@ def build_detector(
 ) -> FasterRCNN:
     """Faster R-CNN (fpn or c4) over a copy of `backbone` for `num_classes` object classes plus background;
     inputs are float images in [0, 1], normalised inside the model with the pretraining mean/std."""
-    backbone = _convert_norm(copy.deepcopy(backbone), det.norm)
-    freeze_layers(backbone, det.trainable_layers)
+    levels = _convert_norm(feature_levels(backbone, "detection"), det.norm)
+    freeze_stages(levels, det.trainable_layers)
     common = {
         "min_size": det.min_size,
         "max_size": det.max_size,
@@ -167,21 +169,32 @@ def build_detector(
         "rpn_post_nms_top_n_test": det.rpn_test_proposals,
     }
     if det.architecture == "fpn":
-        body = BackboneWithFPN(
-            backbone,
-            return_layers={name: str(i) for i, name in enumerate(PYRAMID_LAYERS)},
-            in_channels_list=[_out_channels(getattr(backbone, name)) for name in PYRAMID_LAYERS],
-            out_channels=256,
+        # torchvision's FPN defaults: one anchor size per level (32 px at the finest, doubling), 7x7 RoIAlign
+        # over every level but the extra one
+        body = PyramidBackbone(levels)
+        count = pyramid_levels(levels)
+        return FasterRCNN(
+            body,
+            num_classes=num_classes + 1,
+            rpn_anchor_generator=AnchorGenerator(
+                sizes=tuple((32 * 2**i,) for i in range(count)), aspect_ratios=((0.5, 1.0, 2.0),) * count
+            ),
+            box_roi_pool=MultiScaleRoIAlign([str(i) for i in range(count - 1)], output_size=7, sampling_ratio=2),
+            **common,
         )
-        return FasterRCNN(body, num_classes=num_classes + 1, **common)
-    trunk = nn.Sequential(OrderedDict((name, getattr(backbone, name)) for name in C4_TRUNK))
-    trunk.out_channels = _out_channels(backbone.layer3)
+    if not isinstance(levels, ResNetLevels):
+        raise UserError(
+            "eval.detection.architecture=c4 uses a ResNet's layer4 as the box head; this backbone has none: "
+            "set eval.detection.architecture=fpn"
+        )
+    trunk = nn.Sequential(OrderedDict((name, getattr(levels, name)) for name in C4_TRUNK))
+    trunk.out_channels = levels.channels[2]
     return FasterRCNN(
         trunk,
         rpn_anchor_generator=AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)),
         box_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=2),
-        box_head=nn.Sequential(backbone.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-        box_predictor=FastRCNNPredictor(_out_channels(backbone.layer4), num_classes + 1),
+        box_head=nn.Sequential(levels.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        box_predictor=FastRCNNPredictor(levels.channels[3], num_classes + 1),
         **common,
     )
 
@@ -310,7 +323,6 @@ def run(job: TransferJob) -> TaskResult:
     resuming from job.state_path, then score the current model on the test split."""
     cfg, det, device = job.cfg, job.cfg.eval.detection, job.device
     check_settings(det)
-    job.require_resnet("detection")
     root = detection_root(cfg)
     train_set, test_set = _splits(cfg, root)
     torch.manual_seed(cfg.seed)  # the new layers' initialisation

@@ -1,4 +1,4 @@
-"""`selfsup eval segmentation`: fine-tune the pretrained ResNet with an FCN or DeepLabv3 head on Pascal VOC 2012.
+"""`selfsup eval segmentation`: fine-tune the pretrained backbone with an FCN or DeepLabv3 head on Pascal VOC 2012.
 
 The protocol of SSL segmentation transfer (MoCo, Barlow Twins, DenseCL): torchvision's FCNHead or DeepLabHead
 on layer4 of a dilated ResNet (output stride 16 by default, 8 as in DeepLab), logits upsampled bilinearly to the
@@ -8,7 +8,10 @@ Evaluation predicts every image of the test split at full resolution, one at a t
 and nothing is resized or padded), and reports the mIoU over classes and the pixel accuracy, in percent.
 
 The output stride counts the ImageNet stem (stride 4 before layer1); a backbone with the CIFAR stem (no stride
-before layer1) has a 4x finer feature map for the same setting.
+before layer1) has a 4x finer feature map for the same setting. Other backbones cannot be dilated: the head
+sits on their deepest feature map at its own stride (`output_stride: auto`), a ViT's patch tokens on their grid
+(SETR's naive decoder with the FCN head) or a timm CNN's last stage, with inputs zero-padded to a multiple of
+the patch size and the logits cropped back.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from selfsup.data.views import split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.transfer import TaskResult, TransferJob
+from selfsup.nets.pyramid import FeatureLevels, feature_levels
 from selfsup.optim import poly_decay
 from selfsup.settings import (
     AUTO_OR_COUNT,
@@ -56,9 +60,7 @@ from selfsup.settings import (
 
 HEADS = ("fcn", "deeplabv3")
 OUTPUT_STRIDES = (8, 16, 32)
-# DeepLabv3's ASPP rates are (6, 12, 18) at output stride 16 and doubled at 8 (Chen et al. 2017, section 4.1);
-# halved again at 32 so the rates keep covering the same part of the image.
-ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
+RESNET_OUTPUT_STRIDE = 16  # output_stride=auto on a ResNet
 POLY_POWER = 0.9
 SEGMENTATION_SETTINGS: Declaration = {
     "root": optional(TEXT),
@@ -66,7 +68,7 @@ SEGMENTATION_SETTINGS: Declaration = {
     "sbd_root": optional(TEXT),
     "test_split": TEXT,
     "head": one_of(*HEADS),
-    "output_stride": one_of(*(str(s) for s in OUTPUT_STRIDES)),
+    "output_stride": one_of("auto", *(str(s) for s in OUTPUT_STRIDES)),
     "crop_size": POSITIVE_INT,
     "scale": RANGE,
     "epochs": POSITIVE_INT,
@@ -113,25 +115,63 @@ def _out_channels(net: tvm.ResNet) -> int:
     return [m for m in net.layer4[-1].modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
 
 
+def aspp_rates(output_stride: int) -> tuple[int, ...]:
+    """DeepLabv3's ASPP rates: (6, 12, 18) at output stride 16, doubled at 8 (Chen et al. 2017, section 4.1),
+    and in general scaled so that they cover the same part of the image at any stride."""
+    return tuple(max(1, rate * 16 // output_stride) for rate in (6, 12, 18))
+
+
+class DeepestLevelSegmenter(nn.Module):
+    """The head on the deepest feature map of a backbone that cannot be dilated (a ViT's patch grid, a timm
+    CNN's last stage); inputs zero-padded to the stride the backbone needs, logits upsampled and cropped back
+    to the input. `model(x)["out"]` as torchvision's FCN / DeepLabV3."""
+
+    def __init__(self, levels: FeatureLevels, classifier: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.classifier = levels, classifier
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        height, width = images.shape[-2:]
+        padded = self.backbone.pad(images)
+        logits = self.classifier(self.backbone(padded)[-1])
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return {"out": logits[..., :height, :width]}
+
+
+def _head(head: str, channels: int, num_classes: int, output_stride: int) -> nn.Module:
+    if head == "fcn":
+        return FCNHead(channels, num_classes)
+    return DeepLabHead(channels, num_classes, aspp_rates(output_stride))
+
+
 def build_segmentation_model(
-    backbone: nn.Module, head: str, output_stride: int, num_classes: int = len(VOC_CLASSES)
-) -> FCN | DeepLabV3:
-    """torchvision's FCN / DeepLabV3 on layer4 of a dilated copy of `backbone`; `model(x)["out"]` holds
-    logits at the input's size. Every parameter is trainable, whatever the caller's flags."""
+    backbone: nn.Module, head: str, output_stride: int | str = "auto", num_classes: int = len(VOC_CLASSES)
+) -> nn.Module:
+    """torchvision's FCN / DeepLabV3 on layer4 of a dilated copy of a ResNet `backbone` (output stride 16 at
+    `auto`), or the head on the deepest feature map of any other backbone at its own stride; `model(x)["out"]`
+    holds logits at the input's size. Every parameter is trainable, whatever the caller's flags."""
     if head not in HEADS:
         raise UserError(f"eval.segmentation.head must be one of {HEADS}, got {head!r}")
-    net = dilate_resnet(backbone, output_stride)
-    channels = _out_channels(net)
+    if not isinstance(backbone, tvm.ResNet):
+        levels = feature_levels(backbone, "segmentation")
+        stride = levels.strides[-1]
+        if output_stride not in ("auto", stride):
+            raise UserError(
+                f"eval.segmentation.output_stride={output_stride} dilates a ResNet; this backbone's features have "
+                f"stride {stride}: set eval.segmentation.output_stride=auto"
+            )
+        classifier = _head(head, levels.channels[-1], num_classes, stride)
+        return DeepestLevelSegmenter(levels, classifier).requires_grad_(True)
+    stride = RESNET_OUTPUT_STRIDE if output_stride == "auto" else int(output_stride)
+    net = dilate_resnet(backbone, stride)
     features = IntermediateLayerGetter(net, return_layers={"layer4": "out"})
-    if head == "fcn":
-        model = FCN(features, FCNHead(channels, num_classes))
-    else:
-        model = DeepLabV3(features, DeepLabHead(channels, num_classes, ASPP_RATES[output_stride]))
+    classifier = _head(head, _out_channels(net), num_classes, stride)
+    model = FCN(features, classifier) if head == "fcn" else DeepLabV3(features, classifier)
     return model.requires_grad_(True)
 
 
 def build_optimizer(
-    model: FCN | DeepLabV3, lr: float, backbone_lr_scale: float, momentum: float, weight_decay: float
+    model: nn.Module, lr: float, backbone_lr_scale: float, momentum: float, weight_decay: float
 ) -> torch.optim.SGD:
     """SGD with the head at `lr` and the pretrained backbone at `lr * backbone_lr_scale`."""
     groups = [(model.backbone.parameters(), lr * backbone_lr_scale), (model.classifier.parameters(), lr)]
@@ -224,7 +264,6 @@ def run(job: TransferJob) -> TaskResult:
     score the test split."""
     cfg, seg = job.cfg, job.cfg.eval.segmentation
     _check_settings(seg)
-    job.require_resnet("segmentation")
     root, sbd_root = _roots(cfg)
     train_set = voc_segmentation(root, seg.train_list, sbd_root, TrainTransform(seg.crop_size, seg.scale))
     test_set = voc_segmentation(root, seg.test_split)

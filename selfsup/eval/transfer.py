@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
-from torchvision.models import ResNet
 
 from selfsup.errors import UserError
 from selfsup.precision import autocast_dtype, resolve_precision
@@ -25,20 +24,11 @@ from selfsup.runs.files import atomic_torch_save, load_tensors
 @dataclass
 class TransferJob:
     cfg: DictConfig  # the run's resolved config with the command's overrides; the task reads cfg.eval.<task>
-    backbone: nn.Module  # torchvision ResNet with fc = Identity, pretrained weights loaded (images -> [B, D])
+    backbone: nn.Module  # pretrained weights loaded, classifier removed (images -> [B, D])
     feature_dim: int
     device: torch.device
     state_path: Path  # eval/<checkpoint>/<task>-state.pt: saved every epoch, removed by the caller when done
     progress: bool = True
-
-    def require_resnet(self, task: str) -> None:
-        """Detection and segmentation build on a torchvision ResNet's stages; any other backbone is refused in
-        one line, before any data is read."""
-        if not isinstance(self.backbone, ResNet):
-            raise UserError(
-                f"eval {task} builds on a torchvision ResNet's stages (layer1-layer4); backbone="
-                f"{self.cfg.backbone.name} has none: evaluate it with knn, linear or finetune"
-            )
 
     @property
     def autocast(self) -> torch.dtype | None:
