@@ -129,7 +129,7 @@ def blobs(n_per_class: int, num_classes: int, dim: int, seed: int) -> tuple[torc
     return feats, labels
 
 
-@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalize", [True, False, "batchnorm"])
 def test_linear_probe_separates_blobs(normalize):
     x_train, y_train = blobs(100, 5, 16, seed=0)
     x_test, y_test = blobs(40, 5, 16, seed=1)
@@ -158,6 +158,25 @@ def test_linear_probe_normalize_handles_badly_scaled_features():
         normalize=True,
     )
     assert result["top1"] == 100.0
+
+
+def test_linear_probe_batchnorm_is_invariant_to_feature_scales():
+    """MAE's protocol: a BatchNorm1d without affine before the layer makes the probe blind to per-dimension
+    offsets and scales (up to its eps), in training (batch statistics) and at test (running statistics, which
+    a probe forgetting eval() would replace with the test batch's)."""
+    x_train, y_train = blobs(100, 5, 16, seed=0)
+    x_test, y_test = blobs(40, 5, 16, seed=1)
+    x_test = x_test[y_test < 2]  # a test split of other statistics than the training split's
+    y_test = y_test[y_test < 2]
+    scale = torch.logspace(-2, 2, 16)
+    plain = train_linear_probe(x_train, y_train, x_test, y_test, 5, epochs=5, batch_size=64, normalize="batchnorm")
+    scaled = train_linear_probe(
+        x_train * scale + 500, y_train, x_test * scale + 500, y_test, 5, epochs=5, batch_size=64, normalize="batchnorm"
+    )
+    assert plain["train_loss"] == pytest.approx(scaled["train_loss"], rel=1e-3) and plain["top1"] == scaled["top1"]
+    assert plain["top1"] == 100.0
+    with pytest.raises(UserError, match=r"normalize must be one of true \| false \| batchnorm, got 'bn'"):
+        train_linear_probe(x_train, y_train, x_test, y_test, 5, normalize="bn")
 
 
 def test_linear_probe_random_labels_are_chance_on_test():

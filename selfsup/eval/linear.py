@@ -15,7 +15,9 @@ from tqdm import tqdm
 
 from selfsup.errors import UserError
 from selfsup.eval.knn import check_labeled_features, check_same_width, topk_accuracy
-from selfsup.settings import BOOL, MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Declaration
+from selfsup.settings import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Declaration, one_of
+
+NORMALIZE_OPTIONS = ("true", "false", "batchnorm")
 
 LINEAR_SETTINGS: Declaration = {
     "epochs": POSITIVE_INT,
@@ -24,7 +26,7 @@ LINEAR_SETTINGS: Declaration = {
     "final_lr": NON_NEGATIVE,
     "momentum": MOMENTUM,
     "weight_decay": NON_NEGATIVE,
-    "normalize": BOOL,  # standardise each feature dimension with the train-set statistics
+    "normalize": one_of(*NORMALIZE_OPTIONS),  # train-set standardisation | raw | MAE's non-affine BatchNorm
 }
 
 
@@ -39,7 +41,7 @@ def train_linear_probe(
     lr: float = 0.1,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
-    normalize: bool = True,
+    normalize: bool | str = True,
     final_lr: float = 0.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -55,6 +57,8 @@ def train_linear_probe(
     post-ReLU activations are all positive, and their scale differs from method to method), which makes one
     fixed SGD lr too large for one backbone and too small for another. Standardising is what MoCo v3's
     non-affine BatchNorm before the classifier amounts to at test time, without its batch-statistic noise;
+    `normalize="batchnorm"` is that BatchNorm itself (MAE's linear protocol, appendix A.2: BatchNorm1d without
+    affine, eps 1e-6, batch statistics in training and their average over the training at test);
     `normalize=False` keeps raw features, as solo-learn does.
 
     Deterministic for a given seed on CPU: the weight init and every epoch's shuffle come from one
@@ -73,16 +77,21 @@ def train_linear_probe(
     x_train = train_feats.to(device, torch.float32)
     x_test = test_feats.to(device, torch.float32)
     y_train = train_labels.to(device, torch.long)
-    if normalize:
+    if str(normalize).lower() not in NORMALIZE_OPTIONS:
+        raise UserError(f"linear probe: normalize must be one of {' | '.join(NORMALIZE_OPTIONS)}, got {normalize!r}")
+    if normalize is True or normalize == "true":
         mean, std = x_train.mean(0), x_train.std(0, unbiased=False).clamp_min(1e-6)
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
 
     generator = torch.Generator().manual_seed(seed)
-    classifier = torch.nn.Linear(x_train.shape[1], num_classes)
+    linear = torch.nn.Linear(x_train.shape[1], num_classes)
     with torch.no_grad():  # MoCo's linear-eval init: N(0, 0.01) weights, zero bias
-        classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=generator) * 0.01)
-        classifier.bias.zero_()
-    classifier.to(device)
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.01)
+        linear.bias.zero_()
+    # momentum=None: the test-time statistics are the average over every training batch, not an exponential
+    # average that a short probe (a few hundred steps) leaves far from the features' offset
+    norm = torch.nn.BatchNorm1d(x_train.shape[1], affine=False, eps=1e-6, momentum=None)
+    classifier = (torch.nn.Sequential(norm, linear) if normalize == "batchnorm" else linear).to(device)
     effective_lr = lr * batch_size / 256
     optimizer = torch.optim.SGD(classifier.parameters(), lr=effective_lr, momentum=momentum, weight_decay=weight_decay)
 
@@ -110,7 +119,7 @@ def train_linear_probe(
         bar.set_postfix(loss=f"{epoch_loss:.4f}")
 
     with torch.no_grad():
-        scores = torch.cat([classifier(chunk) for chunk in x_test.split(4096)])
+        scores = torch.cat([classifier.eval()(chunk) for chunk in x_test.split(4096)])
     return {
         **topk_accuracy(scores, test_labels),
         "train_loss": epoch_loss,
