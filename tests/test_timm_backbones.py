@@ -101,11 +101,22 @@ def test_any_timm_model_pretrains_exports_and_detects(tmp_path: Path):
     model.load_state_dict(load_file(str(out)))
 
 
-def test_a_vit_resumes_bitwise(tmp_path: Path):
-    """Drop path draws from the RNG every step: a run resumed from its epoch-1 checkpoint ends bitwise equal to
-    the run that went on."""
-    args = ["pretrain", *TINY, "backbone=vit_tiny", "backbone.drop_path_rate=0.2", "trainer.epochs=2"]
-    args += ["trainer.checkpoint_every=1", "eval.every=0"]
+# Each method's own randomness on a ViT: drop path (SimCLR), the patch masks (MAE), the momentum encoder and
+# its cosine momentum (MoCo v3).
+VIT_METHODS = {
+    "simclr": ["backbone.drop_path_rate=0.2"],
+    "mae": ["method=mae", "method.decoder_dim=32", "method.decoder_depth=1", "method.decoder_heads=2"],
+    "moco_v3": ["method=moco_v3", "method.proj_hidden_dim=32", "method.proj_output_dim=16"]
+    + ["method.pred_hidden_dim=32", "backbone.drop_path_rate=0.1"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(VIT_METHODS))
+def test_a_vit_method_resumes_bitwise(method: str, tmp_path: Path):
+    """A run resumed from its epoch-1 checkpoint ends bitwise equal to the run that went on: the RNG that
+    draws drop path and MAE's masks, and MoCo v3's momentum encoder, are all in the checkpoint."""
+    args = ["pretrain", *TINY, "backbone=vit_tiny", *VIT_METHODS[method], "trainer.epochs=2"]
+    args += ["trainer.checkpoint_every=1", "eval.every=0", "backbone.patch_size=4"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main([*args, f"output_dir={straight}"]) == 0
     shutil.copytree(straight, resumed)
@@ -117,6 +128,8 @@ def test_a_vit_resumes_bitwise(tmp_path: Path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
+    first = load_checkpoint(straight / "checkpoints" / "epoch-0001.pt")
+    assert any(not torch.equal(first["model"][k], a["model"][k]) for k in a["model"])  # epoch 2 trained
 
 
 def test_dino_vit_recipe_runs_multi_crop_on_a_vit(tmp_path: Path):
