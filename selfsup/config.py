@@ -264,6 +264,7 @@ def validate(cfg: DictConfig) -> None:
     """Values that cannot work fail here, before any output directory is touched."""
     from selfsup.data.views import views_config
     from selfsup.nets.backbones import backbone_factory, check_timm_model, is_factory_path, is_timm_name
+    from selfsup.optim import scaled_lr
 
     check_values(cfg)
     views_config(cfg.views)  # the per-view lists against views.num
@@ -276,6 +277,13 @@ def validate(cfg: DictConfig) -> None:
         "optim.final_weight_decay schedules optim.weight_decay, which is 0: set optim.weight_decay > 0",
     )
     t = cfg.trainer
+    peak_lr = scaled_lr(cfg.optim.base_lr, t.batch_size, cfg.optim.lr_scaling)
+    _require(  # an absolute final_lr above a small peak (AdamW's 1e-4 range) would make the "decay" a rise
+        cfg.optim.final_lr <= peak_lr,
+        f"optim.final_lr={cfg.optim.final_lr} is above the peak lr {peak_lr:.4g} (optim.base_lr="
+        f"{cfg.optim.base_lr} scaled to batch {t.batch_size}): the cosine would raise the lr; set optim.final_lr "
+        "to 0 or below the peak",
+    )
     processes = t.devices * t.num_nodes
     _require(
         t.batch_size % (processes * t.accumulate) == 0,

@@ -99,6 +99,16 @@ def test_batch_must_split_over_processes():
         load_config(["trainer.batch_size=30", "trainer.devices=4"])
 
 
+def test_a_final_lr_above_the_peak_is_refused():
+    """AdamW's peaks are ~1e-4: an absolute final_lr of 1e-3 (SGD's) would turn the cosine decay into a rise."""
+    for method in ("mae", "moco_v3"):
+        cfg = load_config([f"method={method}"])
+        assert cfg.optim.final_lr == 0.0 < cfg.optim.base_lr
+    with pytest.raises(UserError, match=r"optim.final_lr=0.001 is above the peak lr 7.5e-05") as err:
+        load_config(["method=mae", "optim.final_lr=0.001", "trainer.batch_size=128"])
+    assert "\n" not in str(err.value)
+
+
 def test_apply_overrides_on_saved_config():
     cfg = load_config([])
     cfg = apply_overrides(cfg, ["eval.knn.k=20", "data.root=/elsewhere", "eval.linear.epochs=5"])
