@@ -36,6 +36,9 @@ commands:
   submit pretrain key=value ... slurm.nodes=N slurm.gpus_per_node=G [slurm.partition=P slurm.time=MIN ...]
                                                 the same pretraining as a SLURM job of N x G processes
                                                 (submitit); requeued near its time limit, resumes itself
+  submit COMMAND ... [slurm.gpus_per_node=G slurm.time=MIN ...]
+                                                any other command (eval, sweep, study, report, export,
+                                                bench) as a one-task job on one node, requeued the same way
   bench [stages=[compute,loader,full]] [variants=[fp32,channels_last,bf16]] [steps=3] [memory_budget_gb=G] ...
                                                 images/s of pure compute, data path and full step; ratios,
                                                 peak memory, largest batch within a memory budget
@@ -58,6 +61,7 @@ examples:
   selfsup study simclr_toolbox smoke=true
   selfsup bench stages=[compute,full] trainer.batch_size=128
   selfsup submit pretrain method=byol_imagenet data=imagenet100 slurm.nodes=2 slurm.gpus_per_node=8
+  selfsup submit sweep run=output/try tasks=[knn,linear] slurm.gpus_per_node=1
   selfsup config method=byol data=stl10
 """
 
@@ -247,29 +251,37 @@ def cmd_study(args: list[str]) -> int:
 
 
 SUBMIT_USAGE = (
-    "selfsup submit pretrain [key=value ...] slurm.nodes=N slurm.gpus_per_node=G [slurm.partition=P "
-    "slurm.time=MINUTES slurm.cpus_per_task=C slurm.mem_gb=M slurm.account=A slurm.qos=Q slurm.cluster=slurm|local]"
+    "selfsup submit COMMAND [key=value ...] [slurm.nodes=N (pretrain only) slurm.gpus_per_node=G "
+    "slurm.partition=P slurm.time=MINUTES slurm.cpus_per_task=C slurm.mem_gb=M slurm.account=A slurm.qos=Q "
+    "slurm.cluster=slurm|local]; COMMAND is any of pretrain, eval, sweep, study, report, export, bench, config"
 )
 
 
 def cmd_submit(args: list[str]) -> int:
-    from selfsup.config import load_config
-    from selfsup.tools.submit import SlurmOptions, submit
-    from selfsup.train.loop import batch_plan
+    from selfsup.tools.submit import SlurmOptions, submit, submit_command
 
-    if not args or args[0] != "pretrain":
+    if not args or args[0] not in COMMANDS or args[0] == "submit":
         raise UserError(f"usage: {SUBMIT_USAGE}")
     slurm = {a.split("=", 1)[0].removeprefix("slurm."): a.split("=", 1)[1] for a in args if a.startswith("slurm.")}
     if any(a.startswith("slurm.") and "=" not in a for a in args):
         raise UserError(f"slurm options are key=value pairs: {SUBMIT_USAGE}")
     options = SlurmOptions.from_keys(slurm)
-    job = submit([a for a in args[1:] if not a.startswith("slurm.")], options)
-    cfg = load_config(job.args)
-    print(
-        f"submitted job {job.job_id} ({options.cluster}): {options.nodes} node(s) x {options.tasks_per_node} task(s); "
-        f"{batch_plan(cfg, cfg.trainer.devices * cfg.trainer.num_nodes)}"
-    )
-    print(f"run directory: {cfg.output_dir}; job logs: {job.folder / job.job_id}")
+    command = [a for a in args if not a.startswith("slurm.")]
+    if command[0] == "pretrain":
+        from selfsup.config import load_config
+        from selfsup.train.loop import batch_plan
+
+        job = submit(command[1:], options)
+        cfg = load_config(job.args)
+        print(
+            f"submitted job {job.job_id} ({options.cluster}): {options.nodes} node(s) x {options.tasks_per_node} "
+            f"task(s); {batch_plan(cfg, cfg.trainer.devices * cfg.trainer.num_nodes)}"
+        )
+        print(f"run directory: {cfg.output_dir}; job logs: {job.folder / job.job_id}")
+    else:
+        job = submit_command(main, command, options)
+        print(f"submitted job {job.job_id} ({options.cluster}): selfsup {' '.join(command)}")
+        print(f"job logs: {job.folder / job.job_id}")
     if options.cluster == "slurm":
         return 0
     status = job.job.result()  # a local job: wait for it, as a foreground command would

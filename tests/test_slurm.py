@@ -65,7 +65,7 @@ def test_submit_writes_an_sbatch_script_for_nodes_x_gpus(tmp_path: Path, monkeyp
     assert "8 process(es) x 32 per batch x 1 accumulation = global batch 256" in printed
     [pickled] = (run / "slurm").rglob("*_submitted.pkl")
     job = pickle.loads(pickled.read_bytes()).function
-    assert job.args[-3:] == ["trainer.devices=4", "trainer.num_nodes=2", "device=cuda"]
+    assert job.argv[-3:] == ["trainer.devices=4", "trainer.num_nodes=2", "device=cuda"]
 
 
 def test_a_local_job_trains_the_run(tmp_path: Path, capsys):
@@ -114,3 +114,80 @@ def test_only_the_first_task_requeues_and_only_near_the_time_limit(tmp_path: Pat
     assert not requeue_on_slurm(signal.SIGTERM)  # preemption: SLURM requeues by itself
     assert requeue_on_slurm(signal.SIGUSR2) and requeue_on_slurm(signal.SIGUSR1)
     assert calls.read_text().splitlines() == ["requeue 77", "requeue 77"]
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory) -> Path:
+    """A tiny run with its last checkpoint's kNN, for the commands that read a run."""
+    run = tmp_path_factory.mktemp("submit") / "run"
+    assert main(["pretrain", *TINY, "device=cpu", f"output_dir={run}"]) == 0
+    assert main(["eval", "knn", f"run={run}", "eval.train_subset=32"]) == 0
+    return run
+
+
+BENCH = ["stages=[compute]", "variants=[fp32]", "steps=1", "warmup=0", *TINY[:6], "device=cpu"]
+# Each command's arguments and the file its job writes ({run}: the evaluated run, {out}: a fresh directory).
+SUBMITTED = {
+    "eval": (["knn", "run={run}", "checkpoint=epoch-0000", "eval.train_subset=32"], "{run}/eval/epoch-0000/knn.json"),
+    "sweep": (
+        ["run={run}", "tasks=[linear]", "eval.linear.epochs=1", "eval.train_subset=32"],
+        "{run}/eval/epoch-0001/linear.json",
+    ),
+    "report": (["runs=[{run}]", "out={out}/report"], "{out}/report/index.html"),
+    "export": (["backbone", "run={run}", "out={out}/backbone.safetensors"], "{out}/backbone.safetensors"),
+    "bench": ([*BENCH, "out={out}/bench.json"], "{out}/bench.json"),
+    "config": (["method=byol"], None),
+    "study": (["simclr_toolbox", "smoke=true", "out={out}/study"], "{out}/study/report/index.html"),
+}
+
+
+def test_every_command_but_submit_can_be_submitted():
+    from selfsup.cli import COMMANDS
+
+    assert sorted(SUBMITTED) == sorted(set(COMMANDS) - {"pretrain", "submit"})  # pretrain: the tests above
+
+
+@pytest.mark.parametrize("command", sorted(SUBMITTED))
+def test_a_local_job_runs_any_command(command: str, evaluated_run: Path, tmp_path: Path, capsys):
+    """submitit's local executor runs the command in its own process, as a SLURM task would, and the job's
+    exit status is the command's."""
+    args, product = SUBMITTED[command]
+    fill = {"run": evaluated_run, "out": tmp_path}
+    argv = [arg.format(**fill) for arg in args]
+    logs = tmp_path / "logs"
+    assert main(["submit", command, *argv, "slurm.cluster=local", f"slurm.folder={logs}"]) == 0
+    printed = capsys.readouterr().out
+    assert f"selfsup {command} " in printed and "finished with exit status 0" in printed
+    if product is not None:
+        assert Path(product.format(**fill)).is_file()
+    [log] = logs.rglob("*_log.out")
+    assert command != "config" or "name: byol" in log.read_text()
+
+
+def test_a_submitted_command_runs_as_one_task_that_sees_the_gpus(tmp_path: Path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    fake_command(bin_dir, "sbatch", f'cp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 99"')
+    fake_command(bin_dir, "srun", "exit 1")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    run = tmp_path / "run"
+    assert main(["submit", "sweep", f"run={run}", "slurm.gpus_per_node=4", "slurm.time=60"]) == 0
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4"):
+        assert line in script, line
+    assert "#SBATCH --job-name=selfsup-sweep" in script and (run / "slurm").is_dir()  # logs beside the run
+    assert "submitted job 99 (slurm): selfsup sweep" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["submit"], "usage: selfsup submit COMMAND"),
+        (["submit", "train"], "usage: selfsup submit COMMAND"),
+        (["submit", "submit", "pretrain"], "usage: selfsup submit COMMAND"),
+        (["submit", "sweep", "run=x", "slurm.nodes=2"], "only pretrain spreads over nodes"),
+    ],
+)
+def test_bad_command_submissions_fail_in_one_line(args: list[str], message: str, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,15 +1,20 @@
-"""`selfsup submit pretrain ...`: a pretraining run as a SLURM job of `nodes x gpus_per_node` processes,
-through submitit.
+"""`selfsup submit COMMAND ...`: any selfsup command as a SLURM job, through submitit.
 
-Each SLURM task is one training process (submitit starts them with srun; lightning-fabric reads the rank
-from SLURM's environment). Near the time limit SLURM signals the job (submitit asks for USR2): the loop
-saves last.pt, stops, and the first task requeues the job, which resumes from last.pt by rerunning the
-same command. The run directory is the job's identity, as for any `selfsup pretrain`.
+Pretraining runs as `nodes x gpus_per_node` processes: each SLURM task is one training process (submitit
+starts them with srun; lightning-fabric reads the rank from SLURM's environment). Near the time limit SLURM
+signals the job (submitit asks for USR2): the loop saves last.pt, stops, and the first task requeues the job,
+which resumes from last.pt by rerunning the same command. The run directory is the job's identity, as for any
+`selfsup pretrain`.
+
+Every other command (eval, sweep, study, report, export, bench, config) runs as one task that sees the node's
+GPUs. Signalled near the time limit, it is requeued the same way and resumes by rerunning: an evaluation from
+its per-epoch state, a sweep or a study from the results already written, a study's pretraining from last.pt.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,13 +56,14 @@ class SlurmOptions:
         """One task per GPU on SLURM; locally one task, in which lightning-fabric starts the processes."""
         return max(self.gpus_per_node, 1) if self.cluster == "slurm" else 1
 
-    def executor_parameters(self, job_name: str) -> dict[str, Any]:
-        """submitit AutoExecutor.update_parameters arguments."""
+    def executor_parameters(self, job_name: str, one_task: bool = False) -> dict[str, Any]:
+        """submitit AutoExecutor.update_parameters arguments; `one_task`: one process that sees every GPU of
+        the node (any command but pretrain)."""
         params: dict[str, Any] = {
             "name": job_name,
             "timeout_min": self.time,
             "nodes": self.nodes,
-            "tasks_per_node": self.tasks_per_node,
+            "tasks_per_node": 1 if one_task else self.tasks_per_node,
             "cpus_per_task": self.cpus_per_task,
         }
         if self.cluster == "slurm":
@@ -78,22 +84,22 @@ class SlurmOptions:
         return [f"trainer.devices={self.tasks_per_node}", f"trainer.num_nodes={self.nodes}", *device]
 
 
-class PretrainJob:
-    """What each task of the job runs: `selfsup pretrain ARGS` (picklable for submitit). A job requeued by
-    SLURM, or by submitit when signalled outside the training loop, resumes from the run's last.pt."""
+class CommandJob:
+    """What each task of the job runs: `command(argv)`, a module-level function that returns an exit status
+    (picklable for submitit). A job requeued by SLURM, or by submitit when signalled outside the training loop,
+    reruns the same command, which resumes from what the interrupted one saved."""
 
-    def __init__(self, args: list[str]) -> None:
-        self.args = args
+    def __init__(self, command: Callable[[list[str]], int], argv: list[str]) -> None:
+        self.command = command
+        self.argv = argv
 
     def __call__(self) -> int:
-        from selfsup.train.command import pretrain_command
-
-        return pretrain_command(self.args)
+        return self.command(self.argv)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
 
-        return submitit.helpers.DelayedSubmission(PretrainJob(self.args))
+        return submitit.helpers.DelayedSubmission(CommandJob(self.command, self.argv))
 
 
 @dataclass
@@ -106,19 +112,36 @@ class Submitted:
 
 def submit(args: list[str], options: SlurmOptions) -> Submitted:
     """Submit `selfsup pretrain ARGS` (already checked by composing its config) as one job."""
-    require_extra("submitit", "slurm", "selfsup submit")
-    import submitit
-
     from selfsup.eval.settings import pretraining_config
+    from selfsup.train.command import pretrain_command
 
     pretrain_args = [*args, *options.training_overrides()]
     cfg = pretraining_config(pretrain_args)  # bad overrides fail here, before anything is queued
+    folder = Path(options.folder or Path(cfg.output_dir) / "slurm")
+    job = _queue(CommandJob(pretrain_command, pretrain_args), options, folder, Path(cfg.output_dir).name)
+    return Submitted(job_id=str(job.job_id), folder=folder, args=pretrain_args, job=job)
+
+
+def submit_command(command: Callable[[list[str]], int], argv: list[str], options: SlurmOptions) -> Submitted:
+    """Submit any other command, `command(argv)` (the CLI's entry point and `[name, *args]`), as one task on one
+    node; its logs go to slurm.folder, else beside its output (run=, out=) or under output/slurm."""
+    if options.nodes != 1:
+        raise UserError(f"only pretrain spreads over nodes: `selfsup submit {argv[0]}` needs slurm.nodes=1")
+    keys = dict(arg.split("=", 1) for arg in argv[1:] if "=" in arg)
+    where = Path(keys.get("out") or keys.get("run") or "output")
+    folder = Path(options.folder or (where.parent if where.suffix else where) / "slurm")
+    job = _queue(CommandJob(command, argv), options, folder, f"selfsup-{argv[0]}", one_task=True)
+    return Submitted(job_id=str(job.job_id), folder=folder, args=argv, job=job)
+
+
+def _queue(job: CommandJob, options: SlurmOptions, folder: Path, name: str, one_task: bool = False) -> Any:
+    require_extra("submitit", "slurm", "selfsup submit")
+    import submitit
+
     if options.cluster == "slurm" and shutil.which("sbatch") is None:
         raise UserError(
             "sbatch is not on PATH: submit from a SLURM login node, or try the job here with slurm.cluster=local"
         )
-    folder = Path(options.folder or Path(cfg.output_dir) / "slurm")
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
-    executor.update_parameters(**options.executor_parameters(Path(cfg.output_dir).name))
-    job = executor.submit(PretrainJob(pretrain_args))
-    return Submitted(job_id=str(job.job_id), folder=folder, args=pretrain_args, job=job)
+    executor.update_parameters(**options.executor_parameters(name, one_task))
+    return executor.submit(job)
