@@ -23,7 +23,7 @@ commands:
   sweep run=DIR [tasks=[knn,linear]] [checkpoints=[...]] ...
                                                 evaluate every checkpoint on every task; skips finished
                                                 results and resumes interrupted ones
-  report runs=[DIR,...] [out=report/] [hours_scale=2.5 hours_label="P40 hours"] [embedding=true] ...
+  report runs=[DIR,...] [out=report/] [hours_ref=p40 | hours_scale=2.5 hours_label="P40 hours"] [embedding=true] ...
                                                 accuracy-vs-compute plots, results.csv/.md, dynamics and
                                                 t-SNE plots of evaluated runs, in one self-contained index.html
                                                 (overwrite=true: replace an earlier report in out/)
@@ -42,7 +42,7 @@ commands:
   bench [stages=[compute,loader,full]] [variants=[fp32,channels_last,bf16]] [steps=3] [memory_budget_gb=G] ...
                                                 images/s of pure compute, data path and full step; ratios,
                                                 peak memory, largest batch within a memory budget
-  study NAME [smoke=true] [out=DIR] [only=[RUN,...]] [hours_scale=X hours_label=L] [key=value ...]
+  study NAME [smoke=true] [out=DIR] [only=[RUN,...]] [hours_ref=p40 | hours_scale=X hours_label=L] [key=value ...]
                                                 a published study end to end: its pretraining runs, sweep
                                                 and report (smoke=true: minutes on a CPU; only=: those runs);
                                                 NAME is a shipped study or the path of a study .yaml
@@ -225,7 +225,7 @@ def cmd_study(args: list[str]) -> int:
     from selfsup.runs.outputs import BOOLEANS
     from selfsup.study import load_study, run_study, study_names, with_only
 
-    keys, rest = _pop_keys(args, ("experiment", "smoke", "out", "only", "hours_scale", "hours_label"))
+    keys, rest = _pop_keys(args, ("experiment", "smoke", "out", "only", "hours_scale", "hours_label", "hours_ref"))
     name = keys.get("experiment")
     if name is None:
         if not rest or "=" in rest[0]:
@@ -238,7 +238,7 @@ def cmd_study(args: list[str]) -> int:
     study = load_study(name, smoke)
     if "only" in keys:
         study = with_only(study, parse_list(keys["only"]))
-    report_keys = {k: keys[k] for k in ("hours_scale", "hours_label") if k in keys}
+    report_keys = {k: keys[k] for k in ("hours_scale", "hours_label", "hours_ref") if k in keys}
     if report_keys:
         from selfsup.report import parse_options
 

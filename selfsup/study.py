@@ -11,7 +11,7 @@ change it):
       tasks: [linear]          # evaluated on every checkpoint of every run
       checkpoints: [last]      # optional: only these checkpoints (default: all)
       overrides: []            # evaluation settings (eval.*)
-    report: {hours_scale: 1.0, hours_label: null, embedding: false}
+    report: {hours_scale: 1.0, hours_label: null, hours_ref: null, embedding: false}
     smoke:                     # smoke=true: the same pipeline in minutes on a CPU
       runs: [data=synthetic, trainer.epochs=2]     # added to every run
       per_run: {simclr: []}    # optional: added to one run
@@ -39,7 +39,7 @@ from selfsup.registry import close_matches_hint
 STUDY_DIR = Path(__file__).parent / "conf" / "study"
 SECTIONS = {"description", "runs", "sweep", "report", "smoke"}
 SMOKE_KEYS = {"runs", "per_run", "only", "tasks", "sweep", "data"}
-REPORT_KEYS = {"hours_scale", "hours_label", "embedding"}
+REPORT_KEYS = {"hours_scale", "hours_label", "hours_ref", "embedding"}
 
 
 def study_names() -> list[str]:

@@ -23,6 +23,7 @@ from selfsup.errors import UserError
 from selfsup.report import build_report
 from selfsup.report import embedding as embedding_module
 from selfsup.report.collect import METRICS, Hours, accuracy_series, dynamics_series, load_runs
+from selfsup.report.devices import device_gpu, reference_gpu
 
 matplotlib.use("Agg")  # the report draws on Agg canvases itself; this keeps anything else off a display
 
@@ -181,7 +182,7 @@ def test_plotted_points_are_each_checkpoints_cost_and_metric(runs: list[Path]):
         a: ([0.0, 1.0, 2.0], TOP1["a", "knn"]),
         b: ([0.0, 0.5, 1.0], TOP1["b", "knn"]),
     }
-    assert accuracy_series(loaded, "knn", "device-hours", hours_scale=2.5)[a] == ([0.0, 2.5, 5.0], TOP1["a", "knn"])
+    assert accuracy_series(loaded, "knn", "device-hours", Hours(2.5))[a] == ([0.0, 2.5, 5.0], TOP1["a", "knn"])
     partial_left_out = ([0.0, 1.0], TOP1["a", "linear"][:2])
     assert accuracy_series(loaded, "linear", "device-hours")[a] == partial_left_out
     assert accuracy_series(loaded, "linear", "images-seen")[b] == ([0.0, 50_000.0, 100_000.0], TOP1["b", "linear"])
@@ -189,6 +190,46 @@ def test_plotted_points_are_each_checkpoints_cost_and_metric(runs: list[Path]):
     assert list(dynamics_series(loaded, "dynamics/predictor_asymmetry")) == [b]
     assert Hours(2.5, "P40 hours").axis_label == "P40 hours (device-hours x 2.5)"
     assert Hours().axis_label == "device-hours"
+
+
+def test_hours_ref_converts_each_gpu_by_its_datasheet_rate(runs: list[Path], tmp_path: Path, capsys):
+    """Run b trained on a P40 (11.8 TFLOP/s fp32): in V100-hours (125 fp16 tensor) its hours shrink by 11.8 / 125;
+    run a trained on a CPU, which has no rate: refused in one line before anything is written."""
+    a, b = load_runs(runs)
+    v100 = Hours(reference=reference_gpu("V100"))
+    assert [v100.of(c) for c in b.checkpoints] == pytest.approx([0.0, 0.5 * 11.8 / 125, 11.8 / 125])
+    assert v100.name == "V100-hours" and "the V100's 125 fp16 tensor" in v100.axis_label
+    with pytest.raises(UserError, match=r"trained on cpu \(test\), which has no peak rate"):
+        v100.of(a.checkpoints[-1])
+    names = {
+        "Tesla P40": "p40",
+        "NVIDIA GeForce GTX 1080 Ti": "1080ti",
+        "Tesla V100-SXM2-16GB": "v100",
+        "NVIDIA A100-SXM4-40GB": "a100",
+        "NVIDIA A10": "a10",
+        "NVIDIA L40S": "l40s",
+        "NVIDIA H100 PCIe": "h100_pcie",
+        "NVIDIA H100 80GB HBM3": "h100",
+        "NVIDIA H200": "h200",
+    }
+    assert {name: getattr(device_gpu(name), "key", None) for name in names} == names
+    assert device_gpu("cpu (AMD EPYC 7B13, 2 threads)") is None
+
+    out = tmp_path / "report"
+    assert main(["report", f"runs=[{runs[1]}]", f"out={out}", "hours_ref=p40"]) == 0
+    header, _, *rows = (out / "results.md").read_text().splitlines()
+    column = [cell.strip() for cell in header.split("|")].index("P40-hours")
+    assert [cell.strip() for cell in rows[0].split("|")][column] == "1"  # a P40 run: P40-hours = its hours
+    for argv, message in [
+        ([f"runs=[{runs[0]}]", "hours_ref=p40"], "which has no peak rate in the table"),
+        ([f"runs=[{runs[1]}]", "hours_ref=p4"], "hours_ref=p4 is not a reference GPU; did you mean"),
+        ([f"runs=[{runs[1]}]", "hours_ref=p40", "hours_scale=2"], "give one of them"),
+    ]:
+        capsys.readouterr()
+        assert main(["report", *argv, f"out={tmp_path / 'refused'}"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "\n" not in err.strip()
+    assert not (tmp_path / "refused").exists()
 
 
 def test_report_writes_every_plot_and_table(report: Path):

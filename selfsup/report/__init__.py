@@ -17,13 +17,14 @@ from typing import Any
 from selfsup.errors import UserError, require_extra
 from selfsup.registry import close_matches_hint
 from selfsup.report.collect import X_AXES, Hours, load_runs
+from selfsup.report.devices import reference_gpu
 from selfsup.report.page import render_page
 from selfsup.report.plots import accuracy_plots, dynamics_plots
 from selfsup.report.tables import csv_text, markdown_table, summary_table
 from selfsup.runs.files import atomic_write_text
 from selfsup.runs.outputs import BOOLEANS, enclosing_run, overwrite_option, refuse_existing, require_directory
 
-OPTIONS = ("runs", "out", "hours_scale", "hours_label", "embedding", "checkpoint", "overwrite")
+OPTIONS = ("runs", "out", "hours_scale", "hours_label", "hours_ref", "embedding", "checkpoint", "overwrite")
 # What a report writes into out/: its tables and page, and plots (.png and .svg) named by these patterns.
 TABLES = ("results.csv", "results.md", "index.html")
 PLOT_STEMS = (*(f"*-vs-{axis}" for axis in X_AXES), "dynamics-*", "embedding-*")
@@ -55,6 +56,8 @@ def parse_options(keys: dict[str, str], rest: list[str]) -> dict[str, Any]:
             raise UserError(f"hours_scale={keys['hours_scale']} is not a number; e.g. hours_scale=2.5") from None
     if "hours_label" in keys:
         options["hours_label"] = keys["hours_label"].strip("\"'")
+    if "hours_ref" in keys:
+        options["hours_ref"] = keys["hours_ref"]
     if "embedding" in keys:
         if keys["embedding"].lower() not in BOOLEANS:
             raise UserError(f"embedding={keys['embedding']} is not a boolean; use embedding=true or embedding=false")
@@ -87,20 +90,27 @@ def build_report(
     out: Path | str = "report",
     hours_scale: float = 1.0,
     hours_label: str | None = None,
+    hours_ref: str | None = None,
     embedding: bool = False,
     checkpoint: str = "last",
     overwrite: bool = False,
 ) -> Report:
     """Write the plots (PNG + SVG), results.csv, results.md and index.html for `runs` into `out`; an earlier
-    report there is replaced only with `overwrite`."""
+    report there is replaced only with `overwrite`. `hours_ref` (a key of selfsup.report.devices) converts each
+    run's device-hours to that GPU's; `hours_scale` multiplies them instead."""
     if not (math.isfinite(hours_scale) and hours_scale > 0):
         raise UserError(f"hours_scale={hours_scale} must be a positive number (device-hours are multiplied by it)")
+    if hours_ref is not None and hours_scale != 1.0:
+        raise UserError("hours_ref and hours_scale both set the hours axis: give one of them")
+    reference = reference_gpu(hours_ref) if hours_ref is not None else None
     if embedding:
         require_extra("sklearn", "embedding", "embedding=true (t-SNE maps)")
     out = Path(out)
     check_out(out, overwrite)
     loaded = load_runs([Path(p) for p in runs])
-    hours = Hours(hours_scale, hours_label)
+    hours = Hours(hours_scale, hours_label, reference)
+    for saved in (c for run in loaded for c in run.checkpoints):
+        hours.of(saved)  # a device without a rate fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     accuracy = accuracy_plots(loaded, out, hours)
     dynamics = dynamics_plots(loaded, out)

@@ -12,6 +12,7 @@ from typing import Any
 
 from selfsup.config import load_run_config
 from selfsup.errors import UserError
+from selfsup.report.devices import ReferenceGpu, device_gpu
 
 # task -> the metrics the tables show; the first is the headline metric that the plots show
 METRICS: dict[str, tuple[str, ...]] = {
@@ -26,23 +27,47 @@ X_AXES = ("device-hours", "images-seen")
 
 @dataclass(frozen=True)
 class Hours:
-    """How the report shows compute: device-hours, or device-hours x scale under another name (P40 hours) so
-    that runs on different hardware compare on one axis."""
+    """How the report shows compute: device-hours, device-hours x scale under another name (P40 hours), or
+    each run's device-hours converted to a reference GPU's by the devices' peak rates (`hours_ref=p40`), so that
+    runs on different hardware compare on one axis."""
 
     scale: float = 1.0
     label: str | None = None
+    reference: ReferenceGpu | None = None
 
     @property
     def scaled(self) -> bool:
-        return self.scale != 1.0 or self.label is not None
+        return self.scale != 1.0 or self.label is not None or self.reference is not None
 
     @property
     def name(self) -> str:
-        return self.label or ("scaled hours" if self.scaled else "device-hours")
+        if self.label:
+            return self.label
+        if self.reference is not None:
+            return f"{self.reference.name}-hours"
+        return "scaled hours" if self.scaled else "device-hours"
 
     @property
     def axis_label(self) -> str:
+        if self.reference is not None:
+            ref = self.reference
+            return f"{self.name} (device-hours x peak TFLOP/s / the {ref.name}'s {ref.tflops:g} {ref.precision})"
         return f"{self.name} (device-hours x {self.scale:g})" if self.scaled else "device-hours"
+
+    def of(self, checkpoint: Checkpoint) -> float:
+        """The checkpoint's training cost on this axis."""
+        hours = checkpoint.device_hours
+        if self.reference is None or hours == 0:
+            return hours * self.scale
+        device = str(checkpoint.cost.get("device_name", ""))
+        gpu = device_gpu(device)
+        if gpu is None:
+            raise UserError(
+                f"hours_ref={self.reference.key}: checkpoint {checkpoint.name} was trained on "
+                f"{device or 'an unrecorded device'}, which has no peak rate in the table (selfsup.report.devices); "
+                "give the ratio yourself with hours_scale= instead"
+            )
+        return hours * gpu.tflops / self.reference.tflops
 
 
 @dataclass
@@ -208,13 +233,13 @@ def tasks_present(runs: list[Run]) -> list[str]:
     return [task for task in METRICS if task in found]
 
 
-def x_value(checkpoint: Checkpoint, axis: str, hours_scale: float = 1.0) -> float:
-    """The cost of reaching a checkpoint: device-hours (times the hours scale) or images seen."""
-    return checkpoint.device_hours * hours_scale if axis == "device-hours" else float(checkpoint.images_seen)
+def x_value(checkpoint: Checkpoint, axis: str, hours: Hours = Hours()) -> float:
+    """The cost of reaching a checkpoint: its hours on the report's axis, or images seen."""
+    return hours.of(checkpoint) if axis == "device-hours" else float(checkpoint.images_seen)
 
 
 def accuracy_series(
-    runs: list[Run], task: str, axis: str, hours_scale: float = 1.0
+    runs: list[Run], task: str, axis: str, hours: Hours = Hours()
 ) -> dict[str, tuple[list[float], list[float]]]:
     """The plotted points: per run label, (cost, headline metric) of each checkpoint with a finished result."""
     metric = METRICS[task][0]
@@ -224,7 +249,7 @@ def accuracy_series(
         for checkpoint in run.checkpoints:
             result = checkpoint.complete(task)
             if result is not None and metric in result.metrics:
-                xs.append(x_value(checkpoint, axis, hours_scale))
+                xs.append(x_value(checkpoint, axis, hours))
                 ys.append(result.metrics[metric])
         if xs:
             series[run.label] = (xs, ys)

@@ -89,7 +89,7 @@ def accuracy_title(task: str, axis: str, hours: Hours) -> str:
 
 def accuracy_figure(runs: list[Run], task: str, axis: str, hours: Hours) -> Figure | None:
     """The headline metric of `task` against compute, one marker per checkpoint; None without finished results."""
-    series = accuracy_series(runs, task, axis, hours.scale)
+    series = accuracy_series(runs, task, axis, hours)
     if not series:
         return None
     metric = METRICS[task][0]

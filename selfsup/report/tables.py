@@ -95,7 +95,7 @@ def summary_table(runs: list[Run], hours: Hours) -> tuple[list[str], list[list[s
         if c is None:
             rows.append([*identity, *[MISSING] * (len(header) - len(identity))])
             continue
-        scaled = [f"{c.device_hours * hours.scale:.3g}"] if hours.scaled else []
+        scaled = [f"{hours.of(c):.3g}"] if hours.scaled else []
         memory = f"{c.peak_memory_gb:.2f} GB"
         cost = [f"{c.device_hours:.3g}", *scaled, compact(c.images_seen), memory, duration(c.seconds_per_epoch)]
         metrics = [_metric_cell(c, task, metric) for task, metric in columns]
