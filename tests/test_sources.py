@@ -34,6 +34,7 @@ from selfsup.data.sources import (
 from selfsup.errors import UserError
 
 IMAGENET50, IMAGENET100, IMAGENET200 = (class_list(f"imagenet{n}") for n in (50, 100, 200))
+SCAN100 = class_list("imagenet100_scan")
 
 REAL_DATA = Path(os.environ.get("SELFSUP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -76,6 +77,7 @@ def test_registry_names_and_specs():
             "imagenet",
             "imagenet50",
             "imagenet100",
+            "imagenet100_scan",
             "imagenet200",
             "fashion_mnist",
             "imagefolder",
@@ -97,7 +99,8 @@ def test_registry_names_and_specs():
         96,
     )
     assert set(stl.splits) == {"train", "test", "unlabeled", "train+unlabeled"}
-    for name, k in (("imagenet", 1000), ("imagenet50", 50), ("imagenet100", 100), ("imagenet200", 200)):
+    imagenets = (("imagenet", 1000), ("imagenet50", 50), ("imagenet100", 100), ("imagenet100_scan", 100))
+    for name, k in (*imagenets, ("imagenet200", 200)):
         spec = dataset_spec(name)
         assert (spec.num_classes, spec.mean, spec.std, spec.test_split) == (
             k,
@@ -121,10 +124,12 @@ def test_unknown_split_and_option(tmp_path):
 
 
 def test_imagenet_subset_lists():
-    for wnids, k in ((IMAGENET50, 50), (IMAGENET100, 100), (IMAGENET200, 200)):
+    for wnids, k in ((IMAGENET50, 50), (IMAGENET100, 100), (SCAN100, 100), (IMAGENET200, 200)):
         assert len(wnids) == len(set(wnids)) == k
         assert all(re.fullmatch(r"n\d{8}", w) for w in wnids)
-    assert set(IMAGENET50) <= set(IMAGENET200)  # SCAN's 50 classes are among its 200
+    assert set(IMAGENET50) <= set(SCAN100) <= set(IMAGENET200)  # SCAN's subsets are nested
+    assert len(set(SCAN100) & set(IMAGENET100)) == 12  # CMC's ImageNet-100 is another selection
+    assert SCAN100[:2] == ("n01558993", "n01601694")  # SCAN's file order
     assert IMAGENET100[:3] == ("n02869837", "n01749939", "n02488291")  # CMC's file order
 
 

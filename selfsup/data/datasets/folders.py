@@ -57,6 +57,7 @@ for _name, _wnids, _num_classes in (
     ("imagenet", (), 1000),
     ("imagenet50", class_list("imagenet50"), 50),
     ("imagenet100", class_list("imagenet100"), 100),
+    ("imagenet100_scan", class_list("imagenet100_scan"), 100),
     ("imagenet200", class_list("imagenet200"), 200),
 ):
     register(DatasetSpec(_name, ("train", "val"), _num_classes, IMAGENET_MEAN, IMAGENET_STD, 224, test_split="val"))(
