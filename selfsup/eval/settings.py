@@ -17,11 +17,13 @@ from selfsup.eval.finetune import finetune_settings
 from selfsup.eval.knn import KNN_SETTINGS
 from selfsup.eval.linear import LINEAR_SETTINGS
 from selfsup.eval.segmentation import SEGMENTATION_SETTINGS
-from selfsup.settings import COUNT, POSITIVE_INT, Declaration, check_tree, optional
+from selfsup.settings import BOOL, COUNT, POSITIVE, POSITIVE_INT, Declaration, check_tree, optional
 
 MONITOR_SETTINGS: Declaration = {
     "every": COUNT,  # online kNN monitor every N pretraining epochs (0 = off)
     "val_loss_every": COUNT,
+    "online_linear": BOOL,  # a linear classifier trained alongside pretraining, scored with the kNN monitor
+    "online_linear_lr": POSITIVE,
     "batch_size": POSITIVE_INT,  # feature extraction
     "train_subset": optional(POSITIVE_INT),  # the kNN bank / linear train set
 }

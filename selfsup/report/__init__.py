@@ -27,7 +27,7 @@ from selfsup.runs.outputs import BOOLEANS, enclosing_run, overwrite_option, refu
 OPTIONS = ("runs", "out", "hours_scale", "hours_label", "hours_ref", "embedding", "checkpoint", "overwrite")
 # What a report writes into out/: its tables and page, and plots (.png and .svg) named by these patterns.
 TABLES = ("results.csv", "results.md", "index.html")
-PLOT_STEMS = (*(f"*-vs-{axis}" for axis in X_AXES), "dynamics-*", "embedding-*")
+PLOT_STEMS = (*(f"*-vs-{axis}" for axis in X_AXES), "dynamics-*", "monitor-*", "embedding-*")
 
 
 @dataclass

@@ -23,6 +23,9 @@ METRICS: dict[str, tuple[str, ...]] = {
     "segmentation": ("miou",),
 }
 X_AXES = ("device-hours", "images-seen")
+# metrics.jsonl measures drawn against the training step: training dynamics, and the online monitors (kNN,
+# linear probe) scored during pretraining
+CURVE_PREFIXES = ("dynamics/", "monitor/")
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class Run:
     epochs: int
     test_split: str
     checkpoints: list[Checkpoint]  # in training order
-    dynamics: list[dict[str, Any]]  # metrics.jsonl records holding dynamics/* values
+    dynamics: list[dict[str, Any]]  # metrics.jsonl records holding dynamics/* or monitor/* (online kNN, linear) values
     label: str = ""  # legend text, unique among the report's runs
 
     @property
@@ -201,7 +204,7 @@ def load_run(path: Path, name: str) -> Run:
         epochs=int(cfg.trainer.epochs),
         test_split=str(cfg.data.test_split),
         checkpoints=checkpoints,
-        dynamics=[r for r in read_jsonl(path / "metrics.jsonl") if any(k.startswith("dynamics/") for k in r)],
+        dynamics=[r for r in read_jsonl(path / "metrics.jsonl") if any(k.startswith(CURVE_PREFIXES) for k in r)],
     )
 
 
@@ -257,14 +260,14 @@ def accuracy_series(
 
 
 def dynamics_keys(runs: list[Run]) -> list[str]:
-    """The scalar dynamics/* measures recorded by any run, in the order first seen."""
+    """The scalar dynamics/* and monitor/* measures recorded by any run, in the order first seen."""
     keys: dict[str, None] = {}
     for run in runs:
         for record in run.dynamics:
             keys.update(
                 (k, None)
                 for k, v in record.items()
-                if k.startswith("dynamics/") and isinstance(v, (int, float)) and not isinstance(v, bool)
+                if k.startswith(CURVE_PREFIXES) and isinstance(v, (int, float)) and not isinstance(v, bool)
             )
     return list(keys)
 

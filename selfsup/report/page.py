@@ -66,7 +66,7 @@ def render_page(
     sections = [
         ("Accuracy against compute", "".join(map(figure_html, accuracy)) or "<p>No finished results to plot.</p>"),
         ("Results at each run's newest evaluated checkpoint", table_html(*table)),
-        ("Training dynamics", "".join(map(figure_html, dynamics))),
+        ("Training dynamics and online monitors", "".join(map(figure_html, dynamics))),
         ("Embeddings", "".join(map(figure_html, embeddings))),
     ]
     body = "".join(f"<section><h2>{title}</h2>{html}</section>" for title, html in sections if html)

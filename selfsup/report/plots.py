@@ -147,15 +147,18 @@ def spectra_figure(runs: list[Run]) -> Figure | None:
 
 
 def dynamics_plots(runs: list[Run], out: Path) -> list[Plot]:
-    """`dynamics-<measure>` per scalar dynamics/* measure and `dynamics-spectra` for predictor runs."""
+    """`dynamics-<measure>` per scalar dynamics/* measure, `monitor-<measure>` per online monitor (kNN and
+    linear-probe accuracy during pretraining), and `dynamics-spectra` for predictor runs."""
     plots = []
     for key in dynamics_keys(runs):
-        measure = key.removeprefix("dynamics/")
+        prefix, measure = key.split("/", 1)
         words = measure.replace("_", " ")
+        if prefix == "monitor":  # knn_top1 -> online kNN top1
+            words = f"online {words.replace('knn', 'kNN')}"
         fig = line_figure(
             dynamics_series(runs, key), run_colors(runs), f"{words} during pretraining", "training step", words, "."
         )
-        plots.append(save(fig, out, f"dynamics-{measure}", f"{words} against training step"))
+        plots.append(save(fig, out, f"{prefix}-{measure}", f"{words} against training step"))
     fig = spectra_figure(runs)
     if fig is not None:
         plots.append(save(fig, out, "dynamics-spectra", "eigenvalue spectra of the predictor and of F, last record"))

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from selfsup.analysis.dynamics import dynamics_record
 from selfsup.config import save_config
-from selfsup.data.loader import DeviceCropLoader, resolve_num_workers
+from selfsup.data.loader import DeviceCropLoader, dataset_labels, resolve_num_workers
 from selfsup.data.pipeline import data_pipeline, device_views, views_channels_last
 from selfsup.data.views import split_mean_std, views_config
 from selfsup.errors import UserError
@@ -75,6 +75,7 @@ from selfsup.train.guards import (
     state_bytes,
     weights_finite,
 )
+from selfsup.train.online_probe import OnlineLinearProbe
 from selfsup.train.rng import capture_rng, restore_rng
 from selfsup.train.run_settings import check_changes, record_segment, setting_changes
 from selfsup.train.val_loss import ValidationLoss
@@ -209,7 +210,8 @@ class KnnMonitor:
         self.train = labeled_split(cfg.data, "eval_train_split", cfg.views.crop_size, cfg.eval.train_subset, cfg.seed)
         self.test = labeled_split(cfg.data, "test_split", cfg.views.crop_size)
 
-    def __call__(self, backbone: torch.nn.Module) -> dict[str, float]:
+    def __call__(self, backbone: torch.nn.Module, probe: OnlineLinearProbe | None = None) -> dict[str, float]:
+        """kNN top-1/top-5 of `backbone`, and the online linear probe's top-1/top-5 on the same test features."""
         kwargs = dict(
             mean=self.mean,
             std=self.std,
@@ -231,7 +233,28 @@ class KnnMonitor:
             k=self.cfg.eval.knn.k,
             temperature=self.cfg.eval.knn.temperature,
         )
-        return {"knn_top1": float(result["top1"]), "knn_top5": float(result["top5"])}
+        scores = {"knn_top1": float(result["top1"]), "knn_top5": float(result["top5"])}
+        if probe is not None:
+            linear = probe.score(test.features, test.labels)
+            scores.update(linear_top1=float(linear["top1"]), linear_top5=float(linear["top5"]))
+        return scores
+
+
+def online_probe(cfg: DictConfig, method: Method, dataset: Any, fabric: Fabric) -> OnlineLinearProbe | None:
+    """eval.online_linear's classifier over the representation's features and the pretraining data's classes;
+    None (with a note) when that data has no labels."""
+    labels = dataset_labels(dataset)
+    if not (labels >= 0).any():
+        note(fabric, f"online linear probe off: the pretraining split of data={cfg.data.name} has no labels")
+        return None
+    representation = method.representation()
+    was_training = representation.training
+    representation.eval()
+    with torch.no_grad():  # the feature width, from one eval-mode forward (no statistic or RNG touched)
+        size = cfg.views.crop_size
+        dim = representation(torch.zeros(2, 3, size, size, device=fabric.device)).shape[1]
+    representation.train(was_training)
+    return OnlineLinearProbe(dim, int(labels.max()) + 1, cfg.eval.online_linear_lr, fabric.device, cfg.seed)
 
 
 def pretrain(cfg: DictConfig) -> Path:
@@ -241,6 +264,8 @@ def pretrain(cfg: DictConfig) -> Path:
     leaves no directory behind: a refused run never changes the output. The run's lock is held until then,
     and a start refused because another process holds it removes nothing."""
     check_eval_settings(cfg)  # the online monitors' settings, before the run directory is touched
+    if cfg.eval.online_linear and not cfg.eval.every:
+        raise UserError("eval.online_linear is scored with the kNN monitor: set eval.every > 0 (e.g. eval.every=10)")
     out = Path(cfg.output_dir)
     fresh = not out.exists()
     with contextlib.ExitStack() as held:
@@ -283,6 +308,7 @@ class Run:
     progress: Progress
     log: MetricsLog
     monitor: KnnMonitor | None  # rank 0 of a run on labelled data with eval.every > 0
+    autocast: torch.dtype | None  # the precision's autocast dtype (None: fp32)
     validation: ValidationLoss | None  # eval.val_loss_every > 0
     first_nonfinite: FirstNonfinite
 
@@ -353,12 +379,13 @@ def setup_run(cfg: DictConfig, held: contextlib.ExitStack) -> Run | None:
     cost.flops_per_image = measure_flops(method, cfg)
     compiled = compile_backbones(method, t.compile)
     model, optimizer = fabric.setup(method, optimizer)
+    probe = online_probe(cfg, method, dataset, fabric) if online_knn and cfg.eval.online_linear else None
     warmup_steps, warmup_note = bounded_warmup(int(cfg.optim.warmup_epochs * steps_per_epoch), total_steps)
     if warmup_note:
         note(fabric, f"optim.warmup_epochs={cfg.optim.warmup_epochs}: {warmup_note}")
 
     # ---- resume ----------------------------------------------------------------------------------------
-    progress = Progress(cost=cost)
+    progress = Progress(cost=cost, probe=probe)
     resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
     if resumed is not None:
         state, path = resumed
@@ -402,6 +429,7 @@ def setup_run(cfg: DictConfig, held: contextlib.ExitStack) -> Run | None:
         log=MetricsLog(out, is_main, after_step=progress.step),
         monitor=monitor,
         validation=validation,
+        autocast=autocast,
         first_nonfinite=FirstNonfinite(),
     )
 
@@ -430,7 +458,7 @@ def train_epochs(run: Run) -> None:
             batches = iter(run.loader)
             rolled_back = False
             for _ in range(run.steps_per_epoch - done_in_epoch):
-                lr, views, out_step = forward_backward(run, batches, step)
+                lr, views, labels, out_step = forward_backward(run, batches, step)
                 if t.grad_clip is not None:  # the global norm, after fp16's unscaling (fabric does both)
                     fabric.clip_gradients(run.model, run.optimizer, max_norm=t.grad_clip)
                 bad = guarded_optimizer_step(run.optimizer, run.method, t.nonfinite, run.first_nonfinite, step)
@@ -445,6 +473,8 @@ def train_epochs(run: Run) -> None:
                 progress.skips = 0
                 run.optimizer.zero_grad(set_to_none=True)
                 run.method.after_optimizer_step(step, run.total_steps)
+                if run.progress.probe is not None:
+                    run.progress.probe.step(run.method.representation(), views[0], labels, run.autocast)
                 step += 1
                 progress.step = step
                 window_images += t.batch_size
@@ -486,9 +516,11 @@ def train_epochs(run: Run) -> None:
     fabric.print(f"finished {progress.step} steps; run directory: {run.out}")
 
 
-def forward_backward(run: Run, batches: Any, step: int) -> tuple[float, list[torch.Tensor], dict[str, Any]]:
+def forward_backward(
+    run: Run, batches: Any, step: int
+) -> tuple[float, list[torch.Tensor], torch.Tensor, dict[str, Any]]:
     """One optimizer step's forward and backward passes (trainer.accumulate micro-batches) at the step's lr;
-    returns the lr, the last micro-batch's views and the method's outputs for it."""
+    returns the lr, the last micro-batch's views and labels, and the method's outputs for it."""
     t = run.cfg.trainer
     lr = warmup_cosine(step, run.total_steps, run.warmup_steps, run.peak_lr, run.cfg.optim.final_lr)
     lr *= run.progress.lr_scale
@@ -499,12 +531,12 @@ def forward_backward(run: Run, batches: Any, step: int) -> tuple[float, list[tor
         scale_weight_decay(run.optimizer, wd / optim.weight_decay)
     schedule = Schedule(step, run.total_steps, run.steps_per_epoch)
     for micro in range(t.accumulate):
-        batch, _labels = next(batches)
+        batch, labels = next(batches)
         views = device_views(batch, run.augment, run.fabric.device, run.channels_last)
         with run.fabric.no_backward_sync(run.model, enabled=micro < t.accumulate - 1):
             out_step = run.model(views, schedule=schedule)
             run.fabric.backward(out_step["loss"] / t.accumulate)
-    return lr, views, out_step
+    return lr, views, labels, out_step
 
 
 def log_step(run: Run, step: int, epoch: int, out_step: dict[str, Any], lr: float, rate: float) -> float:
@@ -548,8 +580,10 @@ def end_of_epoch(run: Run, step: int) -> None:
     if val_loss is not None:
         record["val/loss"] = val_loss
     if run.monitor is not None and (epoch % cfg.eval.every == 0 or finished) and epoch_done:
-        record.update({f"monitor/{k}": v for k, v in run.monitor(run.method.representation()).items()})
-        note(run.fabric, f"epoch {epoch}: kNN top-1 {record['monitor/knn_top1']:.2f}%")
+        scores = run.monitor(run.method.representation(), run.progress.probe)
+        record.update({f"monitor/{k}": v for k, v in scores.items()})
+        linear = f", online linear top-1 {scores['linear_top1']:.2f}%" if "linear_top1" in scores else ""
+        note(run.fabric, f"epoch {epoch}: kNN top-1 {scores['knn_top1']:.2f}%{linear}")
     run.log.write(step, record)
 
 
@@ -636,6 +670,7 @@ class Progress:
     """Where a run stands and what it has spent: what a checkpoint restores besides weights and optimizer."""
 
     cost: CostRecord
+    probe: OnlineLinearProbe | None = None  # eval.online_linear: saved and restored with the run
     step: int = 0
     lr_scale: float = 1.0  # lowered by every non-finite rollback
     skips: int = 0  # non-finite steps skipped in a row
@@ -655,6 +690,7 @@ class Progress:
             "rng": capture_rng(),
             "cost": self.cost.as_dict(),
             "config": OmegaConf.to_container(cfg),
+            **({"online_linear": self.probe.state_dict()} if self.probe is not None else {}),
             **provenance.source(),
         }
 
@@ -671,6 +707,8 @@ class Progress:
             self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
         if "rng" in state:
             restore_rng(state["rng"])
+        if self.probe is not None and "online_linear" in state:  # a run that turns the probe on starts it afresh
+            self.probe.load_state_dict(state["online_linear"])
 
     def on_nonfinite(
         self, trainer: DictConfig, step: int, good: Path | None, bad: str = "gradients or buffers"
