@@ -15,11 +15,12 @@ USAGE = """selfsup COMMAND [key=value ...]
 commands:
   pretrain  key=value ...                       pretrain a backbone (resumes when output_dir has last.pt;
                                                 resume=changed: with settings other than it was trained with)
-  eval TASK run=DIR [checkpoint=last] [baseline=epoch-0000] ...
+  eval TASK run=DIR [checkpoint=last] [baseline=epoch-0000] [model=FILE] ...
                                                 evaluate one checkpoint; TASK is knn | linear (frozen
                                                 features) | finetune | detection | segmentation (transfer);
                                                 baseline= also scores that checkpoint (epoch-0000: the
-                                                random init) and prints the gain over it
+                                                random init) and prints the gain over it; model= scores a
+                                                kept fine-tuned, detection or segmentation model as is
   sweep run=DIR [tasks=[knn,linear]] [checkpoints=[...]] ...
                                                 evaluate every checkpoint on every task; skips finished
                                                 results and resumes interrupted ones
@@ -112,7 +113,7 @@ def cmd_eval(args: list[str]) -> None:
     if not args or "=" in args[0]:
         raise UserError(f"say which evaluation: selfsup eval {'|'.join(TASKS)} run=DIR")
     task, rest = args[0], args[1:]
-    keys, overrides = _pop_keys(rest, ("run", "checkpoint", "features", "baseline"))
+    keys, overrides = _pop_keys(rest, ("run", "checkpoint", "features", "baseline", "model"))
     if "features" in keys:
         return eval_features(task, keys["features"], overrides)
     if "run" not in keys:
@@ -121,13 +122,14 @@ def cmd_eval(args: list[str]) -> None:
         from selfsup.runs.checkpoint import resolve_checkpoint
 
         resolve_checkpoint(Path(keys["run"]), keys["baseline"])
-    result = evaluate(task, Path(keys["run"]), keys.get("checkpoint", "last"), overrides)
+    model = Path(keys["model"]) if "model" in keys else None
+    result = evaluate(task, Path(keys["run"]), keys.get("checkpoint", "last"), overrides, model)
     dataset = result["dataset"]
     where = f"{dataset.get('name', dataset.get('format', ''))} {dataset.get('test_split', '')}".strip()
     print(f"{task} on {where}: {format_metrics(result['metrics'])}")
     if not result["complete"]:
         print("partial: training stopped at its chunk; run the same command to continue")
-    print(f"checkpoint {result['checkpoint']['path']} -> {result['path']}")
+    print(f"{'model ' + str(model) if model else 'checkpoint ' + result['checkpoint']['path']} -> {result['path']}")
     if "baseline" in keys:
         base = evaluate(task, Path(keys["run"]), keys["baseline"], overrides)
         print(f"{task} of {base['checkpoint']['path']}: {format_metrics(base['metrics'])} -> {base['path']}")

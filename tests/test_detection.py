@@ -151,6 +151,11 @@ def test_detection_map_perfect_predictions_score_100() -> None:
     for key in ("map", "map_50", "map_75"):
         assert result[key] == pytest.approx(100.0)
     assert result["map_per_class"] == pytest.approx({"cat": 100.0, "dog": 100.0})
+    # every box is under 32 x 32 px: AP of small objects only; sizes without ground truth are left out
+    assert result["map_small"] == pytest.approx(100.0) and not {"map_medium", "map_large"} & set(result)
+    large = [_truth([[0, 0, 10, 10], [0, 0, 200, 100]], [1, 1])]
+    missed = detection_map([_pred([[0, 0, 200, 100]], [1], [1.0])], large)  # the large box found, the small not
+    assert (missed["map_small"], missed["map_large"]) == pytest.approx((0.0, 100.0))
 
 
 def test_detection_map_hand_computed_cases() -> None:
@@ -327,7 +332,11 @@ def test_chunked_training_resumes_and_constant_lr(tmp_path: Path) -> None:
     assert not first.complete and first.extra["epochs_trained"] == 1
     state = torch.load(state_path, weights_only=True)
     assert state["epoch"] == 1 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)  # epoch 1's
-    assert set(first.metrics) == {"map", "map_50", "map_75"}
+    assert (
+        {"map", "map_50", "map_75"}
+        <= set(first.metrics)
+        <= {"map", "map_50", "map_75", "map_small", "map_medium", "map_large"}
+    )
     assert all(0 <= v <= 100 for v in first.metrics.values())
     assert first.dataset["classes"] == ["person"] and first.dataset["train_size"] == 2
     assert first.params["chunk_epochs"] == 1

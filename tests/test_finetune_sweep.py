@@ -191,7 +191,8 @@ def test_runs_saved_before_the_transfer_tasks_existed_are_still_evaluable(run: P
 
 def test_sweep_runs_every_transfer_task_through_the_cli(run: Path, tmp_path: Path, capsys, one_thread):
     """The wiring end to end: `selfsup sweep` on VOC-segmentation and Penn-Fudan fixtures in their on-disk
-    formats, with tiny settings; each task writes a complete result with provenance and drops its state."""
+    formats, with tiny settings; each task writes a complete result with provenance, drops its state and keeps
+    its model, which `selfsup eval TASK model=` scores to the same numbers without training."""
     write_voc(tmp_path / "voc")
     pennfudan, _ = write_pennfudan(tmp_path / "PennFudanPed")
     tiny = [
@@ -223,3 +224,26 @@ def test_sweep_runs_every_transfer_task_through_the_cli(run: Path, tmp_path: Pat
         assert result["checkpoint"]["sha256"] and result["cost"]["images_seen"] == 128 and result["git_commit"]
         assert not (run / "eval" / "epoch-0002" / f"{task}-state.pt").exists()
     assert main(args) == 0 and capsys.readouterr().out.count("skipped") == 3
+
+    # Each finished training kept its model; scoring the kept model (no training) gives the same numbers.
+    for task in ("finetune", "detection", "segmentation"):
+        kept = run / "eval" / "epoch-0002" / task / "model.safetensors"
+        assert main(["eval", task, f"run={run}", "checkpoint=epoch-0002", f"model={kept}", *tiny]) == 0
+        trained = json.loads((run / "eval" / "epoch-0002" / f"{task}.json").read_text())
+        scored = json.loads((kept.parent / "model-score.json").read_text())
+        trained["metrics"].pop("train_loss", None)  # fine-tuning's last training loss: no training here
+        assert scored["metrics"] == trained["metrics"] and scored["model"]["path"] == str(kept)
+        assert scored["extra"].get("epochs_trained", 0) == 0  # nothing was trained
+    assert "model " in capsys.readouterr().out
+    detector = run / "eval" / "epoch-0002" / "detection" / "model.safetensors"
+    for argv, message in [
+        (["eval", "segmentation", f"model={detector}"], "is not a kept segmentation model (task: detection)"),
+        (["eval", "knn", f"model={detector}"], "knn keeps none"),
+        (["eval", "detection", f"model={tmp_path / 'none.safetensors'}"], "does not exist"),
+        (
+            ["eval", "detection", f"model={detector}", "eval.detection.architecture=c4"],
+            "does not fit the detection model",
+        ),
+    ]:
+        assert main([*argv[:2], f"run={run}", "checkpoint=epoch-0002", *argv[2:], *tiny]) == 2
+        assert message in capsys.readouterr().err

@@ -300,7 +300,9 @@ def detection_map(
     ):
         if ap >= 0:  # -1: the class has no ground truth
             per_class[class_names[label - 1] if class_names else str(label)] = 100 * ap
-    return {**{k: 100 * float(result[k]) for k in ("map", "map_50", "map_75")}, "map_per_class": per_class}
+    # AP of small (< 32^2 px), medium and large (> 96^2 px) objects: -1 (left out) when a size has no ground truth
+    sizes = {k: 100 * float(result[k]) for k in ("map_small", "map_medium", "map_large") if float(result[k]) >= 0}
+    return {**{k: 100 * float(result[k]) for k in ("map", "map_50", "map_75")}, **sizes, "map_per_class": per_class}
 
 
 # ----------------------------------------------------------------------------------------------------------

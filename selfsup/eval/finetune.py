@@ -195,7 +195,7 @@ def run(job: TransferJob) -> TaskResult:
     scores, labels = predict(model, test_loader, device, job.autocast)
     return TaskResult(
         complete=trained.complete,
-        metrics={**topk_accuracy(scores, labels), "train_loss": history[-1]},
+        metrics={**topk_accuracy(scores, labels), **({"train_loss": history[-1]} if history else {})},
         params={**OmegaConf.to_container(section), "effective_lr": lr, "crop_size": crop_size},
         dataset={
             "name": data.name,

@@ -19,7 +19,13 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from selfsup.errors import UserError
-from selfsup.eval.transfer import TransferJob, load_training_state, save_training_state
+from selfsup.eval.transfer import (
+    TransferJob,
+    load_downstream_model,
+    load_training_state,
+    save_downstream_model,
+    save_training_state,
+)
 
 LrFactor = Callable[[int, int], float]  # (epoch, step of the whole training) -> multiplier of each group's base_lr
 
@@ -63,6 +69,9 @@ def fine_tune(
 
     `batches(epoch)` yields that epoch's batches (seeded by the epoch, so a resumed epoch sees the same
     data); `loss(batch)` is the task's loss, computed under the run's autocast."""
+    if job.model_weights is not None:  # score a kept model: no training, no state touched
+        load_downstream_model(job, task, model)
+        return Trained(history=[], epochs_trained=0, complete=True)
     state = load_training_state(job, task)
     start, history = 0, []
     if state is not None:
@@ -91,4 +100,7 @@ def fine_tune(
         history.append(mean_loss)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
         save_training_state(job, task, {**state, "history": history})
-    return Trained(history=history, epochs_trained=max(start, end), complete=max(start, end) >= epochs)
+    complete = max(start, end) >= epochs
+    if complete:
+        save_downstream_model(job, task, model)
+    return Trained(history=history, epochs_trained=max(start, end), complete=complete)

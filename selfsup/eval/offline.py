@@ -146,9 +146,12 @@ def feature_task(
     return TaskResult(metrics=scores, params=params, dataset=dataset)
 
 
-def transfer_task(task: str, cfg: DictConfig, method: Method, out_dir: Path, device: torch.device) -> TaskResult:
+def transfer_task(
+    task: str, cfg: DictConfig, method: Method, out_dir: Path, device: torch.device, model: Path | None = None
+) -> TaskResult:
     """Fine-tuning, detection or segmentation of the pretrained backbone (tasks import torchvision heads
-    and pycocotools, so each is imported only when asked for)."""
+    and pycocotools, so each is imported only when asked for). A finished training keeps its model in
+    out_dir/<task>/model.safetensors; `model` scores such a kept model instead of training."""
     module = importlib.import_module(TRANSFER_TASKS[task])
     job = TransferJob(
         cfg=cfg,
@@ -157,19 +160,36 @@ def transfer_task(task: str, cfg: DictConfig, method: Method, out_dir: Path, dev
         device=device,
         state_path=out_dir / f"{task}-state.pt",
         progress=cfg.trainer.progress,
+        model_path=kept_model_path(out_dir, task),
+        model_weights=model,
     )
     return module.run(job)
 
 
-def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list[str] | None = None) -> dict[str, Any]:
+def kept_model_path(out_dir: Path, task: str) -> Path:
+    """Where a finished transfer training keeps its model: eval/<checkpoint>/<task>/model.safetensors."""
+    return out_dir / task / "model.safetensors"
+
+
+def evaluate(
+    task: str,
+    run_dir: Path,
+    checkpoint: str = "last",
+    overrides: list[str] | None = None,
+    model: Path | None = None,
+) -> dict[str, Any]:
     """Evaluate one checkpoint of a run on `task` and write `eval/<checkpoint>/<task>.json`.
 
     A transfer task that stops at `chunk_epochs` writes its result with `complete: false` and keeps its
-    state; the same command continues it."""
+    state; the same command continues it. With `model` (a kept transfer model) nothing is trained: that
+    model is scored on the test split these settings name, and the result goes beside it as
+    `<model>-score.json`."""
     if task not in TASKS:
         raise UserError(
             f"unknown evaluation {task!r}{close_matches_hint(task, list(TASKS))}; choose one of {', '.join(TASKS)}"
         )
+    if model is not None and task in FEATURE_TASKS:
+        raise UserError(f"model= scores a kept {' | '.join(TRANSFER_TASKS)} model; {task} keeps none")
     run_dir = Path(run_dir)
     cfg = evaluation_config(run_dir, overrides or [])
     ckpt_path = resolve_checkpoint(run_dir, checkpoint)
@@ -181,7 +201,7 @@ def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list
     if task in FEATURE_TASKS:
         outcome = feature_task(task, cfg, method, ckpt_hash, out_dir, device)
     else:
-        outcome = transfer_task(task, cfg, method, out_dir, device)
+        outcome = transfer_task(task, cfg, method, out_dir, device, model)
     result = {
         "task": task,
         "complete": outcome.complete,
@@ -197,9 +217,11 @@ def evaluate(task: str, run_dir: Path, checkpoint: str = "last", overrides: list
         **source(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = out_dir / f"{task}.json"
+    if model is not None:
+        result["model"] = {"path": str(model), "sha256": file_sha256(model)}
+    path = model.with_name(f"{model.stem}-score.json") if model is not None else out_dir / f"{task}.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    if outcome.complete:
+    if outcome.complete and model is None:
         (out_dir / f"{task}-state.pt").unlink(missing_ok=True)
     result["path"] = str(path)
     return result

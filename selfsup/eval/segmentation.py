@@ -299,7 +299,11 @@ def run(job: TransferJob) -> TaskResult:
     losses = trained.history
     scores = segmentation_scores(confusion_matrix(model, test_set, mean, std, job.device, num_workers, job.progress))
     return TaskResult(
-        metrics={"miou": scores["miou"], "pixel_acc": scores["pixel_acc"], "train_loss": losses[-1]},
+        metrics={
+            "miou": scores["miou"],
+            "pixel_acc": scores["pixel_acc"],
+            **({"train_loss": losses[-1]} if losses else {}),
+        },
         params=params,
         dataset={
             "name": "voc2012",

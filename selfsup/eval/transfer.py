@@ -8,6 +8,8 @@ training state in `job.state_path` through `save_training_state` / `load_trainin
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
 from selfsup.precision import autocast_dtype, resolve_precision
-from selfsup.runs.files import atomic_torch_save, load_tensors
+from selfsup.runs.files import atomic_torch_save, load_tensors, temp_sibling
 
 
 @dataclass
@@ -29,6 +31,8 @@ class TransferJob:
     device: torch.device
     state_path: Path  # eval/<checkpoint>/<task>-state.pt: saved every epoch, removed by the caller when done
     progress: bool = True
+    model_path: Path | None = None  # where a finished training keeps its model; None: not kept
+    model_weights: Path | None = None  # a kept model to score instead of training one (`selfsup eval TASK model=`)
 
     @property
     def autocast(self) -> torch.dtype | None:
@@ -50,7 +54,8 @@ class TaskResult:
 RESUMABLE_CHANGES = ("epochs", "chunk_epochs", "num_workers", "constant_lr_after", "constant_lr")
 
 
-def _resume_settings(job: TransferJob, task: str) -> dict[str, Any]:
+def resume_settings(job: TransferJob, task: str) -> dict[str, Any]:
+    """The task's settings that one training must keep from start to end (and that a kept model records)."""
     section = OmegaConf.to_container(job.cfg.eval[task], resolve=True)
     return {k: v for k, v in section.items() if k not in RESUMABLE_CHANGES}
 
@@ -62,7 +67,7 @@ def load_training_state(job: TransferJob, task: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     state = load_tensors(path, f"cannot resume {task} training from {{path}} ({{error}}); delete it to start over")
-    saved, now = state.get("settings", {}), _resume_settings(job, task)
+    saved, now = state.get("settings", {}), resume_settings(job, task)
     changed = sorted(k for k in now if saved.get(k) != now[k])
     if changed:
         key = changed[0]
@@ -75,4 +80,48 @@ def load_training_state(job: TransferJob, task: str) -> dict[str, Any] | None:
 
 def save_training_state(job: TransferJob, task: str, state: dict[str, Any]) -> None:
     """Atomically save the state after an epoch, with the settings a resume must match."""
-    atomic_torch_save({**state, "settings": _resume_settings(job, task)}, job.state_path)
+    atomic_torch_save({**state, "settings": resume_settings(job, task)}, job.state_path)
+
+
+def save_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None:
+    """A finished training's model as safetensors at job.model_path (tensors shared between modules stored
+    once), with the task and its settings in the metadata; written atomically."""
+    from safetensors.torch import save_model
+
+    if job.model_path is None:
+        return
+    job.model_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temp_sibling(job.model_path)
+    os.close(fd)
+    try:
+        save_model(model, tmp, metadata={"selfsup_task": task, "settings": json.dumps(resume_settings(job, task))})
+        os.replace(tmp, job.model_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None:
+    """Load the kept model job.model_weights into `model` (the one these settings build), every key and shape
+    matching; a file of another task or architecture is refused in one line."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_model
+
+    path = job.model_weights
+    assert path is not None
+    if not path.is_file():
+        raise UserError(f"model={path} does not exist: give a model.safetensors kept by `selfsup eval {task}`")
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"model={path} is not a readable safetensors file ({err})") from None
+    if metadata.get("selfsup_task") != task:
+        raise UserError(f"model={path} is not a kept {task} model (task: {metadata.get('selfsup_task', 'none')})")
+    try:
+        load_model(model, str(path), strict=True)
+    except RuntimeError as err:
+        saved, now = json.loads(metadata.get("settings", "{}")), resume_settings(job, task)
+        changed = [f"eval.{task}.{k}={saved[k]!r} (now {now.get(k)!r})" for k in saved if saved[k] != now.get(k)]
+        why = f"it was trained with {', '.join(changed[:3])}" if changed else str(err).splitlines()[0]
+        raise UserError(f"model={path} does not fit the {task} model these settings build: {why}") from None
