@@ -18,6 +18,7 @@ from selfsup.analysis.dynamics import (
     eigenspace_alignment,
     eigenvector_cosines,
     embedding_std,
+    predictor_jacobian,
     uniformity,
 )
 from selfsup.cli import main
@@ -105,6 +106,51 @@ def test_dynamics_record_of_a_linear_predictor_method_and_bn_statistics_untouche
     assert record["dynamics/commutator"] == pytest.approx(0.0, abs=1e-4)
     assert record["dynamics/predictor_asymmetry"] == pytest.approx(0.0, abs=1e-6)
     assert 1.0 <= record["dynamics/effective_rank"] <= 16
+
+
+def test_the_jacobian_of_a_predictor_matches_finite_differences():
+    """The linearisation of an MLP predictor (Linear-BN-ReLU-Linear in eval mode) at the batch mean, against
+    central differences in float64; for a linear layer it is the weight itself."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(6, 6).double()
+    z = torch.randn(32, 6, dtype=torch.float64)
+    torch.testing.assert_close(predictor_jacobian(linear, z), linear.weight.detach(), atol=1e-12, rtol=0)
+
+    cfg = load_config(
+        ["method=byol", "views.crop_size=16", "method.proj_output_dim=6", "method.predictor.hidden_dim=8"]
+    )
+    mlp = build_model(cfg).predictor.eval()
+    with torch.no_grad():  # BN running statistics away from their initial 0 / 1, so that eval mode matters
+        mlp[1].running_mean.uniform_(-0.5, 0.5)
+        mlp[1].running_var.uniform_(0.5, 2.0)
+    centre, h = z.mean(0), 1e-5
+    mlp64 = mlp.double()
+    columns = []
+    for i in range(6):
+        step = torch.zeros(6, dtype=torch.float64)
+        step[i] = h
+        columns.append((mlp64((centre + step)[None]) - mlp64((centre - step)[None]))[0] / (2 * h))
+    reference = torch.stack(columns, dim=1)
+    with torch.no_grad():  # as dynamics_record calls it
+        jacobian = predictor_jacobian(mlp64, z)
+    torch.testing.assert_close(jacobian, reference, atol=1e-6, rtol=1e-6)
+
+
+def test_dynamics_record_of_an_mlp_predictor_method_linearises_it():
+    cfg = load_config(["method=byol", "views.crop_size=16", "method.proj_hidden_dim=32", "method.proj_output_dim=8"])
+    cfg.method.predictor.hidden_dim = 16
+    method = build_model(cfg)
+    method.train()
+    views = [torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)]
+    method(views)
+    running = method.predictor[1].running_mean.clone()
+    record = dynamics_record(method, views)
+    assert torch.equal(method.predictor[1].running_mean, running) and method.training
+    for key in ("predictor_eigenvalues", "correlation_eigenvalues", "eigenvector_cosines"):
+        assert len(record[f"dynamics/{key}"]) == 8
+    assert all(0 <= c <= 1 + 1e-9 for c in record["dynamics/eigenvector_cosines"])
+    assert min(record["dynamics/correlation_eigenvalues"]) > -1e-6  # F = E[z z^T] is PSD
+    assert 0 < record["dynamics/predictor_asymmetry"]  # an MLP's Jacobian is not symmetric
 
 
 def test_pretraining_logs_dynamics_every_n_steps(tmp_path: Path):

@@ -236,6 +236,7 @@ def test_report_writes_every_plot_and_table(report: Path):
     stems = [f"{task}-vs-{axis}" for task in ("knn", "linear") for axis in ("device-hours", "images-seen")]
     measures = ["effective_rank", "embedding_std", "alignment", "uniformity", "predictor_asymmetry", "spectra"]
     stems += [f"dynamics-{m}" for m in measures] + ["embedding-a", "embedding-b"]
+    stems += ["dynamics-trajectories-b"]  # b has a predictor: its eigenvalue trajectories
     expected = {f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")}
     written = {p.name for p in report.iterdir()}
     assert written == expected | {"results.csv", "results.md", "index.html"}
@@ -271,7 +272,7 @@ def test_html_is_one_self_contained_page_in_order(report: Path):
     page = (report / "index.html").read_text()
     without_images = re.sub(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', "", page)
     assert "http" not in without_images and "src=" not in without_images and "<script" not in without_images
-    assert page.count('src="data:image/png;base64,') == 12
+    assert page.count('src="data:image/png;base64,') == 13  # 4 accuracy, 6 dynamics, b's trajectories, 2 embeddings
     order = ["knn-vs-device-hours.png", "<table>", "dynamics-effective_rank.png", "embedding-a.png", "embedding-b.png"]
     assert [page.index(marker) for marker in order] == sorted(page.index(marker) for marker in order)
     assert "Tesla P40" in page and "cpu (test)" in page and "UTC" in page

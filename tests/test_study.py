@@ -43,6 +43,8 @@ def test_smoke_version_runs_the_whole_pipeline_and_writes_its_report(name: str, 
     assert (out / "report" / "index.html").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert f"[{name}] report: {out / 'report' / 'index.html'}" in printed
+    if name == "noncontrastive_dynamics":  # each predictor run's eigenvalue and alignment trajectories
+        assert all((out / "report" / f"dynamics-trajectories-{run}.png").is_file() for run in study.runs)
     if name == "simclr_toolbox":  # the held-out SimCLR loss of every epoch (every 25 at full scale)
         records = [json.loads(line) for line in (out / "simclr" / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in records if "val/loss" in r] == [1]

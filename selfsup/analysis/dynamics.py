@@ -1,5 +1,10 @@
-"""Training-dynamics measures: collapse monitors for every method and, for methods with a linear predictor,
-the eigenspace alignment between the predictor Wp and the feature correlation F (DirectPred).
+"""Training-dynamics measures: collapse monitors for every method and, for methods with a predictor, the
+eigenspace alignment between the predictor Wp and the feature correlation F (DirectPred).
+
+A linear predictor is its matrix W and keeps its own F (the EMA of the projections' correlation). A non-linear
+(MLP) predictor is linearised: Wp is its Jacobian at the batch mean of the projections, in eval mode
+(BatchNorm at its running statistics), the linear map it applies to small moves around the features' centre;
+F is the uncentred correlation E[z z^T] of that batch's projections. Both are then measured alike.
 
 Tian, Chen & Ganguli 2021 ("Understanding self-supervised learning dynamics without contrastive pairs")
 show that BYOL/SimSiam's linear predictor Wp becomes symmetric and shares F's eigenvectors as training
@@ -15,10 +20,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from selfsup.methods.base import Method
-from selfsup.nets.predictors import LinearPredictor
+from selfsup.nets.predictors import LinearPredictor, MLPPredictor
 
 
 def embedding_std(z: Tensor) -> float:
@@ -78,16 +83,26 @@ def eigenspace_alignment(w: Tensor, corr: Tensor) -> float:
     return (cosines * weights).sum().div(weights.sum().clamp_min(1e-12)).item()
 
 
-def predictor_record(predictor: LinearPredictor) -> dict[str, Any]:
-    """Wp and F of a linear predictor: the scalars above and both spectra (Wp: its symmetric part's
-    eigenvalues, real by construction; F: symmetric PSD), descending."""
-    w, corr = predictor.matrix().detach(), predictor.corr.detach()
+def predictor_jacobian(predictor: nn.Module, z: Tensor) -> Tensor:
+    """The Jacobian [D, D] of a predictor at the mean of its inputs z [N, D] (evaluated as the module is: call it
+    in eval mode), through torch.func, which differentiates even under an outer no_grad."""
+    centre = z.mean(0, keepdim=True).to(next(predictor.parameters()).dtype)
+    jacobian = torch.func.jacrev(lambda x: predictor(x)[0])(centre)  # [D_out, 1, D_in]
+    return jacobian.reshape(jacobian.shape[0], -1).detach()
+
+
+def predictor_record(w: Tensor, corr: Tensor) -> dict[str, Any]:
+    """Wp and F: the scalars above, both spectra (Wp: its symmetric part's eigenvalues, real by construction;
+    F: symmetric PSD), descending, and the cosine of each of F's eigenvectors with its image under Wp."""
+    w, corr = w.detach(), corr.detach()
+    cosines, _ = eigenvector_cosines(w, corr)
     return {
         "dynamics/predictor_asymmetry": asymmetry(w),
         "dynamics/commutator": commutator(w, corr),
         "dynamics/eigenspace_alignment": eigenspace_alignment(w, corr),
         "dynamics/predictor_eigenvalues": torch.linalg.eigvalsh(((w + w.T) / 2).double()).flip(0).tolist(),
         "dynamics/correlation_eigenvalues": torch.linalg.eigvalsh(corr.double()).flip(0).tolist(),
+        "dynamics/eigenvector_cosines": cosines.tolist(),
     }
 
 
@@ -95,12 +110,24 @@ def predictor_record(predictor: LinearPredictor) -> dict[str, Any]:
 def dynamics_record(method: Method, views: list[Tensor]) -> dict[str, Any]:
     """Collapse monitors of the evaluated representation on the first two augmented views of a batch
     (alignment needs two; a one-view method such as the beta-VAE gets the others), computed in eval mode so
-    that BatchNorm statistics are untouched; plus the predictor record for a linear predictor."""
+    that BatchNorm statistics are untouched; plus the predictor record of a method with a predictor (a linear
+    one as it is, an MLP linearised at the batch, see the module's docstring)."""
     was_training = method.training
     method.eval()
+    predictor = getattr(method, "predictor", None)
     try:
         representation = method.representation()
         embeddings = [representation(v).float() for v in views[:2]]
+        if isinstance(predictor, LinearPredictor):
+            predictor_view = (predictor.matrix(), predictor.corr)
+        elif isinstance(predictor, MLPPredictor):
+            projections = torch.cat([method.projector(e) for e in embeddings]).float()
+            predictor_view = (
+                predictor_jacobian(predictor, projections),
+                projections.T @ projections / len(projections),
+            )
+        else:
+            predictor_view = None
     finally:
         method.train(was_training)
     z = torch.cat(embeddings)
@@ -111,7 +138,6 @@ def dynamics_record(method: Method, views: list[Tensor]) -> dict[str, Any]:
     }
     if len(embeddings) == 2:
         record["dynamics/alignment"] = alignment(*embeddings)
-    predictor = getattr(method, "predictor", None)
-    if isinstance(predictor, LinearPredictor):
-        record.update(predictor_record(predictor))
+    if predictor_view is not None:
+        record.update(predictor_record(*predictor_view))
     return record

@@ -288,6 +288,17 @@ def last_spectrum(run: Run, key: str) -> tuple[int, list[float]] | None:
     return (int(records[-1].get("step", 0)), [float(v) for v in records[-1][key]]) if records else None
 
 
+def spectrum_trajectories(run: Run, key: str) -> tuple[list[int], list[list[float]]]:
+    """(steps, values) of every record holding the list `key`: values[i][j] is the j-th entry (eigenvalue,
+    eigenvector cosine) at steps[i]; records of another length than the last (a resized head) are left out."""
+    records = [r for r in run.dynamics if isinstance(r.get(key), list) and r[key] and "step" in r]
+    if not records:
+        return [], []
+    width = len(records[-1][key])
+    kept = [r for r in records if len(r[key]) == width]
+    return [int(r["step"]) for r in kept], [[float(v) for v in r[key]] for r in kept]
+
+
 def device_names(runs: list[Run]) -> list[str]:
     """The pretraining devices named in the checkpoints' cost records."""
     names = {c.cost.get("device_name") for run in runs for c in run.checkpoints}

@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -21,6 +22,7 @@ from selfsup.report.collect import (
     dynamics_keys,
     dynamics_series,
     last_spectrum,
+    spectrum_trajectories,
     tasks_present,
 )
 
@@ -146,6 +148,36 @@ def spectra_figure(runs: list[Run]) -> Figure | None:
     return fig
 
 
+TRAJECTORIES = {  # key: panel title, y label, log scale of |value|
+    "dynamics/correlation_eigenvalues": ("eigenvalues of F", "|eigenvalue| (log scale)", True),
+    "dynamics/predictor_eigenvalues": ("eigenvalues of Wp (symmetric part)", "eigenvalue", False),
+    "dynamics/eigenvector_cosines": ("alignment of each eigenvector of F", "|cos(Wp u_j, u_j)|", False),
+}
+
+
+def trajectories_figure(run: Run) -> Figure | None:
+    """For one predictor run: every eigenvalue of F and of Wp, and each eigenvector's alignment, against the
+    training step (one line per index, coloured from the largest eigenvalue of F to the smallest); None
+    without predictor records."""
+    fig, axes = new_figure(columns=len(TRAJECTORIES), width=13.0, height=4.2)
+    found = False
+    for ax, (key, (title, ylabel, log)) in zip(axes, TRAJECTORIES.items(), strict=True):
+        steps, values = spectrum_trajectories(run, key)
+        if steps:
+            found = True
+            width = len(values[0])
+            colormap = matplotlib.colormaps["viridis"]
+            for j in range(width):
+                column = [abs(row[j]) if log else row[j] for row in values]
+                ax.plot(steps, column, linewidth=0.6, alpha=0.8, color=colormap(j / max(width - 1, 1)))
+        ax.set(title=title, xlabel="training step", ylabel=ylabel, yscale="log" if log and steps else "linear")
+        ax.grid(True, alpha=0.3)
+    if not found:
+        return None
+    fig.suptitle(f"{run.label}: predictor and F over training (colour: eigenvalue index of F, largest = dark)")
+    return fig
+
+
 def dynamics_plots(runs: list[Run], out: Path) -> list[Plot]:
     """`dynamics-<measure>` per scalar dynamics/* measure, `monitor-<measure>` per online monitor (kNN and
     linear-probe accuracy during pretraining), and `dynamics-spectra` for predictor runs."""
@@ -159,6 +191,11 @@ def dynamics_plots(runs: list[Run], out: Path) -> list[Plot]:
             dynamics_series(runs, key), run_colors(runs), f"{words} during pretraining", "training step", words, "."
         )
         plots.append(save(fig, out, f"{prefix}-{measure}", f"{words} against training step"))
+    for run in runs:
+        fig = trajectories_figure(run)
+        if fig is not None:
+            caption = f"{run.label}: each eigenvalue of F and of the predictor, and each eigenvector's alignment"
+            plots.append(save(fig, out, f"dynamics-trajectories-{run.name}", caption))
     fig = spectra_figure(runs)
     if fig is not None:
         plots.append(save(fig, out, "dynamics-spectra", "eigenvalue spectra of the predictor and of F, last record"))
