@@ -167,3 +167,16 @@ def test_moco_v3_can_freeze_a_vits_random_patch_projection():
     model([torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)])["loss"].backward()
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
     assert torch.equal(model.backbone.patch_embed.proj.weight, before)
+
+
+@pytest.mark.parametrize("name", ["simclr", "moco", "byol", "simsiam", "swav", "vicreg", "barlow", "moco_v3"])
+def test_the_projector_is_chosen_by_config(name: str):
+    """method.proj_layers / proj_hidden_dim / proj_output_dim build the projector every method with one uses."""
+    for layers in (1, 3):
+        cfg = load_config([f"method={name}", "views.crop_size=16", f"method.proj_layers={layers}"])
+        cfg.method.proj_hidden_dim, cfg.method.proj_output_dim = 24, 12
+        model = build_model(cfg)
+        head = model.expander if name == "vicreg" else model.projector
+        linears = [m for m in head if isinstance(m, nn.Linear)]
+        assert len(linears) == layers and linears[-1].out_features == 12
+        assert all(m.out_features == 24 for m in linears[:-1])

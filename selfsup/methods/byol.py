@@ -28,13 +28,14 @@ class BYOL(Method):
         *,
         proj_hidden_dim: PositiveInt = 4096,
         proj_output_dim: PositiveInt = 256,
+        proj_layers: PositiveInt = 2,
         momentum: Momentum = 0.996,
         final_momentum: Probability = 1.0,
         predictor: PredictorSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(backbone, feature_dim)
         settings = PredictorSettings.of(predictor)
-        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
         self.predictor = build_predictor(settings, proj_output_dim)
         self.predictor_options = settings.optimizer_options()  # its own lr scale / weight decay, if set
         self.target_backbone = frozen_copy(backbone)

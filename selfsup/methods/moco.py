@@ -36,13 +36,14 @@ class MoCo(Method):
         *,
         proj_hidden_dim: PositiveInt = 2048,
         proj_output_dim: PositiveInt = 128,
+        proj_layers: PositiveInt = 2,
         moco_k: PositiveInt = 65536,
         moco_t: Positive = 0.2,
         moco_m: Momentum = 0.999,
         symmetric: Flag = False,
     ) -> None:
         super().__init__(backbone, feature_dim)
-        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)
         self.momentum = float(moco_m)

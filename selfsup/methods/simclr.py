@@ -24,10 +24,11 @@ class SimCLR(Method):
         temperature: Positive = 0.1,
         proj_hidden_dim: PositiveInt = 2048,
         proj_output_dim: PositiveInt = 128,
+        proj_layers: PositiveInt = 2,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = float(temperature)
-        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         if len(views) != 2:

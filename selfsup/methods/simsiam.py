@@ -27,13 +27,14 @@ class SimSiam(Method):
         *,
         proj_hidden_dim: PositiveInt = 2048,
         proj_output_dim: PositiveInt = 2048,
+        proj_layers: PositiveInt = 3,
         fixed_predictor_lr: Flag = True,
         predictor: PredictorSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(backbone, feature_dim)
         settings = PredictorSettings.of(predictor, hidden_dim=512)
         # Projector: 3 layers with BN on the output (paper section 4.1); predictor: a 2-layer bottleneck.
-        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=3, last_bn=True)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers, last_bn=True)
         self.predictor = build_predictor(settings, proj_output_dim)
         self.fixed_predictor_lr = bool(fixed_predictor_lr)
         self.predictor_options = settings.optimizer_options()  # its own lr scale / weight decay, if set

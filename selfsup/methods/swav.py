@@ -31,6 +31,7 @@ class SwAV(Method):
         *,
         proj_hidden_dim: PositiveInt = 2048,
         proj_output_dim: PositiveInt = 128,
+        proj_layers: PositiveInt = 2,
         num_prototypes: PositiveInt = 3000,
         temperature: Positive = 0.1,
         sinkhorn_eps: Positive = 0.05,
@@ -39,7 +40,7 @@ class SwAV(Method):
         queue_length: Count = 0,
     ) -> None:
         super().__init__(backbone, feature_dim)
-        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=2)
+        self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
         self.prototypes = nn.Linear(proj_output_dim, num_prototypes, bias=False)
         self.normalize_prototypes()
         self.temperature = float(temperature)
