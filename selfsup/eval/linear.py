@@ -30,6 +30,18 @@ LINEAR_SETTINGS: Declaration = {
 }
 
 
+def linear_classifier(in_dim: int, num_classes: int, generator: torch.Generator) -> torch.nn.Linear:
+    """A Linear layer with MoCo's linear-eval init, N(0, 0.01) weights and zero bias, drawn from `generator`; the
+    global RNG is left as it was (nn.Linear's own init would draw from it), so a probe trained alongside
+    pretraining does not change the pretraining's random stream."""
+    with torch.random.fork_rng(devices=[]):
+        linear = torch.nn.Linear(in_dim, num_classes)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.01)
+        linear.bias.zero_()
+    return linear
+
+
 def train_linear_probe(
     train_feats: Tensor,
     train_labels: Tensor,
@@ -77,21 +89,19 @@ def train_linear_probe(
     x_train = train_feats.to(device, torch.float32)
     x_test = test_feats.to(device, torch.float32)
     y_train = train_labels.to(device, torch.long)
-    if str(normalize).lower() not in NORMALIZE_OPTIONS:
+    mode = str(normalize).lower()  # True / "true" / "True" alike
+    if mode not in NORMALIZE_OPTIONS:
         raise UserError(f"linear probe: normalize must be one of {' | '.join(NORMALIZE_OPTIONS)}, got {normalize!r}")
-    if normalize is True or normalize == "true":
+    if mode == "true":
         mean, std = x_train.mean(0), x_train.std(0, unbiased=False).clamp_min(1e-6)
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
 
     generator = torch.Generator().manual_seed(seed)
-    linear = torch.nn.Linear(x_train.shape[1], num_classes)
-    with torch.no_grad():  # MoCo's linear-eval init: N(0, 0.01) weights, zero bias
-        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.01)
-        linear.bias.zero_()
+    linear = linear_classifier(x_train.shape[1], num_classes, generator)
     # momentum=None: the test-time statistics are the average over every training batch, not an exponential
     # average that a short probe (a few hundred steps) leaves far from the features' offset
     norm = torch.nn.BatchNorm1d(x_train.shape[1], affine=False, eps=1e-6, momentum=None)
-    classifier = (torch.nn.Sequential(norm, linear) if normalize == "batchnorm" else linear).to(device)
+    classifier = (torch.nn.Sequential(norm, linear) if mode == "batchnorm" else linear).to(device)
     effective_lr = lr * batch_size / 256
     optimizer = torch.optim.SGD(classifier.parameters(), lr=effective_lr, momentum=momentum, weight_decay=weight_decay)
 

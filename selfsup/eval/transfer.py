@@ -9,7 +9,6 @@ training state in `job.state_path` through `save_training_state` / `load_trainin
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup.errors import UserError
+from selfsup.nets.weights import describe_mismatch
 from selfsup.precision import autocast_dtype, resolve_precision
-from selfsup.runs.files import atomic_torch_save, load_tensors, temp_sibling
+from selfsup.runs.files import atomic_torch_save, atomic_write_bytes, load_tensors
 
 
 @dataclass
@@ -84,28 +84,21 @@ def save_training_state(job: TransferJob, task: str, state: dict[str, Any]) -> N
 
 
 def save_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None:
-    """A finished training's model as safetensors at job.model_path (tensors shared between modules stored
-    once), with the task and its settings in the metadata; written atomically."""
-    from safetensors.torch import save_model
+    """A finished training's model as safetensors at job.model_path, with the task and its settings in the
+    metadata; written atomically."""
+    from safetensors.torch import save as safetensors_bytes
 
     if job.model_path is None:
         return
-    job.model_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_sibling(job.model_path)
-    os.close(fd)
-    try:
-        save_model(model, tmp, metadata={"selfsup_task": task, "settings": json.dumps(resume_settings(job, task))})
-        os.replace(tmp, job.model_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    metadata = {"selfsup_task": task, "settings": json.dumps(resume_settings(job, task))}
+    atomic_write_bytes(job.model_path, safetensors_bytes(weights, metadata))
 
 
 def load_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None:
     """Load the kept model job.model_weights into `model` (the one these settings build), every key and shape
     matching; a file of another task or architecture is refused in one line."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_model
 
     path = job.model_weights
     assert path is not None
@@ -114,14 +107,15 @@ def load_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None
     try:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
     except (SafetensorError, OSError) as err:
         raise UserError(f"model={path} is not a readable safetensors file ({err})") from None
     if metadata.get("selfsup_task") != task:
         raise UserError(f"model={path} is not a kept {task} model (task: {metadata.get('selfsup_task', 'none')})")
-    try:
-        load_model(model, str(path), strict=True)
-    except RuntimeError as err:
+    problem = describe_mismatch(model.state_dict(), weights)
+    if problem:
         saved, now = json.loads(metadata.get("settings", "{}")), resume_settings(job, task)
         changed = [f"eval.{task}.{k}={saved[k]!r} (now {now.get(k)!r})" for k in saved if saved[k] != now.get(k)]
-        why = f"it was trained with {', '.join(changed[:3])}" if changed else str(err).splitlines()[0]
-        raise UserError(f"model={path} does not fit the {task} model these settings build: {why}") from None
+        why = f"it was trained with {', '.join(changed[:3])}" if changed else problem
+        raise UserError(f"model={path} does not fit the {task} model these settings build: {why}")
+    model.load_state_dict(weights)

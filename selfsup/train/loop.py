@@ -38,6 +38,7 @@ from selfsup.eval.settings import check_eval_settings
 from selfsup.methods.base import Method, Schedule
 from selfsup.methods.build import build_model
 from selfsup.nets.activation_checkpoint import disable_activation_checkpointing, enable_activation_checkpointing
+from selfsup.nets.backbones import infer_feature_dim
 from selfsup.nets.compile import compile_backbones
 from selfsup.nets.sync_bn import convert_sync_batchnorm
 from selfsup.nets.weights import build_backbone_from_config
@@ -247,13 +248,7 @@ def online_probe(cfg: DictConfig, method: Method, dataset: Any, fabric: Fabric) 
     if not (labels >= 0).any():
         note(fabric, f"online linear probe off: the pretraining split of data={cfg.data.name} has no labels")
         return None
-    representation = method.representation()
-    was_training = representation.training
-    representation.eval()
-    with torch.no_grad():  # the feature width, from one eval-mode forward (no statistic or RNG touched)
-        size = cfg.views.crop_size
-        dim = representation(torch.zeros(2, 3, size, size, device=fabric.device)).shape[1]
-    representation.train(was_training)
+    dim = infer_feature_dim(method.representation(), cfg.views.crop_size)  # eval mode: no statistic or RNG touched
     return OnlineLinearProbe(dim, int(labels.max()) + 1, cfg.eval.online_linear_lr, fabric.device, cfg.seed)
 
 

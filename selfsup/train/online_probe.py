@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.eval.knn import topk_accuracy
+from selfsup.eval.linear import linear_classifier
 
 
 class OnlineLinearProbe:
@@ -25,12 +26,7 @@ class OnlineLinearProbe:
     with momentum at a constant lr on every step's labelled images; gradients are averaged over processes."""
 
     def __init__(self, feature_dim: int, num_classes: int, lr: float, device: torch.device, seed: int) -> None:
-        with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG: undone here
-            linear = nn.Linear(feature_dim, num_classes)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():  # MoCo's linear-eval init, from the probe's own generator
-            linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.01)
-            linear.bias.zero_()
+        linear = linear_classifier(feature_dim, num_classes, torch.Generator().manual_seed(seed))
         self.classifier = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False), linear).to(device)
         self.optimizer = torch.optim.SGD(self.classifier.parameters(), lr=lr, momentum=0.9)
 
