@@ -128,6 +128,17 @@ def test_every_method_config_names_a_registered_method_with_valid_views():
         cfg = load_config([f"method={option}"])
         METHODS.get(cfg.method.name)
         views = views_config(cfg.views)
-        assert views.total >= 1 and (option.endswith(("_imagenet", "_vit")) or "r50" in option) == (
-            views.crop_size == 224
-        )
+        # ImageNet presets pin 224-px crops; every other preset (dino_vit too) takes the data's size
+        assert views.total >= 1 and (option.endswith("_imagenet") or "r50" in option) == (views.crop_size == 224)
+
+
+def test_dino_vit_takes_its_crop_sizes_and_patches_from_the_data():
+    """The ViT recipe at each dataset's size: the paper's 2 x 224 + 10 x 96 crops with 16-px patches on
+    ImageNet, 2 x 32 + 10 x 16 with 4-px patches (64 tokens) on CIFAR, every crop whole patches."""
+    from selfsup.nets.backbones import vit_patch_size
+
+    for data, crop, local, patch in (("imagenet", 224, 96, 16), ("cifar10", 32, 16, 4), ("stl10", 96, 48, 12)):
+        cfg = load_config(["method=dino_vit", f"data={data}"])
+        assert (cfg.views.crop_size, cfg.views.local_crop_size, cfg.views.local_crops) == (crop, local, 10)
+        assert vit_patch_size(cfg.backbone.patch_size, cfg.views.crop_size) == patch
+        assert crop % patch == 0 and local % patch == 0
