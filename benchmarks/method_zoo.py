@@ -1,4 +1,4 @@
-"""Every method at one CPU budget on the same CIFAR-10 subset: kNN top-1/top-5, time, peak memory.
+"""Every method at one budget on the same CIFAR-10 subset: kNN top-1/top-5, time, peak memory.
 
 Each method is pretrained by the `selfsup` CLI in its own process (so its peak resident memory is
 its own), then evaluated with kNN (k=200, T=0.1) on the test split; the random-init checkpoint
@@ -6,7 +6,9 @@ its own), then evaluated with kNN (k=200, T=0.1) on the test split; the random-i
 script can be rerun with more methods. Appends a table with command, date and machine to
 benchmarks/RESULTS.md.
 
-    python benchmarks/method_zoo.py methods=simclr,moco,byol -- trainer.epochs=1 trainer.batch_size=64
+    python benchmarks/method_zoo.py methods=simclr,moco,byol [runs=output] -- trainer.epochs=1 trainer.batch_size=64
+
+Runs go to `<runs>/bench-zoo-<method>`.
 """
 
 from __future__ import annotations
@@ -63,15 +65,18 @@ def knn_result(run: Path, checkpoint: str) -> dict:
 def main(argv: list[str]) -> None:
     methods = list(ALL_METHODS)
     overrides: list[str] = []
+    runs = Path("output")
     for arg in argv:
         if arg.startswith("methods="):
             methods = arg.split("=", 1)[1].split(",")
+        elif arg.startswith("runs="):
+            runs = Path(arg.split("=", 1)[1])
         elif arg != "--":
             overrides.append(arg)
     rows = []
     random_init = None
     for method in methods:
-        run = Path(f"output/bench-zoo-{method}")
+        run = runs / f"bench-zoo-{method}"
         selfsup("pretrain", f"method={method}", *BUDGET, *overrides, f"output_dir={run}")
         result = knn_result(run, "last")
         random_init = random_init or knn_result(run, "epoch-0000")
@@ -84,7 +89,7 @@ def main(argv: list[str]) -> None:
         )
     cfg = result["config"]
     lines = [
-        f"\n## Method zoo at one CPU budget — {cfg['data']['name']}, {cfg['backbone']['name']} "
+        f"\n## Method zoo at one budget — {cfg['data']['name']}, {cfg['backbone']['name']} "
         f"({dt.date.today().isoformat()})\n",
         f"- command: `python benchmarks/method_zoo.py {shlex.join(argv)}` (fixed: `{' '.join(BUDGET)}`)",
         f"- machine: {cost['device_name']}, {platform.platform()}, torch {torch.__version__}, "
