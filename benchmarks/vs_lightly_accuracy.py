@@ -290,10 +290,8 @@ class LightlyModel(nn.Module):
         return self.criterion(teacher, student, epoch=epoch)
 
 
-def train_lightly(
-    method: str, images: np.ndarray, run: Run, seed: int, precision: str
-) -> tuple[nn.Module, list[Snapshot]]:
-    """lightly's recipe trained on `images`; the backbone and its snapshots every `run.snapshot_every` epochs.
+def train_lightly(method: str, images: np.ndarray, run: Run, seed: int, precision: str) -> list[Snapshot]:
+    """lightly's recipe trained on `images`: its backbone every `run.snapshot_every` epochs and at the end.
     Snapshot times are the training loop's seconds (the device queue drained), without the snapshots' copies."""
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -333,7 +331,7 @@ def train_lightly(
         if run.snapshot_every and (epoch + 1) % run.snapshot_every == 0 and epoch + 1 < run.epochs:
             snapshots.append(Snapshot(epoch + 1, seconds, copy.deepcopy(model.backbone).cpu()))
     snapshots.append(Snapshot(run.epochs, seconds, model.backbone))
-    return model.backbone, snapshots
+    return snapshots
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -373,7 +371,7 @@ def run_snapshot(checkpoint: Path, run: Run) -> Snapshot:
     """The backbone of a selfsup checkpoint as a module, with its epoch and device-seconds (epoch-0000: the
     run's own random init)."""
     state = load_checkpoint(checkpoint)
-    backbone, _ = build_backbone(load_config([f"data={run.data}"]).backbone.name, cifar_stem=True)
+    backbone, _ = build_backbone(state["config"]["backbone"]["name"], cifar_stem=True)
     backbone.load_state_dict(backbone_state(state))
     return Snapshot(int(state["epoch"]), float(state["cost"]["device_seconds"]), backbone)
 
@@ -390,9 +388,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"data={data}: choose from {', '.join(DATASETS)}")
     device = torch.device(args.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
     subset = args.get("subset", "2000")
+    cfg = load_config([f"data={data}"])
     run = Run(
         data=data,
-        crop_size=int(load_config([f"data={data}"]).views.crop_size),
+        crop_size=int(cfg.views.crop_size),
         epochs=int(args.get("epochs", 8)),
         subset=None if subset == "all" else int(subset),
         batch=int(args.get("batch", 128)),
@@ -407,7 +406,6 @@ def main(argv: list[str]) -> None:
     lightly_setting = args.get("lightly_precision", "auto")
     lightly_precision = resolve_precision(lightly_setting, device.type)
 
-    cfg = load_config([f"data={data}"])
     train_all = build_dataset(data, cfg.data.root, "train")
     test = build_dataset(data, cfg.data.root, "test")
     bank_images, bank_labels = train_all.images, np.asarray(train_all.labels)
@@ -441,7 +439,7 @@ def main(argv: list[str]) -> None:
                     subset_cfg = load_config([f"data={data}", f"seed={seed}", *chosen])
                     array = train_all.images[np.asarray(pretrain_dataset(subset_cfg.data, seed).indices)]
                     precision = lightly_precision
-                    _, snapshots = train_lightly(method, array, run, seed, precision)
+                    snapshots = train_lightly(method, array, run, seed, precision)
                     command = f"lightly {method} recipe"
                     torch.manual_seed(seed)  # as train_lightly: the same initial weights
                     random_init = lightly_backbone()
