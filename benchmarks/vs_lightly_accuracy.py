@@ -56,12 +56,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from results import append_section  # noqa: E402
 
 from selfsup.config import load_config, load_run_config  # noqa: E402
 from selfsup.data.loader import pretrain_dataset  # noqa: E402
 from selfsup.data.sources import build_dataset, dataset_spec  # noqa: E402
-from selfsup.nets.backbones import build_backbone  # noqa: E402
+from selfsup.nets.weights import build_backbone_from_config  # noqa: E402
 from selfsup.precision import resolve_precision  # noqa: E402
 from selfsup.runs.checkpoint import backbone_state, load_checkpoint  # noqa: E402
 from selfsup.runs.files import atomic_write_text  # noqa: E402
@@ -361,17 +362,18 @@ def train_selfsup(
         print("  selfsup " + shlex.join(args), flush=True)
         subprocess.run([str(Path(sys.executable).parent / "selfsup"), *args], check=True)
     epochs = list(range(run.snapshot_every, run.epochs, run.snapshot_every)) if run.snapshot_every else []
-    snapshots = [run_snapshot(out / "checkpoints" / f"epoch-{e:04d}.pt", run) for e in epochs]
-    snapshots.append(run_snapshot(out / "checkpoints" / "last.pt", run))
-    random_init = run_snapshot(out / "checkpoints" / "epoch-0000.pt", run).backbone
+    cfg = load_run_config(out)
+    snapshots = [run_snapshot(out / "checkpoints" / f"epoch-{e:04d}.pt", cfg) for e in epochs]
+    snapshots.append(run_snapshot(out / "checkpoints" / "last.pt", cfg))
+    random_init = run_snapshot(out / "checkpoints" / "epoch-0000.pt", cfg).backbone
     return random_init, snapshots, " ".join(args[1:-1])
 
 
-def run_snapshot(checkpoint: Path, run: Run) -> Snapshot:
-    """The backbone of a selfsup checkpoint as a module, with its epoch and device-seconds (epoch-0000: the
-    run's own random init)."""
+def run_snapshot(checkpoint: Path, cfg: DictConfig) -> Snapshot:
+    """The backbone of a selfsup checkpoint of the run `cfg` describes, as a module, with its epoch and
+    device-seconds (epoch-0000: the run's own random init)."""
     state = load_checkpoint(checkpoint)
-    backbone, _ = build_backbone(state["config"]["backbone"]["name"], cifar_stem=True)
+    backbone, _ = build_backbone_from_config(cfg, init_weights=False)
     backbone.load_state_dict(backbone_state(state))
     return Snapshot(int(state["epoch"]), float(state["cost"]["device_seconds"]), backbone)
 
