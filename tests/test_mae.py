@@ -82,3 +82,24 @@ def test_mae_refuses_a_backbone_that_is_not_a_vit(tmp_path, capsys):
         "MAE encodes a ViT's patch tokens; ResNet is not a timm ViT: set backbone=vit_tiny, vit_small or vit_base"
     )
     assert not run.exists()
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_the_decoder_reads_layer_normalised_tokens_with_either_pooling(pool):
+    """A mean-pooling timm ViT moves its final LayerNorm after the pooling (fc_norm); MAE must still normalise
+    every encoded token, and train that norm, as with the CLS token."""
+    from selfsup.methods.mae import MAE
+    from selfsup.nets.backbones import build_backbone
+
+    torch.manual_seed(0)
+    vit, dim = build_backbone("vit_tiny", image_size=16, patch_size=4, pool=pool)
+    model = MAE(vit, dim, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+    ids_keep, _, _ = random_masking(3, 16, 0.75, torch.device("cpu"))
+    tokens = model.encode(torch.randn(3, 3, 16, 16), ids_keep)
+    assert tokens.shape == (3, 1 + 4, dim)
+    # LayerNorm at init (weight 1, bias 0): every token has mean 0 and variance 1 over its channels
+    assert torch.allclose(tokens.mean(-1), torch.zeros(3, 5), atol=1e-5)
+    assert torch.allclose(tokens.var(-1, unbiased=False), torch.ones(3, 5), atol=1e-3)
+    tokens.sum().backward()
+    norm = vit.fc_norm if pool == "mean" else vit.norm
+    assert norm.weight.grad is not None and norm.weight.grad.abs().sum() > 0

@@ -107,12 +107,14 @@ class MAE(Method):
 
     def encode(self, images: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
         """The ViT on the visible patches: [n, prefix + keep, width] (position embeddings added before the
-        masking, as in MAE)."""
+        masking, as in MAE), layer-normalised as the decoder expects. A mean-pooling timm ViT keeps that final
+        LayerNorm after its pooling (`fc_norm`, with `norm` an identity), so then `fc_norm` normalises each token."""
         vit = self.backbone
         x = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
         prefix = vit.num_prefix_tokens
         visible = x[:, prefix:].gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
-        return vit.norm(vit.blocks(torch.cat([x[:, :prefix], visible], dim=1)))
+        norm = vit.fc_norm if isinstance(vit.norm, nn.Identity) else vit.norm
+        return norm(vit.blocks(torch.cat([x[:, :prefix], visible], dim=1)))
 
     def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """Predicted pixels of every patch, [n, L, patch * patch * 3], from the visible tokens and mask tokens."""
