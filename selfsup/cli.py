@@ -207,16 +207,17 @@ def cmd_export(args: list[str]) -> None:
     from selfsup.nets.weights import export_backbone
     from selfsup.runs.outputs import overwrite_option
 
-    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true]"
+    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true] [backbone.name=F]"
     if args and args[0] == "features":
         return export_features_command(args[1:])
     if not args or args[0] != "backbone":
         raise UserError(f"say what to export: {usage}, or {FEATURES_USAGE}")
-    keys, rest = _pop_keys(args[1:], ("run", "checkpoint", "out", "overwrite"))
+    keys, rest = _pop_keys(args[1:], ("run", "checkpoint", "out", "overwrite", "backbone.name"))
     if rest or "run" not in keys or "out" not in keys:
         extra = f"; unexpected {' '.join(rest)}" if rest else ""
         raise UserError(f"usage: {usage}{extra}")
-    meta = export_backbone(keys["run"], keys.get("checkpoint", "last"), keys["out"], overwrite_option(keys))
+    run, checkpoint, out = keys["run"], keys.get("checkpoint", "last"), keys["out"]
+    meta = export_backbone(run, checkpoint, out, overwrite_option(keys), keys.get("backbone.name"))
     print(
         f"{meta['architecture']} backbone ({meta['feature_dim']}-d features) of "
         f"{meta['method']} checkpoint {keys.get('checkpoint', 'last')} in {keys['run']} -> {keys['out']}"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
@@ -291,10 +292,38 @@ def validate(cfg: DictConfig) -> None:
     )
 
 
+def config_text(cfg: DictConfig) -> str:
+    """The YAML a run directory's config.yaml holds for `cfg` (its digest is kept in every checkpoint)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
 def save_config(cfg: DictConfig, path: Path) -> None:
     from selfsup.runs.files import atomic_write_text
 
-    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(path, config_text(cfg))
+
+
+def _stored_leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of stored data, list items included."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else None
+    if items is None:
+        yield prefix, node
+        return
+    for key, value in items:
+        yield from _stored_leaves(value, f"{prefix}.{key}" if prefix else str(key))
+
+
+def stored_config(data: Any, where: str) -> DictConfig:
+    """A config from stored data (a run's config.yaml, a checkpoint's config) with nothing for OmegaConf to
+    resolve: a saved config holds the values it ran with (they were resolved before it was written), and
+    resolving `${...}` from a file would run its resolvers (`${oc.env:...}` copies the environment into
+    results). A value left to be filled in (`???`) is refused alike."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where} is not a run's config (a mapping of settings); restore it or remove the run")
+    for key, value in _stored_leaves(data):
+        if isinstance(value, str) and ("${" in value or value == "???"):
+            raise UserError(f"{where} sets {key} to {value!r}, which is not a value it ran with; restore it")
+    return OmegaConf.create(data)
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
@@ -303,8 +332,7 @@ def load_run_config(run_dir: Path) -> DictConfig:
         raise UserError(
             f"no config.yaml in {run_dir}: is it a selfsup run directory (output_dir of `selfsup pretrain`)?"
         )
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
+    cfg = stored_config(OmegaConf.to_container(OmegaConf.load(path), resolve=False), str(path))
     # Evaluation settings added since the run was made take their defaults, so old runs stay evaluable.
     cfg.eval = OmegaConf.merge(_compose([]).eval, cfg.get("eval", {}))
     return cfg

@@ -162,8 +162,16 @@ def test_a_users_backbone_by_factory_path_pretrains_and_evaluates_from_the_cli(t
     assert main([*args, "backbone=user_nets_pkg.nets:small_cnn"]) == 0
     assert "backbone.name=user_nets_pkg.nets:small_cnn" not in capsys.readouterr().err
     assert load_config(["backbone=user_nets_pkg.nets:small_cnn"]).backbone.name == "user_nets_pkg.nets:small_cnn"
-    assert main(["eval", "knn", f"run={run}", "eval.knn.k=5", "eval.train_subset=64"]) == 0
+    # Read from the run's files, the factory is refused; named again on the command line, it is trusted.
+    factory = "user_nets_pkg.nets:small_cnn"
+    evaluation = ["eval", "knn", f"run={run}", "eval.knn.k=5", "eval.train_subset=64"]
+    assert main(evaluation) == 2
+    assert f"add backbone.name={factory} to this command" in capsys.readouterr().err
+    assert main([*evaluation, f"backbone.name={factory}"]) == 0
     assert "knn on synthetic test: top1" in capsys.readouterr().out
+    export = ["export", "backbone", f"run={run}", f"out={tmp_path / 'backbone.safetensors'}"]
+    assert main(export) == 2 and f"backbone.name={factory}" in capsys.readouterr().err
+    assert main([*export, f"backbone.name={factory}"]) == 0
     # Each way a factory path can be wrong is one line naming the fix.
     for path, message in [
         ("no_such_pkg.nets:f", "cannot import no_such_pkg.nets"),

@@ -17,6 +17,7 @@ from selfsup.eval.finetune import finetune_settings
 from selfsup.eval.knn import KNN_SETTINGS
 from selfsup.eval.linear import LINEAR_SETTINGS
 from selfsup.eval.segmentation import SEGMENTATION_SETTINGS
+from selfsup.nets.backbones import check_stored_backbone
 from selfsup.settings import BOOL, COUNT, POSITIVE, POSITIVE_INT, Declaration, check_tree, optional
 
 MONITOR_SETTINGS: Declaration = {
@@ -47,8 +48,11 @@ def check_eval_settings(cfg: DictConfig, only: Sequence[str] | None = None) -> N
 
 def evaluation_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """A saved run's config with an evaluation command's overrides, each checked against its declaration
-    (pretraining settings by the config layer, `eval.*` here) before any work."""
+    (pretraining settings by the config layer, `eval.*` here) before any work. A factory backbone is taken
+    from the command line only (`check_stored_backbone`)."""
     cfg = apply_overrides(load_run_config(run_dir), overrides)
+    named = "backbone.name" in override_keys(overrides)
+    check_stored_backbone(cfg.backbone.name, str(Path(run_dir) / "config.yaml"), named_by_command=named)
     check_eval_settings(cfg, only=override_keys(overrides))
     return cfg
 

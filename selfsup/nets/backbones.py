@@ -174,6 +174,18 @@ def is_factory_path(name: str) -> bool:
     return bool(module) and bool(attribute) and all(part.isidentifier() for part in (*module.split("."), attribute))
 
 
+def check_stored_backbone(stored: str, where: str, named_by_command: bool) -> None:
+    """A backbone name read from a file (`where`: a run's config, a checkpoint) is looked up, never imported:
+    a `package.module:factory` path there is refused before anything is imported unless the command names the
+    backbone itself (which then replaces it), since importing and calling what a file names would let the
+    file run code."""
+    if is_factory_path(stored) and not named_by_command:
+        raise UserError(
+            f"{where} names the backbone {stored}, a package.module:factory path; selfsup imports only code a command "
+            f"names: add backbone.name={stored} to this command if you trust that code"
+        )
+
+
 def backbone_settings(name: str) -> Declaration:
     """The `backbone.*` settings of backbone `name`: the name and optional starting weights, then a ResNet's
     stem and initialisation, a ViT's patches, pooling and drop path, a timm model's drop path."""

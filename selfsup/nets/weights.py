@@ -24,6 +24,7 @@ from selfsup.nets.backbones import (
     VIT_POOLS,
     architecture,
     build_backbone,
+    check_stored_backbone,
     is_timm_name,
     training_options,
 )
@@ -100,11 +101,13 @@ def timm_metadata(name: str, options: Mapping[str, Any]) -> dict[str, str]:
 
 
 def export_backbone(
-    run_dir: str | Path, checkpoint: str, out_path: str | Path, overwrite: bool = False
+    run_dir: str | Path, checkpoint: str, out_path: str | Path, overwrite: bool = False, backbone: str | None = None
 ) -> dict[str, str]:
     """Write the backbone of a run's checkpoint (any method) to a safetensors file, atomically (replacing an
     existing one only with `overwrite`); returns its metadata: backbone, cifar_stem, feature_dim, method,
-    source_sha256 and the provenance of runs/provenance.py (selfsup_version, git_commit, git_dirty)."""
+    source_sha256 and the provenance of runs/provenance.py (selfsup_version, git_commit, git_dirty).
+    `backbone` (the command's backbone.name=) replaces the checkpoint's: a `package.module:factory` backbone
+    is built only when named so (`check_stored_backbone`)."""
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise UserError(f"out={out} must end in .safetensors (the format the file is written in)")
@@ -114,7 +117,11 @@ def export_backbone(
     source = resolve_checkpoint(Path(run_dir), checkpoint)
     state = load_checkpoint(source)
     weights = backbone_state(state)
-    name, options = _architecture(state["config"])
+    config = state["config"]
+    check_stored_backbone(config["backbone"]["name"], str(source), named_by_command=backbone is not None)
+    if backbone is not None:
+        config = {**config, "backbone": {**config["backbone"], "name": backbone}}
+    name, options = _architecture(config)
     module, feature_dim = build_backbone(name, **options)
     problem = describe_mismatch(module.state_dict(), weights)
     if problem:

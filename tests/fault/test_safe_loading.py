@@ -176,7 +176,7 @@ def test_unreadable_or_foreign_weight_files(tmp_path: Path, exported: Path):
 
 
 def test_export_cli_errors_leave_no_file(run: Path, tmp_path: Path, capsys):
-    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true]"
+    usage = "selfsup export backbone run=DIR [checkpoint=last] out=FILE.safetensors [overwrite=true] [backbone.name=F]"
     features = (
         "selfsup export features run=DIR [checkpoint=last] [splits=[train,test]] out=DIR [overwrite=true] [data=...]"
     )
