@@ -246,7 +246,7 @@ def cmd_study(args: list[str]) -> int:
         from selfsup.report import parse_options
 
         options = parse_options(report_keys, [])
-        study.report.update({k: v for k, v in options.items() if k != "out"})
+        study.report.update({k: v for k, v in options.items() if k in report_keys})  # not report's out, overwrite
     out = Path(keys.get("out", f"output/study-{study.name}{'-smoke' if smoke else ''}"))
     from selfsup.train.command import until_preempted
 

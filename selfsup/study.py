@@ -183,11 +183,12 @@ def run_study(
     build the report in <out>/report; returns the Report."""
     from selfsup.eval.settings import pretraining_config
     from selfsup.eval.sweep import sweep
-    from selfsup.report import build_report
+    from selfsup.report import build_report, check_options
     from selfsup.train.loop import pretrain
 
     study = with_sample_root(study, out / "smoke-data")
     configs = {run: pretraining_config(study.run_args(run, out, extra)) for run in study.runs}  # every typo, first
+    check_options(out / "report", True, **study.report)
     say(f"study {study.name}: {study.description}")
     write_sample_data(study.sample_data, out / "smoke-data")
     for run, cfg in configs.items():

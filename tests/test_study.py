@@ -93,6 +93,11 @@ def write(path: Path, text: str) -> Path:
         (["simclr_toolbox", "smoke=true", "trainer.batch_sise=8"], "trainer.batch_sise"),
         (["swav_vs_beta_vae", "only=[beta_vea]"], "only= names 'beta_vea'; did you mean 'beta_vae'?"),
         (["swav_vs_beta_vae", "only=[]"], "only= names no run; give some of swav, beta_vae, e.g. only=[swav]"),
+        # The report's options are checked before the first run, not after the whole study.
+        (["simclr_toolbox", "smoke=true", "hours_scale=-1"], "hours_scale=-1.0 must be a positive number"),
+        (["simclr_toolbox", "smoke=true", "hours_scale=abc"], "hours_scale=abc is not a number"),
+        (["simclr_toolbox", "smoke=true", "hours_ref=p4"], "hours_ref=p4 is not a reference GPU"),
+        (["simclr_toolbox", "hours_ref=p40", "hours_scale=2"], "hours_ref and hours_scale both set the hours axis"),
     ],
 )
 def test_bad_commands_fail_in_one_line(args, message, capsys, tmp_path: Path):
@@ -110,12 +115,33 @@ def test_bad_commands_fail_in_one_line(args, message, capsys, tmp_path: Path):
         ("runs: {a: [method=simclr]}\nsmoke: {only: [b]}\n", "smoke.only names 'b', which is not one of the runs (a)"),
         ("runs: {a: method=simclr}\n", "runs.a must be a list of key=value strings"),
         ("runs: {a: [method=simclr]}\nreport: {hours: 2}\n", "unknown key report.hours"),
+        ("runs: {a: [method=simclr]}\nreport: {hours_scale: -1}\n", "hours_scale=-1 must be a positive number"),
+        ("runs: {a: [method=simclr]}\nreport: {hours_scale: abc}\n", "hours_scale=abc must be a positive number"),
     ],
 )
 def test_bad_study_files_fail_in_one_line(text: str, message: str, tmp_path: Path, capsys):
     path = write(tmp_path / "mine.yaml", text)
     assert main(["study", str(path), "smoke=true", f"out={tmp_path / 'out'}"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["hours_ref=p40", "hours_scale=2.5", "hours_label=P40 hours"])
+def test_an_hours_option_reaches_the_studys_report(option: str, monkeypatch, tmp_path: Path, capsys):
+    """`hours_*` options used to crash the finished study (build_report got `overwrite` twice); the runs and
+    sweeps are stubbed here: only the report call is under test."""
+    reports = []
+    monkeypatch.setattr("selfsup.train.loop.pretrain", lambda cfg: None)
+    monkeypatch.setattr("selfsup.eval.sweep.sweep", lambda *args, **kwargs: [])
+    monkeypatch.setattr("selfsup.report.build_report", lambda runs, **kwargs: reports.append(kwargs) or _Report())
+    assert main(["study", "simclr_toolbox", "smoke=true", option, f"out={tmp_path}"]) == 0
+    key, value = option.split("=")
+    (kwargs,) = reports
+    assert kwargs[key] == (float(value) if key == "hours_scale" else value)
+    assert kwargs["out"] == tmp_path / "report" and kwargs["overwrite"] is True
+
+
+class _Report:
+    markdown, index = "| table |", "index.html"
 
 
 @pytest.mark.skipif(not reset_peak_memory(torch.device("cpu")), reason="resetting the peak RSS needs Linux /proc")

@@ -85,6 +85,28 @@ def check_out(out: Path, overwrite: bool) -> None:
     refuse_existing(earlier_report(out), overwrite)
 
 
+def check_options(
+    out: Path,
+    overwrite: bool,
+    hours_scale: float = 1.0,
+    hours_label: str | None = None,
+    hours_ref: str | None = None,
+    embedding: bool = False,
+) -> Hours:
+    """Check build_report's options before any work (a study checks its report's before its first run);
+    returns the hours axis they set."""
+    number = isinstance(hours_scale, (int, float)) and not isinstance(hours_scale, bool)
+    if not (number and math.isfinite(hours_scale) and hours_scale > 0):
+        raise UserError(f"hours_scale={hours_scale} must be a positive number (device-hours are multiplied by it)")
+    if hours_ref is not None and hours_scale != 1.0:
+        raise UserError("hours_ref and hours_scale both set the hours axis: give one of them")
+    reference = reference_gpu(str(hours_ref)) if hours_ref is not None else None
+    if embedding:
+        require_extra("sklearn", "embedding", "embedding=true (t-SNE maps)")
+    check_out(out, overwrite)
+    return Hours(hours_scale, hours_label, reference)
+
+
 def build_report(
     runs: list[Path],
     out: Path | str = "report",
@@ -98,17 +120,9 @@ def build_report(
     """Write the plots (PNG + SVG), results.csv, results.md and index.html for `runs` into `out`; an earlier
     report there is replaced only with `overwrite`. `hours_ref` (a key of selfsup.report.devices) converts each
     run's device-hours to that GPU's; `hours_scale` multiplies them instead."""
-    if not (math.isfinite(hours_scale) and hours_scale > 0):
-        raise UserError(f"hours_scale={hours_scale} must be a positive number (device-hours are multiplied by it)")
-    if hours_ref is not None and hours_scale != 1.0:
-        raise UserError("hours_ref and hours_scale both set the hours axis: give one of them")
-    reference = reference_gpu(hours_ref) if hours_ref is not None else None
-    if embedding:
-        require_extra("sklearn", "embedding", "embedding=true (t-SNE maps)")
     out = Path(out)
-    check_out(out, overwrite)
+    hours = check_options(out, overwrite, hours_scale, hours_label, hours_ref, embedding)
     loaded = load_runs([Path(p) for p in runs])
-    hours = Hours(hours_scale, hours_label, reference)
     for saved in (c for run in loaded for c in run.checkpoints):
         hours.of(saved)  # a device without a rate fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
