@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 # Data root: $SELFSUP_DATA if set, else ./data when it holds CIFAR-10, else ../shared/data when present.
 SELFSUP_DATA ?= $(if $(wildcard data/cifar-10-batches-py),data,$(if $(wildcard ../shared/data/cifar-10-batches-py),../shared/data,data))
 export SELFSUP_DATA
+LIGHTLY ?= lightly==1.6.0
 DEMO_DIR ?= output/demo-simclr-cifar10
 # 5 epochs of 2,000 images at batch 64 (155 steps): the shortest run whose kNN gain over the random init is
 # several points on every seed measured (benchmarks/RESULTS.md, "make demo over seeds"); the kNN bank is
@@ -19,6 +20,9 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# lightly 1.6, the independent reference of tests/equivalence/ (test-only; its losses, heads and transforms
+	# import without its own dependencies, which selfsup does not need).
+	$(PY) -m pip install --quiet --no-deps $(LIGHTLY)
 	touch $@
 
 demo: setup

@@ -38,8 +38,20 @@ def small_cnn() -> tuple[nn.Module, int]:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), channels
 
 
-if "test-small-cnn" not in BACKBONES.names():
-    BACKBONES.register("test-small-cnn")(lambda cifar_stem=False, zero_init_residual=False: small_cnn())
+def small_vit() -> tuple[nn.Module, int]:
+    """timm's ViT at 24 px with 4-px patches (36 tokens), width 64, 4 blocks, features by mean pooling: MAE's
+    encoder at a size that trains in seconds."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    net = VisionTransformer(
+        img_size=24, patch_size=4, embed_dim=WIDTH * 4, depth=4, num_heads=4, num_classes=0, global_pool="avg"
+    )
+    return net, net.num_features
+
+
+for _name, _factory in (("test-small-cnn", small_cnn), ("test-small-vit", small_vit)):
+    if _name not in BACKBONES.names():
+        BACKBONES.register(_name)(lambda cifar_stem=False, zero_init_residual=False, factory=_factory: factory())
 
 COMMON = [
     "data=shapes",

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from selfsup.dist import gather_with_grad
 from selfsup.losses import barlow_twins
-from selfsup.methods.base import METHODS, Method, Schedule
+from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.nets.heads import mlp
 from selfsup.settings import NonNegative, PositiveInt
 
@@ -36,4 +36,4 @@ class BarlowTwins(Method):
         z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
         # The cross-correlation is over the global batch (the official code all-reduces it).
         loss = barlow_twins(gather_with_grad(z1), gather_with_grad(z2), self.lambd)
-        return {"loss": loss, "z_std": torch.nn.functional.normalize(z1.detach().float(), dim=1).std(dim=0).mean()}
+        return {"loss": loss, "spread": spread(z1)}

@@ -77,6 +77,27 @@ class Method(nn.Module):
 METHODS: Registry[Callable[..., Method]] = Registry("method")
 
 
+def spread(z: torch.Tensor) -> torch.Tensor:
+    """The collapse monitor of SimSiam (Chen & He 2021, section 4.1): the per-dimension std of the L2-normalised
+    embeddings, times sqrt(dim). About 1 for embeddings spread over the sphere, 0 when every image maps to one
+    direction; every joint-embedding method logs it as `spread`, and the learning test bounds it from below."""
+    z = torch.nn.functional.normalize(z.detach().float(), dim=1)
+    return z.std(dim=0).mean() * z.shape[1] ** 0.5
+
+
+def assignment_entropies(probs: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    """The two collapse monitors of soft assignments [n, K] (DINO's teacher, SwAV's codes; Caron et al. 2021,
+    section 5.3): `{name}_entropy`, the mean entropy of one image's assignment (ln K when every output is
+    uniform), and `{name}_marginal_entropy`, the entropy of the batch's mean assignment (0 when every image
+    goes to one prototype). A working method keeps the first well below ln K and the second well above 0."""
+    p = probs.detach().float()
+    marginal = p.mean(dim=0)
+    return {
+        f"{name}_entropy": -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean(),
+        f"{name}_marginal_entropy": -(marginal * marginal.clamp_min(1e-12).log()).sum(),
+    }
+
+
 def resolution_runs(views: list[torch.Tensor]) -> list[tuple[int, int]]:
     """(start, end) of each run of consecutive crops of one resolution: multi-crop's global views, then
     its local crops."""

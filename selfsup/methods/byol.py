@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import METHODS, Method, Schedule
+from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.nets.predictors import PredictorSettings, build_predictor
@@ -55,7 +55,7 @@ class BYOL(Method):
         regularization = self.predictor.regularization()
         if regularization is not None:
             loss = loss + regularization
-        return {"loss": loss, "z_std": torch.nn.functional.normalize(z1.float(), dim=1).std(dim=0).mean()}
+        return {"loss": loss, "spread": spread(z1)}
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         tau = cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)

@@ -7,7 +7,15 @@ import torch.nn as nn
 
 from selfsup.dist import sum_over_processes, world_info
 from selfsup.losses import dino
-from selfsup.methods.base import METHODS, Method, Schedule, encode_crops, global_views
+from selfsup.methods.base import (
+    METHODS,
+    Method,
+    Schedule,
+    assignment_entropies,
+    encode_crops,
+    global_views,
+    spread,
+)
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import DINOHead
 from selfsup.settings import Flag, Momentum, NonNegative, Positive, PositiveInt
@@ -86,10 +94,18 @@ class DINO(Method):
         student = encode_crops(lambda x: self.head(self.backbone(x), freeze_last_layer=frozen), views)
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:n_global]))).chunk(n_global)
-        loss = dino(student, teacher, self.center, self.student_temp, self.teacher_temp_at(schedule))
+        teacher_temp = self.teacher_temp_at(schedule)
+        loss = dino(student, teacher, self.center, self.student_temp, teacher_temp)
+        # The teacher's targets as the loss saw them (centred with the centre before this step's update).
+        targets = torch.softmax((torch.cat(teacher).float() - self.center) / teacher_temp, dim=1)
         self.update_center(torch.cat(teacher))
         probs = torch.softmax(student[0].detach().float() / self.student_temp, dim=1)
-        return {"loss": loss, "entropy": -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean()}
+        return {
+            "loss": loss,
+            "entropy": -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean(),
+            **assignment_entropies(targets, "teacher"),
+            "spread": spread(student[0]),
+        }
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:

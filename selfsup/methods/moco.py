@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from selfsup.dist import world_info
 from selfsup.losses import info_nce
-from selfsup.methods.base import METHODS, Method, Schedule
+from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.methods.momentum import ema_update, frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.settings import Flag, Momentum, Positive, PositiveInt
@@ -97,7 +97,7 @@ class MoCo(Method):
             k2 = self.keys(views[1])
             loss = info_nce(q1, k2, queue, self.temperature)
             self.enqueue(k2)
-        return {"loss": loss, "z_std": F.normalize(q1.detach().float(), dim=1).std(dim=0).mean()}
+        return {"loss": loss, "spread": spread(q1)}
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         ema_update(self.key_backbone, self.backbone, self.momentum)

@@ -11,7 +11,7 @@ import torch.nn as nn
 from selfsup.dist import world_info
 from selfsup.errors import UserError
 from selfsup.losses import moco_v3_contrastive
-from selfsup.methods.base import METHODS, Method, Schedule
+from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.methods.moco import gather_no_grad
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
 from selfsup.nets.heads import mlp
@@ -67,7 +67,7 @@ class MoCoV3(Method):
         loss = moco_v3_contrastive(q1, k2, self.temperature, offset) + moco_v3_contrastive(
             q2, k1, self.temperature, offset
         )
-        return {"loss": loss, "z_std": nn.functional.normalize(q1.detach().float(), dim=1).std(dim=0).mean()}
+        return {"loss": loss, "spread": spread(q1)}
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         m = cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)

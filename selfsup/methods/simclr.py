@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from selfsup.dist import gather_with_grad, world_info
 from selfsup.losses import nt_xent
-from selfsup.methods.base import METHODS, Method, Schedule
+from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.nets.heads import mlp
 from selfsup.settings import Positive, PositiveInt
 
@@ -37,4 +37,4 @@ class SimCLR(Method):
         z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
         rank, _ = world_info()
         loss = nt_xent(z1, z2, self.temperature, gather_with_grad(z1), gather_with_grad(z2), offset=rank * z1.shape[0])
-        return {"loss": loss, "z_std": z1.detach().float().std(dim=0).mean()}
+        return {"loss": loss, "spread": spread(z1)}

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import METHODS, Method, Schedule
+from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.nets.heads import mlp
 from selfsup.nets.predictors import PredictorSettings, build_predictor
 from selfsup.settings import Flag, PositiveInt
@@ -49,7 +49,7 @@ class SimSiam(Method):
         regularization = self.predictor.regularization()
         if regularization is not None:
             loss = loss + regularization
-        return {"loss": loss, "z_std": torch.nn.functional.normalize(z1.detach().float(), dim=1).std(dim=0).mean()}
+        return {"loss": loss, "spread": spread(z1)}
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         self.predictor.after_optimizer_step(step)

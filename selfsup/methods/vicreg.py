@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from selfsup.dist import gather_with_grad
 from selfsup.losses import vicreg_terms
-from selfsup.methods.base import METHODS, Method, Schedule
+from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.nets.heads import mlp
 from selfsup.settings import NonNegative, PositiveInt
 
@@ -40,4 +40,4 @@ class VICReg(Method):
         terms = vicreg_terms(gather_with_grad(z1), gather_with_grad(z2))
         sim, var, cov = self.weights
         loss = sim * terms["invariance"] + var * terms["variance"] + cov * terms["covariance"]
-        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+        return {"loss": loss, "spread": spread(z1), **{k: v.detach() for k, v in terms.items()}}
