@@ -88,10 +88,23 @@ def test_swav_queue_fills_newest_first_then_joins_sinkhorn():
     scores = torch.randn(6, 12)
     z = F.normalize(torch.randn(6, 16), dim=1)
     codes_before_full = model.assign(scores, z, 0)
-    assert int(model.queue_filled) == 12
+    model.queue_filled.add_(6)  # forward counts a batch once all its global views have read their queues
     codes_with_queue = model.assign(scores, z, 0)
     assert not torch.allclose(codes_before_full, codes_with_queue)
     torch.testing.assert_close(codes_with_queue.sum(dim=1), torch.ones(6))
+
+
+def test_swav_queue_joins_sinkhorn_only_once_every_view_is_full():
+    """The step that fills the queue computes every view's codes without it: view 1 once read a queue counted
+    full by view 0's update while still half zeros."""
+    torch.manual_seed(0)
+    model = build_model(load_config([*SWAV, "method.queue_length=6"]))
+    no_queue = build_model(load_config(SWAV))
+    no_queue.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("queue")}, strict=False)
+    views = multicrop_views(batch=6)[:2]
+    loss = model(views, schedule=Schedule(0, 10))["loss"]
+    torch.testing.assert_close(loss, no_queue(views, schedule=Schedule(0, 10))["loss"])
+    assert int(model.queue_filled) == 6
 
 
 # ---- DINO

@@ -68,6 +68,8 @@ class SwAV(Method):
                 weight = without_gradient(weight)
         scores = [e @ weight.T for e in z]
         codes = [self.assign(scores[i], z[i].detach(), i) for i in range(n_global)]
+        if self.queue.shape[1]:  # counted once every view has read its queue: all views fill together
+            self.queue_filled.add_(min(z[0].shape[0], self.queue.shape[1]))
         loss = swav_multicrop(scores, codes, self.temperature)
         return {"loss": loss, "z_std": z[0].detach().float().std(dim=0).mean()}
 
@@ -84,8 +86,6 @@ class SwAV(Method):
             return codes
         n = min(z.shape[0], length)
         queue.copy_(torch.cat([z[:n].to(queue.dtype), queue[: length - n]]))  # newest first
-        if view == 0:
-            self.queue_filled.add_(n)
         return codes
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:

@@ -1,0 +1,209 @@
+"""DINO against lightly 1.6's DINO example (student and teacher backbones and DINOProjectionHeads, DINOLoss with
+its teacher-temperature warmup and centre, update_momentum on cosine_schedule, cancel_last_layer_gradients),
+with multi-crop (2 global + 2 local crops), on a BatchNorm conv backbone and on a tiny timm ViT, step by step:
+loss, gradients, student, teacher and centre; the teacher temperature, the momentum and whether the last layer
+is frozen are compared at every step, and the 5 steps pass through the warmup's end and the layer's release.
+
+Differences, and how the comparison bridges them:
+- selfsup encodes the student's crops of one resolution in one forward over torch.cat (BatchNorm statistics over
+  the concatenation); lightly's example forwards each crop on its own. On the conv backbone lightly's modules are
+  fed the same concatenations; the ViT has no batch statistics, so there lightly keeps its per-crop forwards.
+- Teacher temperature: lightly (as the official code) interpolates per epoch by linspace(warmup, final, W), so
+  it reaches the final value at epoch W - 1; selfsup interpolates per step, reaching it after W epochs. With one
+  step per epoch selfsup's warmup over W epochs equals lightly's over W + 1, as set here.
+- Momentum: lightly's cosine_schedule(step, max_steps) reaches its end at max_steps - 1, selfsup's (BYOL's and
+  the official DINO's) at total_steps: lightly's is called with max_steps = total + 1. lightly's example updates
+  the teacher before each forward, selfsup after each optimizer step: the same sequence (the example's first
+  update is an identity), done after each step on both sides here.
+- Teacher buffers: selfsup's EMA copies the student's BatchNorm running statistics into the teacher; lightly's
+  update_momentum (as the official code) moves parameters only. The teacher runs in training mode, so its
+  outputs do not depend on them; lightly's side copies them after its update too.
+- Frozen last layer: lightly (cancel_last_layer_gradients, after backward) and the official code leave it without
+  a gradient; selfsup gives it a zero gradient (DDP wants one for every parameter). The test checks that it is
+  exactly zero, then drops it, so that both optimizers skip the layer alike.
+- lightly's example builds the teacher head anew (an initialisation of its own); the official code and selfsup
+  start the teacher as a copy of the student: lightly's teacher head is loaded with its student's weights here.
+- lightly's centre is [1, 1, K], selfsup's [1, K]: compared through a view of selfsup's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn as nn
+
+from selfsup.methods.base import Schedule
+from selfsup.methods.dino import DINO
+from selfsup.methods.momentum import cosine_momentum
+from tests.equivalence.harness import STEPS, Pair, lockstep, perturbed, require_lightly
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+HIDDEN, BOTTLENECK, OUT, BATCH = 16, 8, 10, 8
+STUDENT_TEMP, WARMUP_TEMP, TEACHER_TEMP, WARMUP_EPOCHS = 0.1, 0.04, 0.07, 2  # warm at steps 0-1, final from 2
+FROZEN_STEPS, CENTER_MOMENTUM, MOMENTUM = 2, 0.9, 0.9
+Loss = Callable[[int, list[torch.Tensor]], torch.Tensor]
+
+
+def conv_backbone() -> tuple[nn.Module, int]:
+    """A one-conv ResNet stem with BatchNorm, pooled: any crop size to [B, 8]."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1)
+    )
+    return nn.Sequential(net, nn.Flatten()), 8
+
+
+def vit_backbone() -> tuple[nn.Module, int]:
+    """A one-block timm ViT of width 16 on 4-px patches (16-px global crops, 8-px local crops, as selfsup's ViTs
+    take them: dynamic_img_size), the CLS token as features."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0, num_classes=0,
+        dynamic_img_size=True,
+    )  # fmt: skip
+    return vit, 16
+
+
+BACKBONES = {"conv": conv_backbone, "vit": vit_backbone}
+
+
+def multi_crop(step: int) -> list[torch.Tensor]:
+    """2 global crops of 16 px, then 2 local crops of 8 px, fixed per step."""
+    g = torch.Generator().manual_seed(step)
+    return [torch.randn(BATCH, 3, size, size, generator=g) for size in (16, 16, 8, 8)]
+
+
+def held(**tensors: torch.Tensor) -> nn.Module:
+    """A module whose buffers are `tensors` themselves (not copies), to pair tensors no module holds alone."""
+    holder = nn.Module()
+    for name, tensor in tensors.items():
+        holder.register_buffer(name, tensor)
+    return holder
+
+
+def drop_zero_gradient(param: nn.Parameter, frozen: Callable[[], bool]) -> None:
+    """While `frozen()`, selfsup's gradient of `param` must be exactly zero; it is then dropped (None), as
+    lightly and the official code leave it."""
+
+    def hook(p: torch.Tensor) -> None:
+        if frozen():
+            assert p.grad is not None and not p.grad.any(), "a frozen parameter got a non-zero gradient"
+            p.grad = None
+
+    param.register_post_accumulate_grad_hook(hook)
+
+
+def dino_sides(
+    kind: str,
+) -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...], tuple[Callable, Callable]]:
+    """selfsup's DINO and lightly's example modules on one backbone: pairs, both losses, SGDs, after-step updates."""
+    from lightly.loss import DINOLoss
+    from lightly.models.modules import DINOProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+
+    torch.manual_seed(0)
+    backbone, features = BACKBONES[kind]()
+    ours = DINO(
+        copy.deepcopy(backbone),
+        features,
+        proj_hidden_dim=HIDDEN,
+        bottleneck_dim=BOTTLENECK,
+        out_dim=OUT,
+        student_temp=STUDENT_TEMP,
+        teacher_temp=TEACHER_TEMP,
+        warmup_teacher_temp=WARMUP_TEMP,
+        warmup_teacher_temp_epochs=WARMUP_EPOCHS,
+        center_momentum=CENTER_MOMENTUM,
+        momentum=MOMENTUM,
+        freeze_last_layer_epochs=FROZEN_STEPS,
+    )
+    head = DINOProjectionHead(features, HIDDEN, BOTTLENECK, OUT, freeze_last_layer=FROZEN_STEPS)
+    teacher_backbone = copy.deepcopy(backbone)
+    teacher_head = DINOProjectionHead(features, HIDDEN, BOTTLENECK, OUT)
+    teacher_head.load_state_dict(head.state_dict())
+    deactivate_requires_grad(teacher_backbone)
+    deactivate_requires_grad(teacher_head)
+    criterion = DINOLoss(
+        OUT, WARMUP_TEMP, TEACHER_TEMP, WARMUP_EPOCHS + 1, STUDENT_TEMP, center_momentum=CENTER_MOMENTUM
+    )
+    at = {"step": 0}
+    drop_zero_gradient(ours.head.last_layer.parametrizations.weight.original1, lambda: at["step"] < FROZEN_STEPS)
+    head.last_layer.weight_v.register_post_accumulate_grad_hook(
+        lambda p: head.cancel_last_layer_gradients(current_epoch=at["step"])
+    )
+
+    def student(crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        if kind == "vit":
+            return [head(backbone(crop)) for crop in crops]
+        return [*head(backbone(torch.cat(crops[:2]))).chunk(2), *head(backbone(torch.cat(crops[2:]))).chunk(2)]
+
+    def lightly_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
+        schedule = Schedule(step, STEPS)
+        lightly_temp = criterion.teacher_temp_schedule[step] if step <= WARMUP_EPOCHS else criterion.teacher_temp
+        assert ours.teacher_temp_at(schedule) == pytest.approx(float(lightly_temp), abs=1e-7), "teacher temp"
+        assert ours.last_layer_frozen(schedule) == (step < head.freeze_last_layer), "frozen last layer"
+        with torch.no_grad():
+            teacher = list(teacher_head(teacher_backbone(torch.cat(views[:2]))).chunk(2))
+        return criterion(teacher, student(views), epoch=step)
+
+    def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
+        at["step"] = step
+        return ours(views, Schedule(step, STEPS))["loss"]
+
+    @torch.no_grad()
+    def lightly_after(step: int) -> None:
+        m = cosine_schedule(step, STEPS + 1, MOMENTUM, 1.0)
+        assert m == pytest.approx(cosine_momentum(step, STEPS, MOMENTUM, 1.0), abs=1e-12), "momentum"
+        update_momentum(backbone, teacher_backbone, m)
+        update_momentum(head, teacher_head, m)
+        for target, online in zip(teacher_backbone.buffers(), backbone.buffers(), strict=True):
+            target.copy_(online)
+
+    pairs = [
+        Pair("backbone", ours.backbone, backbone),
+        Pair("head", ours.head, head),
+        Pair("teacher_backbone", ours.teacher_backbone, teacher_backbone),
+        Pair("teacher_head", ours.teacher_head, teacher_head),
+        Pair("center", held(center=ours.center.view(1, 1, -1)), criterion),
+    ]
+    optimizers = (
+        torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.5, momentum=0.9),
+        torch.optim.SGD([p for m in (backbone, head) for p in m.parameters() if p.requires_grad], lr=0.5, momentum=0.9),
+    )
+    return (
+        pairs,
+        selfsup_loss,
+        lightly_loss,
+        optimizers,
+        (lambda step: ours.after_optimizer_step(step, STEPS), lightly_after),
+    )
+
+
+@pytest.mark.parametrize("kind", BACKBONES)
+def test_dino_steps_equal_lightly(kind: str) -> None:
+    """Loss, gradients, student, teacher and centre equal lightly's at each of STEPS SGD steps, through the
+    teacher-temperature warmup (steps 0-1), the frozen last layer (steps 0-1) and its release."""
+    require_lightly()
+    pairs, ours, theirs, optimizers, after = dino_sides(kind)
+    last_layer = pairs[1].selfsup.last_layer.parametrizations.weight.original1.detach().clone()
+    losses = lockstep(pairs, ours, theirs, multi_crop, optimizers, after)
+    assert len(set(losses)) == STEPS
+    assert not torch.equal(last_layer, pairs[1].selfsup.last_layer.parametrizations.weight.original1)
+
+
+@pytest.mark.parametrize("side", ["selfsup", "lightly"])
+@pytest.mark.parametrize("kind", BACKBONES)
+def test_dino_lockstep_fails_on_a_perturbed_loss(kind: str, side: str) -> None:
+    """The comparison can fail: either side's loss scaled by 1 + 1e-3 is refused."""
+    require_lightly()
+    pairs, ours, theirs, optimizers, after = dino_sides(kind)
+    if side == "selfsup":
+        ours = perturbed(ours)
+    else:
+        theirs = perturbed(theirs)
+    with pytest.raises(AssertionError):
+        lockstep(pairs, ours, theirs, multi_crop, optimizers, after)
