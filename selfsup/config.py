@@ -7,6 +7,7 @@ directory, logging and error messages: every mistake becomes one UserError line 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -293,8 +294,14 @@ def validate(cfg: DictConfig) -> None:
 
 
 def config_text(cfg: DictConfig) -> str:
-    """The YAML a run directory's config.yaml holds for `cfg` (its digest is kept in every checkpoint)."""
+    """The YAML a run directory's config.yaml holds for `cfg`."""
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """The SHA-256 of config.yaml as `save_config` writes it: every checkpoint keeps it, so that a resume
+    finds a config.yaml edited or deleted since."""
+    return hashlib.sha256(config_text(cfg).encode()).hexdigest()
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

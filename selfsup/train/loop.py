@@ -11,6 +11,7 @@ import contextlib
 import copy
 import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from selfsup.analysis.dynamics import dynamics_record
-from selfsup.config import save_config
+from selfsup.config import config_digest, load_run_config, save_config, stored_config
 from selfsup.data.loader import DeviceCropLoader, dataset_labels, resolve_num_workers
 from selfsup.data.pipeline import data_pipeline, device_views, views_channels_last
 from selfsup.data.views import split_mean_std, views_config
@@ -56,7 +57,7 @@ from selfsup.optim import (
 from selfsup.precision import autocast_dtype, make_fabric, resolve_device, resolve_precision, tune_device
 from selfsup.runs import provenance
 from selfsup.runs.checkpoint import newest_checkpoint, newest_good_checkpoint, save_checkpoint
-from selfsup.runs.files import atomic_write_text, remove_stale_temps
+from selfsup.runs.files import atomic_write_text, file_sha256, remove_stale_temps
 from selfsup.runs.lock import RunBusy, run_lock
 from selfsup.runs.outputs import enclosing_run
 from selfsup.train.cost import CostRecord, count_training_flops, device_name, reset_peak_memory
@@ -140,13 +141,23 @@ def training_optimizer(method: Method, cfg: DictConfig) -> tuple[torch.optim.Opt
     return optimizer, peak_lr
 
 
-def check_output_dir(cfg: DictConfig, out: Path) -> dict[str, tuple[Any, Any]] | None:
+def check_output_dir(
+    cfg: DictConfig, out: Path, resumed: tuple[dict[str, Any], Path] | None
+) -> dict[str, tuple[Any, Any]] | None:
     """Refuse to resume a run of another method/backbone/dataset in the same directory, or one trained with
-    other settings unless resume=changed; returns the settings this start changes (None: a new run)."""
+    other settings unless resume=changed; returns the settings this start changes (None: a new run).
+
+    The checkpoint resumed from is the authority on what ran: the command is compared with the config it
+    records, and config.yaml must be what was written with it (the digest it keeps) or this command's own;
+    config.yaml alone counts only where no checkpoint was saved yet."""
     saved_path = out / "config.yaml"
-    if not saved_path.is_file():
+    if resumed is not None:
+        state, path = resumed
+        saved = stored_config(state.get("config"), f"the config in {path}")
+    elif saved_path.is_file():
+        saved = load_run_config(out)
+    else:
         return None
-    saved = OmegaConf.load(saved_path)
     for key in IDENTITY_KEYS:
         old, new = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
         if old != new:
@@ -155,7 +166,26 @@ def check_output_dir(cfg: DictConfig, out: Path) -> dict[str, tuple[Any, Any]] |
             )
     changes = setting_changes(saved, cfg)
     check_changes(out, changes, cfg.resume)
+    if resumed is not None and cfg.resume != "changed":
+        check_config_file(saved_path, resumed, config_digest(cfg))
     return changes
+
+
+def check_config_file(path: Path, resumed: tuple[dict[str, Any], Path], command_digest: str) -> None:
+    """config.yaml must be the one written with the checkpoint (`config_sha256`, which checkpoints older
+    than it lack), or this command's: the newer segment that wrote it may have stopped before its first
+    save. A deleted or edited one no longer says what trained the run."""
+    state, checkpoint = resumed
+    recorded = state.get("config_sha256")
+    if recorded is None:
+        return
+    found = file_sha256(path) if path.is_file() else None
+    if found not in (recorded, command_digest):
+        raise UserError(
+            f"{path} was {'deleted' if found is None else 'edited'} after {checkpoint} was saved (SHA-256 differs "
+            f"from the one it records): put it back, or add resume=changed to continue from {checkpoint.name}'s "
+            "settings and write it anew"
+        )
 
 
 class MetricsLog:
@@ -342,7 +372,8 @@ def setup_run(cfg: DictConfig, held: contextlib.ExitStack) -> Run | None:
     if host is not None:  # e.g. output_dir=RUN/checkpoints: a run inside another would mix their files
         raise UserError(f"output_dir {out} lies inside the run {host}; choose an output_dir outside it")
     lock_run(fabric, out, held)
-    changes = check_output_dir(cfg, out)
+    resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
+    changes = check_output_dir(cfg, out, resumed)
     if is_main:
         stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]
         if stale:
@@ -381,7 +412,6 @@ def setup_run(cfg: DictConfig, held: contextlib.ExitStack) -> Run | None:
 
     # ---- resume ----------------------------------------------------------------------------------------
     progress = Progress(cost=cost, probe=probe)
-    resumed = newest_good_checkpoint(ckpt_dir, functools.partial(note, fabric))
     if resumed is not None:
         state, path = resumed
         progress.restore(method, optimizer, state)
@@ -394,7 +424,13 @@ def setup_run(cfg: DictConfig, held: contextlib.ExitStack) -> Run | None:
         f"{', SyncBatchNorm' if sync_bn else ''}{f', {compiled} compiled backbone(s)' if compiled else ''}; "
         f"{total_steps} steps -> {out}",
     )
-    if progress.step >= total_steps:
+    if progress.step > total_steps:
+        cap = f" and trainer.max_steps to {progress.step} or more" if t.max_steps is not None else ""
+        raise UserError(
+            f"{out} has trained {progress.step} steps, more than the {total_steps} this command asks for: set "
+            f"trainer.epochs to {math.ceil(progress.step / steps_per_epoch)} or more{cap}, or choose a new output_dir="
+        )
+    if progress.step == total_steps:
         fabric.print(f"{out} is already complete ({progress.step} steps); nothing to do")
         return None
     if is_main:
@@ -685,6 +721,7 @@ class Progress:
             "rng": capture_rng(),
             "cost": self.cost.as_dict(),
             "config": OmegaConf.to_container(cfg),
+            "config_sha256": config_digest(cfg),
             **({"online_linear": self.probe.state_dict()} if self.probe is not None else {}),
             **provenance.source(),
         }

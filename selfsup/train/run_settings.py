@@ -1,4 +1,5 @@
-"""A run directory's config.yaml is what trained it. Continuing a run with a setting that changes what is
+"""A run's checkpoint records the config that trained it (train/loop.py compares a resuming command with
+the checkpoint's, and config.yaml with the digest it keeps). Continuing a run with a setting that changes what is
 trained is refused unless asked for (resume=changed); settings that only change how the run is watched,
 saved or executed may change freely. Each training segment's changes are appended to config-history.jsonl
 with the step they took effect at, so config.yaml (the newest settings) and the history give every step's."""
