@@ -52,6 +52,7 @@ def prepare(scratch: Path) -> dict[str, Path]:
         assert main([*argv, "method.proj_hidden_dim=32", f"output_dir={paths['run']}"]) == 0
         assert main(["export", "features", f"run={paths['run']}", f"out={paths['features']}"]) == 0
     paths["file"].write_text("not a run\n")
+    paths.update(crafted_runs(paths["run"], scratch))
 
     truncated = scratch / "cifar-truncated"
     write_cifar10(truncated)
@@ -96,12 +97,46 @@ def prepare(scratch: Path) -> dict[str, Path]:
     return paths
 
 
+def crafted_runs(run: Path, scratch: Path) -> dict[str, Path]:
+    """Copies of the trained run with files a hostile user wrote: config.yaml naming code to import, asking
+    for the environment, edited or deleted; a checkpoint whose config names code to import."""
+    import shutil
+
+    import yaml
+
+    from selfsup.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    def copy(name: str, **edits: object) -> Path:
+        target = scratch / name
+        shutil.copytree(run, target, ignore=shutil.ignore_patterns("eval", "run.lock"))
+        cfg = yaml.safe_load((target / "config.yaml").read_text())
+        for key, value in edits.items():
+            section, leaf = key.split("__")
+            cfg[section][leaf] = value
+        (target / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return target
+
+    crafted = {
+        "factory_run": copy("run-factory", backbone__name="tempfile:mkdtemp"),
+        "env_run": copy("run-env", data__root="${oc.env:PATH}"),
+        "edited_run": copy("run-edited", optim__base_lr=0.9),
+        "deleted_run": copy("run-deleted"),
+        "factory_ckpt": scratch / "factory.pt",
+    }
+    (crafted["deleted_run"] / "config.yaml").unlink()
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state["config"]["backbone"]["name"] = "os:abort"
+    save_checkpoint(state, crafted["factory_ckpt"])
+    return crafted
+
+
 def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
     """(name, argv). Every output path named here is new, so a case that writes anything shows up."""
     new = scratch / "never-written"
     run, feats = p["run"], p["features"]
     pre = ["pretrain", *SMALL, f"output_dir={new}"]
     syn = [*pre, "data=synthetic", "data.subset=32"]
+    same = ["pretrain", "data=synthetic", "data.subset=32", *SMALL, "method.proj_hidden_dim=32"]  # as `run` was made
     settings = [
         "trainer.epochs=-1", "trainer.epochs=abc", "trainer.epochs=1.5", "trainer.batch_size=0",
         "trainer.batch_size=-8", "trainer.batch_size=abc", "trainer.accumulate=0", "trainer.accumulate=1000",
@@ -142,6 +177,15 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("pretrain finished run with changed lr", ["pretrain", "data=synthetic", "data.subset=32", *SMALL,
                                                     "trainer.max_steps=2", "method.proj_hidden_dim=32",
                                                     "optim.base_lr=0.9", f"output_dir={run}"]),
+        ("pretrain fewer steps than done", [*same, "trainer.max_steps=1", f"output_dir={run}"]),
+        ("pretrain changed lr, config.yaml edited to it", [*same, "trainer.max_steps=2", "optim.base_lr=0.9",
+                                                           f"output_dir={p['edited_run']}"]),
+        ("pretrain changed lr, config.yaml deleted", [*same, "trainer.max_steps=2", "optim.base_lr=0.9",
+                                                      f"output_dir={p['deleted_run']}"]),
+        ("pretrain changed method, config.yaml deleted", [*same, "trainer.max_steps=2", "method=byol",
+                                                          f"output_dir={p['deleted_run']}"]),
+        ("pretrain same command, config.yaml deleted", [*same, "trainer.max_steps=2",
+                                                        f"output_dir={p['deleted_run']}"]),
         ("unknown command", ["pretrian", "data=synthetic"]),
         ("config unknown key", ["config", "nonsense=1"]),
         ("config bad group", ["config", "data=nope"]),
@@ -172,6 +216,9 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("eval detection format=yolo", ["eval", "detection", f"run={run}", "eval.detection.format=yolo"]),
         ("eval segmentation missing root", ["eval", "segmentation", f"run={run}", f"eval.segmentation.root={new}"]),
         ("eval positional junk", ["eval", "knn", f"run={run}", "junk"]),
+        ("eval factory backbone in config.yaml", ["eval", "knn", f"run={p['factory_run']}"]),
+        ("sweep factory backbone in config.yaml", ["sweep", f"run={p['factory_run']}", "tasks=[knn]"]),
+        ("eval oc.env interpolation in config.yaml", ["eval", "knn", f"run={p['env_run']}"]),
     ]  # fmt: skip
     backbone, st_out = ["export", "backbone", f"run={run}"], f"out={new}.safetensors"
     others = [
@@ -192,6 +239,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("export backbone out is a dir", ["export", "backbone", f"run={run}", f"out={scratch}"]),
         ("export backbone unknown checkpoint", [*backbone, "checkpoint=nope", st_out]),
         ("export backbone corrupt checkpoint", [*backbone, f"checkpoint={p['corrupt_ckpt']}", st_out]),
+        ("export backbone factory in checkpoint", [*backbone, f"checkpoint={p['factory_ckpt']}", st_out]),
         ("export backbone existing out", ["export", "backbone", f"run={run}", f"out={p['not_weights']}"]),
         ("export features unknown split", ["export", "features", f"run={run}", "splits=[valid]", f"out={new}"]),
         ("export features existing out", ["export", "features", f"run={run}", f"out={feats}"]),
@@ -209,6 +257,8 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("study garbage yaml", ["study", str(p["file"])]),
         ("study unknown run", ["study", "simclr_moco_cifar10", "smoke=true", "only=[nope]", f"out={new}"]),
         ("study smoke=maybe", ["study", "simclr_moco_cifar10", "smoke=maybe", f"out={new}"]),
+        ("study hours_scale=-1", ["study", "simclr_moco_cifar10", "smoke=true", "hours_scale=-1", f"out={new}"]),
+        ("study hours_ref=p4", ["study", "simclr_moco_cifar10", "smoke=true", "hours_ref=p4", f"out={new}"]),
     ]  # fmt: skip
     return out + evals + others
 
@@ -247,8 +297,9 @@ def sweep(scratch: Path, only: str | None) -> int:
         before = snapshot(scratch)
         status, out, err = run_case(argv)
         after = snapshot(scratch)
-        for files in (before, after):  # the lock file records the last process that held the run, by design
-            files.pop("run/run.lock", None)
+        for files in (before, after):  # a run's lock file records the last process that held it, by design
+            for lock in [name for name in files if Path(name).name == "run.lock"]:
+                files.pop(lock)
         # A run that had started printed its progress notes first; the refusal is one line, the last.
         lines = [line for line in err.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("selfsup: error: ")]
