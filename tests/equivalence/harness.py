@@ -9,7 +9,7 @@ shape, which is what `copy_pairs` and `assert_pairs_equal` check before comparin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -40,15 +40,31 @@ def tiny_backbone(dim: int = 16) -> nn.Module:
     )
 
 
-def random_views(batch: int = 8, size: int = 16, num: int = 2) -> Callable[[int], list[torch.Tensor]]:
-    """`num` views of `batch` random `size`-px images per step, drawn from a generator seeded by the step, so
-    that every step (and every rerun) feeds both sides the same, fresh views."""
+MULTI_CROP = (16, 16, 8, 8)  # `random_views` sizes of DINO's and SwAV's multi-crop: 2 global crops, 2 local ones
+
+
+def random_views(batch: int = 8, sizes: Sequence[int] = (16, 16)) -> Callable[[int], list[torch.Tensor]]:
+    """A view of `batch` random images per entry of `sizes` (its side in px) per step, drawn from a generator
+    seeded by the step, so that every step (and every rerun) feeds both sides the same, fresh views."""
 
     def views(step: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(step)
-        return [torch.randn(batch, 3, size, size, generator=generator) for _ in range(num)]
+        return [torch.randn(batch, 3, size, size, generator=generator) for size in sizes]
 
     return views
+
+
+def held(**tensors: torch.Tensor) -> nn.Module:
+    """A module holding `tensors` themselves, not copies (trainable parameters as parameters, so that their
+    gradients are compared too; anything else as buffers), to pair tensors that no module holds alone or that
+    a module holds in another layout."""
+    holder = nn.Module()
+    for name, tensor in tensors.items():
+        if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
+            holder.register_parameter(name, tensor)
+        else:
+            holder.register_buffer(name, tensor)
+    return holder
 
 
 def require_lightly():
@@ -159,9 +175,10 @@ def perturbed(loss: Callable[[int, list[torch.Tensor]], torch.Tensor], factor: f
     return lambda step, views: loss(step, views) * factor
 
 
-def sgd(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    """The optimizer of both sides: SGD with momentum and weight decay, so that both enter the comparison."""
-    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+def sgd(params: Iterable[torch.Tensor], lr: float = 0.1) -> torch.optim.Optimizer:
+    """The optimizer of both sides: SGD with momentum and weight decay, so that both enter the comparison (a
+    test may take a larger `lr`, to carry its weights further from their start within the STEPS steps)."""
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -30,17 +29,12 @@ import torch.nn.functional as F
 
 from selfsup.methods.base import Schedule
 from selfsup.methods.mae import MAE
-from tests.equivalence.harness import STEPS, Pair, lockstep, perturbed, require_lightly
+from tests.equivalence.harness import STEPS, Pair, Sides, held, random_views, require_lightly, sgd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SIZE, PATCH, WIDTH, BATCH, RATIO = 16, 4, 16, 4, 0.75
+SIZE, PATCH, WIDTH, BATCH, RATIO, LR = 16, 4, 16, 4, 0.75, 0.5
 PATCHES = (SIZE // PATCH) ** 2
-Loss = Callable[[int, list[torch.Tensor]], torch.Tensor]
-
-
-def one_view(step: int) -> list[torch.Tensor]:
-    """One 16-px view, fixed per step."""
-    return [torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(step))]
+ONE_VIEW = random_views(batch=BATCH, sizes=(SIZE,))
 
 
 def lightly_mask(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,21 +53,8 @@ def selfsup_mask(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return ids_keep, mask, torch.cat([ids_keep, ids_masked], dim=1).argsort(dim=1)
 
 
-def module_of(**tensors: torch.Tensor) -> nn.Module:
-    """A module holding `tensors` themselves (parameters as parameters, others as buffers), not copies."""
-    holder = nn.Module()
-    for name, tensor in tensors.items():
-        if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
-            holder.register_parameter(name, tensor)
-        else:
-            holder.register_buffer(name, tensor)
-    return holder
-
-
-def mae_sides(
-    norm_pix: bool, monkeypatch: pytest.MonkeyPatch
-) -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...]]:
-    """selfsup's MAE and lightly's example modules on one ViT: pairs, both losses and SGDs."""
+def mae_sides(norm_pix: bool, monkeypatch: pytest.MonkeyPatch) -> Sides:
+    """selfsup's MAE and lightly's example modules on one ViT, with identical SGDs."""
     from lightly.models import utils
     from lightly.models.modules import MaskedVisionTransformerTIMM
     from timm.models.vision_transformer import VisionTransformer
@@ -116,10 +97,8 @@ def mae_sides(
     pairs = [
         Pair("encoder", ours.backbone, vit),
         Pair("decoder_embed", ours.decoder_embed, decoder.decoder_embed),
-        Pair("mask_token", module_of(mask_token=ours.mask_token), module_of(mask_token=decoder.mask_token)),
-        Pair(
-            "decoder_pos_embed", module_of(pos=ours.decoder_pos_embed), module_of(pos=decoder.decoder_pos_embed[:, 1:])
-        ),
+        Pair("mask_token", held(mask_token=ours.mask_token), held(mask_token=decoder.mask_token)),
+        Pair("decoder_pos_embed", held(pos=ours.decoder_pos_embed), held(pos=decoder.decoder_pos_embed[:, 1:])),
         Pair("decoder_blocks", ours.decoder_blocks, decoder.decoder_blocks),
         Pair("decoder_norm", ours.decoder_norm, decoder.decoder_norm),
         Pair("decoder_pred", ours.decoder_pred, decoder.decoder_pred),
@@ -127,19 +106,15 @@ def mae_sides(
     for pair in pairs:  # LayerNorm epsilons are no tensors: compared here
         eps = [[m.eps for m in side.modules() if isinstance(m, nn.LayerNorm)] for side in (pair.selfsup, pair.lightly)]
         assert eps[0] == eps[1], f"{pair.name}: LayerNorm eps {eps[0]} vs lightly {eps[1]}"
-    optimizers = (
-        torch.optim.SGD(ours.parameters(), lr=0.5, momentum=0.9),
-        torch.optim.SGD([*vit.parameters(), *decoder.parameters()], lr=0.5, momentum=0.9),
-    )
-    return pairs, selfsup_loss, lightly_loss, optimizers
+    optimizers = (sgd(ours.parameters(), LR), sgd([*vit.parameters(), *decoder.parameters()], LR))
+    return Sides(pairs, selfsup_loss, lightly_loss, optimizers)
 
 
 @pytest.mark.parametrize("norm_pix", [False, True])
 def test_mae_steps_equal_lightly(norm_pix: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loss, gradients, encoder and decoder equal lightly's at each of STEPS SGD steps, on one mask per step."""
     require_lightly()
-    pairs, ours, theirs, optimizers = mae_sides(norm_pix, monkeypatch)
-    losses = lockstep(pairs, ours, theirs, one_view, optimizers)
+    losses = mae_sides(norm_pix, monkeypatch).lockstep(ONE_VIEW)
     assert len(set(losses)) == STEPS
 
 
@@ -147,10 +122,5 @@ def test_mae_steps_equal_lightly(norm_pix: bool, monkeypatch: pytest.MonkeyPatch
 def test_mae_lockstep_fails_on_a_perturbed_loss(side: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison can fail: either side's loss scaled by 1 + 1e-3 is refused."""
     require_lightly()
-    pairs, ours, theirs, optimizers = mae_sides(True, monkeypatch)
-    if side == "selfsup":
-        ours = perturbed(ours)
-    else:
-        theirs = perturbed(theirs)
     with pytest.raises(AssertionError):
-        lockstep(pairs, ours, theirs, one_view, optimizers)
+        mae_sides(True, monkeypatch).lockstep(ONE_VIEW, perturb=side)

@@ -20,7 +20,6 @@ Differences, and how the comparison bridges them:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -30,28 +29,10 @@ import torch.nn.functional as F
 from selfsup.methods.base import Schedule
 from selfsup.methods.moco_v3 import MoCoV3
 from selfsup.methods.momentum import cosine_momentum
-from tests.equivalence.harness import STEPS, Pair, lockstep, perturbed, require_lightly
+from tests.equivalence.harness import STEPS, Pair, Sides, random_views, require_lightly, sgd, tiny_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FEATURES, HIDDEN, OUT, BATCH, TEMPERATURE, MOMENTUM = 8, 16, 8, 8, 0.2, 0.9
-Loss = Callable[[int, list[torch.Tensor]], torch.Tensor]
-
-
-def conv_backbone() -> nn.Module:
-    """A one-conv ResNet stem with BatchNorm, pooled: images to [B, FEATURES]."""
-    return nn.Sequential(
-        nn.Conv2d(3, FEATURES, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(FEATURES),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    )
-
-
-def two_views(step: int) -> list[torch.Tensor]:
-    """Two views of 16 px, fixed per step."""
-    g = torch.Generator().manual_seed(step)
-    return [torch.randn(BATCH, 3, 16, 16, generator=g) for _ in range(2)]
+FEATURES, HIDDEN, OUT, TEMPERATURE, MOMENTUM, LR = 16, 16, 8, 0.2, 0.9, 0.5
 
 
 def ctr(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -60,14 +41,14 @@ def ctr(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * TEMPERATURE
 
 
-def moco_v3_sides() -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...], tuple[Callable, Callable]]:
-    """selfsup's MoCo v3 and lightly's modules on one backbone: pairs, both losses, SGDs, after-step updates."""
+def moco_v3_sides() -> Sides:
+    """selfsup's MoCo v3 and lightly's modules on one backbone, with identical SGDs and after-step updates."""
     from lightly.models.modules.heads import MoCoProjectionHead, ProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
     from lightly.utils.scheduler import cosine_schedule
 
     torch.manual_seed(0)
-    backbone = conv_backbone()
+    backbone = tiny_backbone(FEATURES)
     ours = MoCoV3(
         copy.deepcopy(backbone),
         FEATURES,
@@ -104,24 +85,21 @@ def moco_v3_sides() -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer
             for t, o in zip(target.buffers(), online.buffers(), strict=True):
                 t.copy_(o)
 
-    pairs = [
-        Pair("backbone", ours.backbone, backbone),
-        Pair("projector", ours.projector, projector),
-        Pair("predictor", ours.predictor, predictor),
-        Pair("momentum_backbone", ours.momentum_backbone, momentum_backbone),
-        Pair("momentum_projector", ours.momentum_projector, momentum_projector),
-    ]
-    online = [p for m in (backbone, projector, predictor) for p in m.parameters()]
-    optimizers = (
-        torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.5, momentum=0.9),
-        torch.optim.SGD(online, lr=0.5, momentum=0.9),
-    )
-    return (
-        pairs,
-        selfsup_loss,
-        lightly_loss,
-        optimizers,
-        (lambda step: ours.after_optimizer_step(step, STEPS), lightly_after),
+    return Sides(
+        pairs=[
+            Pair("backbone", ours.backbone, backbone),
+            Pair("projector", ours.projector, projector),
+            Pair("predictor", ours.predictor, predictor),
+            Pair("momentum_backbone", ours.momentum_backbone, momentum_backbone),
+            Pair("momentum_projector", ours.momentum_projector, momentum_projector),
+        ],
+        selfsup_loss=selfsup_loss,
+        lightly_loss=lightly_loss,
+        optimizers=(
+            sgd([p for p in ours.parameters() if p.requires_grad], LR),
+            sgd([p for m in (backbone, projector, predictor) for p in m.parameters()], LR),
+        ),
+        after_step=(lambda step: ours.after_optimizer_step(step, STEPS), lightly_after),
     )
 
 
@@ -129,8 +107,7 @@ def test_moco_v3_steps_equal_lightly() -> None:
     """Loss, gradients, online and momentum encoders (parameters and BatchNorm buffers) equal lightly's at each
     of STEPS SGD steps, with the momentum on its cosine from 0.9 to 1."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after = moco_v3_sides()
-    losses = lockstep(pairs, ours, theirs, two_views, optimizers, after)
+    losses = moco_v3_sides().lockstep(random_views())
     assert len(set(losses)) == STEPS
 
 
@@ -138,10 +115,5 @@ def test_moco_v3_steps_equal_lightly() -> None:
 def test_moco_v3_lockstep_fails_on_a_perturbed_loss(side: str) -> None:
     """The comparison can fail: either side's loss scaled by 1 + 1e-3 is refused."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after = moco_v3_sides()
-    if side == "selfsup":
-        ours = perturbed(ours)
-    else:
-        theirs = perturbed(theirs)
     with pytest.raises(AssertionError):
-        lockstep(pairs, ours, theirs, two_views, optimizers, after)
+        moco_v3_sides().lockstep(random_views(), perturb=side)
