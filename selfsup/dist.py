@@ -72,9 +72,3 @@ def sum_over_processes(t: torch.Tensor) -> torch.Tensor:
     if world_info()[1] > 1:
         dist.all_reduce(t)
     return t
-
-
-def without_gradient(p: torch.Tensor) -> torch.Tensor:
-    """`p`'s value in the autograd graph with a zero gradient: holds a parameter still for some steps (SwAV's
-    prototypes, DINO's last layer) while DDP, which expects a gradient for every parameter, still gets one."""
-    return p.detach() + 0.0 * p

@@ -37,6 +37,10 @@ class Method(nn.Module):
     Methods whose options depend on the point in training refuse to run without `schedule`. Methods with
     momentum encoders, queues or centers update them in `after_optimizer_step(step, total_steps)`, once
     per optimizer step.
+
+    Some parameters are held still early in a run (SwAV's prototypes, DINO's last layer): any training
+    loop, the CLI's or a user's, calls `drop_frozen_gradients(schedule)` after backward and before gradient
+    clipping and `optimizer.step()`, so that the optimizer skips them as the official code's does.
     """
 
     multi_crop = False  # whether forward takes local crops after the global views (SwAV, DINO)
@@ -67,6 +71,24 @@ class Method(nn.Module):
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Momentum / EMA updates; nothing for methods without them."""
+
+    def frozen_parameters(self, schedule: Schedule | None) -> list[nn.Parameter]:
+        """The parameters held still at `schedule`'s step; none by default."""
+        return []
+
+    def drop_frozen_gradients(self, schedule: Schedule | None) -> None:
+        """Set the gradients of `frozen_parameters(schedule)` to None, once per optimizer step: after the
+        last backward (after DDP's all-reduce, which runs inside it; after every accumulated micro-batch)
+        and before gradient clipping and the optimizer step.
+
+        None, not zero: the optimizer then skips them (the official code's `p.grad = None`: DINO's
+        cancel_gradients_last_layer, SwAV's frozen prototypes), whereas a zero gradient would still let weight
+        decay shrink them, momentum move them and AdamW count steps and update its moments. The forward uses
+        them as usual: DDP without find_unused_parameters needs every parameter to receive a gradient in
+        each backward, and their true gradient, all-reduced and then dropped here, is that gradient; a zero
+        one made in the forward would add nothing once it is dropped."""
+        for p in self.frozen_parameters(schedule):
+            p.grad = None
 
     def param_group_options(self) -> list[tuple[nn.Module, dict[str, Any]]]:
         """Modules trained with optimizer options of their own (see `param_groups`): a predictor's own lr,

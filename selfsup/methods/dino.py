@@ -27,8 +27,9 @@ class DINO(Method):
     outputs are centred by a running mean over the global batch (momentum `center_momentum`) and
     sharpened by a temperature warmed up linearly from `warmup_teacher_temp` to `teacher_temp` over
     `warmup_teacher_temp_epochs`; the teacher follows the student by EMA on BYOL's cosine schedule.
-    The last layer gets no gradient during the first `freeze_last_layer_epochs`. Defaults: the paper's
-    ResNet-50 setting (head 2048 -> 256 -> 65536 without BN, student 0.1, teacher 0.04, momentum 0.996)."""
+    The last layer gets no gradient during the first `freeze_last_layer_epochs` (`frozen_parameters`).
+    Defaults: the paper's ResNet-50 setting (head 2048 -> 256 -> 65536 without BN, student 0.1, teacher 0.04,
+    momentum 0.996)."""
 
     multi_crop = True
 
@@ -86,12 +87,14 @@ class DINO(Method):
         at = self.scheduled(schedule, f"freeze_last_layer_epochs={self.freeze_last_layer_epochs:g}")
         return at.step < at.steps(self.freeze_last_layer_epochs)
 
+    def frozen_parameters(self, schedule: Schedule | None) -> list[nn.Parameter]:
+        return list(self.head.last_layer.parameters()) if self.last_layer_frozen(schedule) else []
+
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
         n_global = global_views(views)
         if len(views) < 2:
             raise ValueError(f"DINO needs at least 2 crops, got {len(views)}")
-        frozen = self.last_layer_frozen(schedule)
-        student = encode_crops(lambda x: self.head(self.backbone(x), freeze_last_layer=frozen), views)
+        student = encode_crops(lambda x: self.head(self.backbone(x)), views)
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:n_global]))).chunk(n_global)
         teacher_temp = self.teacher_temp_at(schedule)

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from selfsup.dist import sum_over_processes, without_gradient
+from selfsup.dist import sum_over_processes
 from selfsup.losses import sinkhorn, swav_multicrop
 from selfsup.methods.base import METHODS, Method, Schedule, encode_crops, global_views
 from selfsup.nets.heads import mlp
@@ -17,10 +17,11 @@ from selfsup.settings import Count, NonNegative, Positive, PositiveInt
 class SwAV(Method):
     """Codes are computed on the global views (`crops_for_assign` of the official code), predicted from
     every other crop, local crops included. Prototypes are kept L2-normalised and get no gradient for
-    the first `freeze_prototypes_epochs` epochs. With `queue_length` > 0 each process keeps its latest
-    embeddings of each global view and, once the queue is full, adds them to the Sinkhorn batch (the
-    official code's remedy for small batches). Defaults: the paper's (projector 2048 -> 128, 3000
-    prototypes, temperature 0.1, Sinkhorn eps 0.05 x 3 iterations, prototypes frozen for 1 epoch)."""
+    the first `freeze_prototypes_epochs` epochs (`frozen_parameters`). With `queue_length` > 0 each
+    process keeps its latest embeddings of each global view and, once the queue is full, adds them to the
+    Sinkhorn batch (the official code's remedy for small batches). Defaults: the paper's (projector
+    2048 -> 128, 3000 prototypes, temperature 0.1, Sinkhorn eps 0.05 x 3 iterations, prototypes frozen for
+    1 epoch)."""
 
     multi_crop = True
 
@@ -61,12 +62,7 @@ class SwAV(Method):
         if n_global > self.queue.shape[0] and self.queue.shape[1]:
             raise ValueError(f"the SwAV queue holds 2 global views, got {n_global}")
         z = [F.normalize(e, dim=1) for e in encode_crops(lambda x: self.projector(self.backbone(x)), views)]
-        weight = self.prototypes.weight
-        if self.freeze_prototypes_epochs > 0:
-            at = self.scheduled(schedule, f"freeze_prototypes_epochs={self.freeze_prototypes_epochs:g}")
-            if at.step < at.steps(self.freeze_prototypes_epochs):
-                weight = without_gradient(weight)
-        scores = [e @ weight.T for e in z]
+        scores = [e @ self.prototypes.weight.T for e in z]
         codes = [self.assign(scores[i], z[i].detach(), i) for i in range(n_global)]
         if self.queue.shape[1]:  # counted once every view has read its queue: all views fill together
             self.queue_filled.add_(min(z[0].shape[0], self.queue.shape[1]))
@@ -87,6 +83,12 @@ class SwAV(Method):
         n = min(z.shape[0], length)
         queue.copy_(torch.cat([z[:n].to(queue.dtype), queue[: length - n]]))  # newest first
         return codes
+
+    def frozen_parameters(self, schedule: Schedule | None) -> list[nn.Parameter]:
+        if self.freeze_prototypes_epochs == 0:
+            return []
+        at = self.scheduled(schedule, f"freeze_prototypes_epochs={self.freeze_prototypes_epochs:g}")
+        return [self.prototypes.weight] if at.step < at.steps(self.freeze_prototypes_epochs) else []
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         self.normalize_prototypes()

@@ -6,8 +6,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from selfsup.dist import without_gradient
-
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, last_bn: bool = False) -> nn.Sequential:
     """Linear-BN-ReLU blocks then a Linear: the projector of SimCLR (2 layers) and BYOL/SimSiam heads.
@@ -61,10 +59,8 @@ class DINOHead(nn.Module):
         if norm_last_layer:
             self.last_layer.parametrizations.weight.original0.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, freeze_last_layer: bool = False) -> torch.Tensor:
-        """`freeze_last_layer`: the last layer gets a zero gradient (DINO's first epoch)."""
-        weight = self.last_layer.weight
-        return F.linear(F.normalize(self.mlp(x), dim=-1), without_gradient(weight) if freeze_last_layer else weight)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
 
 
 def upsampling_plan(size: int) -> tuple[int, int]:

@@ -105,9 +105,11 @@ def measure_compute(cfg: DictConfig, variant: str, steps: int, warmup: int) -> d
     model.train()
 
     def step(i: int) -> None:
+        schedule = Schedule(i, total, total)
         for micro in range(accumulate):
             with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
-                fabric.backward(model(views, schedule=Schedule(i, total, total))["loss"] / accumulate)
+                fabric.backward(model(views, schedule=schedule)["loss"] / accumulate)
+        method.drop_frozen_gradients(schedule)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         method.after_optimizer_step(i, total)

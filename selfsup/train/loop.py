@@ -550,8 +550,10 @@ def train_epochs(run: Run) -> None:
 def forward_backward(
     run: Run, batches: Any, step: int
 ) -> tuple[float, list[torch.Tensor], torch.Tensor, dict[str, Any]]:
-    """One optimizer step's forward and backward passes (trainer.accumulate micro-batches) at the step's lr;
-    returns the lr, the last micro-batch's views and labels, and the method's outputs for it."""
+    """One optimizer step's forward and backward passes (trainer.accumulate micro-batches) at the step's lr,
+    then the gradients of the parameters frozen at this step dropped (before clipping, the non-finite check
+    and the optimizer step); returns the lr, the last micro-batch's views and labels, and the method's outputs
+    for it."""
     t = run.cfg.trainer
     lr = warmup_cosine(step, run.total_steps, run.warmup_steps, run.peak_lr, run.cfg.optim.final_lr)
     lr *= run.progress.lr_scale
@@ -567,6 +569,7 @@ def forward_backward(
         with run.fabric.no_backward_sync(run.model, enabled=micro < t.accumulate - 1):
             out_step = run.model(views, schedule=schedule)
             run.fabric.backward(out_step["loss"] / t.accumulate)
+    run.method.drop_frozen_gradients(schedule)
     return lr, views, labels, out_step
 
 

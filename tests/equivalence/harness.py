@@ -142,10 +142,12 @@ def lockstep(
     steps: int = STEPS,
     rtol: float = RTOL,
     atol: float = ATOL,
+    after_backward: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Train both sides `steps` steps on the same views; at each step the losses, then the gradients, then
-    (after the optimizer step and each side's `after_step(step)`: EMA, queue, centre updates) every parameter
-    and buffer must agree. Returns selfsup's losses, so a test can also check they changed."""
+    """Train both sides `steps` steps on the same views; at each step the losses, then the gradients (after
+    `after_backward(step)`: the frozen parameters' gradients dropped, as each side's loop does), then (after
+    the optimizer step and each side's `after_step(step)`: EMA, queue, centre updates) every parameter and
+    buffer must agree. Returns selfsup's losses, so a test can also check they changed."""
     copy_pairs(pairs)
     assert_pairs_equal(pairs, -1, rtol=0, atol=0)
     losses = []
@@ -158,6 +160,8 @@ def lockstep(
         assert_close(f"step {step}: loss", ours.detach(), theirs.detach(), rtol, atol)
         ours.backward()
         theirs.backward()
+        if after_backward is not None:
+            after_backward(step)
         assert_grads_equal(pairs, step, rtol, atol)
         for optimizer in optimizers:
             optimizer.step()
@@ -184,8 +188,9 @@ def sgd(params: Iterable[torch.Tensor], lr: float = 0.1) -> torch.optim.Optimize
 @dataclass(frozen=True)
 class Sides:
     """One method's two implementations as `lockstep` takes them: the module pairs, each side's loss of a
-    step's views, each side's optimizer and optional after-step update, and the tolerance (a method whose
-    rounding grows faster over the steps states its own)."""
+    step's views, each side's optimizer and optional after-step update, the optional after-backward drop of
+    frozen parameters' gradients, and the tolerance (a method whose rounding grows faster over the steps
+    states its own)."""
 
     pairs: list[Pair]
     selfsup_loss: Callable[[int, list[torch.Tensor]], torch.Tensor]
@@ -194,6 +199,7 @@ class Sides:
     after_step: tuple[Callable[[int], None], Callable[[int], None]] | None = None
     rtol: float = RTOL
     atol: float = ATOL
+    after_backward: Callable[[int], None] | None = None
 
     def lockstep(self, views: Callable[[int], list[torch.Tensor]], perturb: str | None = None) -> list[float]:
         """`lockstep` on these sides; `perturb` ("selfsup" or "lightly") scales that side's loss by `perturbed`."""
@@ -202,5 +208,13 @@ class Sides:
         ours = perturbed(self.selfsup_loss) if perturb == "selfsup" else self.selfsup_loss
         theirs = perturbed(self.lightly_loss) if perturb == "lightly" else self.lightly_loss
         return lockstep(
-            self.pairs, ours, theirs, views, self.optimizers, self.after_step, rtol=self.rtol, atol=self.atol
+            self.pairs,
+            ours,
+            theirs,
+            views,
+            self.optimizers,
+            self.after_step,
+            rtol=self.rtol,
+            atol=self.atol,
+            after_backward=self.after_backward,
         )

@@ -18,9 +18,9 @@ Differences, and how the comparison bridges them:
 - Teacher buffers: selfsup's EMA copies the student's BatchNorm running statistics into the teacher; lightly's
   update_momentum (as the official code) moves parameters only. The teacher runs in training mode, so its
   outputs do not depend on them; lightly's side copies them after its update too.
-- Frozen last layer: lightly (cancel_last_layer_gradients, after backward) and the official code leave it without
-  a gradient; selfsup gives it a zero gradient (DDP wants one for every parameter). The test checks that it is
-  exactly zero, then drops it, so that both optimizers skip the layer alike.
+- Frozen last layer: lightly (cancel_last_layer_gradients), the official code and selfsup's loop
+  (`drop_frozen_gradients`) all drop its gradient after backward; both are called here where their loops call
+  them, so that both optimizers skip the layer alike.
 - lightly's example builds the teacher head anew (an initialisation of its own); the official code and selfsup
   start the teacher as a copy of the student: lightly's teacher head is loaded with its student's weights here.
 - lightly's centre is [1, 1, K], selfsup's [1, K]: compared through a view of selfsup's.
@@ -84,22 +84,11 @@ def held(**tensors: torch.Tensor) -> nn.Module:
     return holder
 
 
-def drop_zero_gradient(param: nn.Parameter, frozen: Callable[[], bool]) -> None:
-    """While `frozen()`, selfsup's gradient of `param` must be exactly zero; it is then dropped (None), as
-    lightly and the official code leave it."""
-
-    def hook(p: torch.Tensor) -> None:
-        if frozen():
-            assert p.grad is not None and not p.grad.any(), "a frozen parameter got a non-zero gradient"
-            p.grad = None
-
-    param.register_post_accumulate_grad_hook(hook)
-
-
 def dino_sides(
     kind: str,
-) -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...], tuple[Callable, Callable]]:
-    """selfsup's DINO and lightly's example modules on one backbone: pairs, both losses, SGDs, after-step updates."""
+) -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...], tuple[Callable, Callable], Callable[[int], None]]:
+    """selfsup's DINO and lightly's example modules on one backbone: pairs, both losses, SGDs, after-step updates
+    and both sides' after-backward drop of the frozen last layer's gradients."""
     from lightly.loss import DINOLoss
     from lightly.models.modules import DINOProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -130,11 +119,6 @@ def dino_sides(
     criterion = DINOLoss(
         OUT, WARMUP_TEMP, TEACHER_TEMP, WARMUP_EPOCHS + 1, STUDENT_TEMP, center_momentum=CENTER_MOMENTUM
     )
-    at = {"step": 0}
-    drop_zero_gradient(ours.head.last_layer.parametrizations.weight.original1, lambda: at["step"] < FROZEN_STEPS)
-    head.last_layer.weight_v.register_post_accumulate_grad_hook(
-        lambda p: head.cancel_last_layer_gradients(current_epoch=at["step"])
-    )
 
     def student(crops: list[torch.Tensor]) -> list[torch.Tensor]:
         if kind == "vit":
@@ -151,8 +135,11 @@ def dino_sides(
         return criterion(teacher, student(views), epoch=step)
 
     def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        at["step"] = step
         return ours(views, Schedule(step, STEPS))["loss"]
+
+    def drop_frozen(step: int) -> None:
+        ours.drop_frozen_gradients(Schedule(step, STEPS))
+        head.cancel_last_layer_gradients(current_epoch=step)
 
     @torch.no_grad()
     def lightly_after(step: int) -> None:
@@ -180,6 +167,7 @@ def dino_sides(
         lightly_loss,
         optimizers,
         (lambda step: ours.after_optimizer_step(step, STEPS), lightly_after),
+        drop_frozen,
     )
 
 
@@ -188,9 +176,9 @@ def test_dino_steps_equal_lightly(kind: str) -> None:
     """Loss, gradients, student, teacher and centre equal lightly's at each of STEPS SGD steps, through the
     teacher-temperature warmup (steps 0-1), the frozen last layer (steps 0-1) and its release."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after = dino_sides(kind)
+    pairs, ours, theirs, optimizers, after, drop = dino_sides(kind)
     last_layer = pairs[1].selfsup.last_layer.parametrizations.weight.original1.detach().clone()
-    losses = lockstep(pairs, ours, theirs, multi_crop, optimizers, after)
+    losses = lockstep(pairs, ours, theirs, multi_crop, optimizers, after, after_backward=drop)
     assert len(set(losses)) == STEPS
     assert not torch.equal(last_layer, pairs[1].selfsup.last_layer.parametrizations.weight.original1)
 
@@ -200,10 +188,10 @@ def test_dino_steps_equal_lightly(kind: str) -> None:
 def test_dino_lockstep_fails_on_a_perturbed_loss(kind: str, side: str) -> None:
     """The comparison can fail: either side's loss scaled by 1 + 1e-3 is refused."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after = dino_sides(kind)
+    pairs, ours, theirs, optimizers, after, drop = dino_sides(kind)
     if side == "selfsup":
         ours = perturbed(ours)
     else:
         theirs = perturbed(theirs)
     with pytest.raises(AssertionError):
-        lockstep(pairs, ours, theirs, multi_crop, optimizers, after)
+        lockstep(pairs, ours, theirs, multi_crop, optimizers, after, after_backward=drop)

@@ -10,9 +10,9 @@ Differences, and how the comparison bridges them:
   lightly's bias is removed here.
 - lightly's example normalises the prototypes at the start of each step, selfsup at construction and after each
   optimizer step: the same sequence; lightly's side normalises once before step 0 and after each step here.
-- Frozen prototypes: lightly (requires_grad off) and the official code (grad = None) leave them without a
-  gradient; selfsup gives them a zero gradient (DDP wants one for every parameter). The test checks that it is
-  exactly zero, then drops it, so that both optimizers skip the prototypes alike.
+- Frozen prototypes: lightly (requires_grad off) and the official code (grad = None after backward) leave them
+  without a gradient; selfsup's loop drops theirs after backward (`drop_frozen_gradients`), called here where
+  its loop calls it, so that both optimizers skip the prototypes alike.
 - The queue: lightly's SwaVLoss takes the queue's prototype scores (queue_outputs) but lightly's example keeps no
   queue (its MemoryBankModule is a ring buffer starting from random features); lightly's side keeps the official
   SwAV's queue here (zeros, newest first, used once full), whose scores lightly's loss receives.
@@ -64,20 +64,11 @@ def held(**tensors: torch.Tensor) -> nn.Module:
     return holder
 
 
-def drop_zero_gradient(param: nn.Parameter, frozen: Callable[[], bool]) -> None:
-    """While `frozen()`, selfsup's gradient of `param` must be exactly zero; it is then dropped (None), as
-    lightly and the official code leave it."""
-
-    def hook(p: torch.Tensor) -> None:
-        if frozen():
-            assert p.grad is not None and not p.grad.any(), "a frozen parameter got a non-zero gradient"
-            p.grad = None
-
-    param.register_post_accumulate_grad_hook(hook)
-
-
-def swav_sides() -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...], tuple[Callable, Callable]]:
-    """selfsup's SwAV and lightly's modules on one backbone: pairs, both losses, SGDs and after-step updates."""
+def swav_sides() -> tuple[
+    list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...], tuple[Callable, Callable], Callable[[int], None]
+]:
+    """selfsup's SwAV and lightly's modules on one backbone: pairs, both losses, SGDs, after-step updates and
+    selfsup's after-backward drop of the frozen prototypes' gradients."""
     from lightly.loss import SwaVLoss
     from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 
@@ -101,8 +92,6 @@ def swav_sides() -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, .
     prototypes.normalize()
     queue = torch.zeros(2, QUEUE, OUT)
     criterion = SwaVLoss(temperature=TEMPERATURE, sinkhorn_iterations=ITERS, sinkhorn_epsilon=EPS)
-    at = {"step": 0}
-    drop_zero_gradient(ours.prototypes.weight, lambda: at["step"] < FROZEN_STEPS)
 
     def lightly_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
         z = [F.normalize(head(backbone(torch.cat(views[i : i + 2]))), dim=1) for i in (0, 2)]
@@ -114,8 +103,10 @@ def swav_sides() -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, .
         return criterion(crops[:2], crops[2:], queue_outputs).squeeze(0)  # lightly's loss is [1]
 
     def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        at["step"] = step
         return ours(views, Schedule(step, STEPS))["loss"]
+
+    def drop_frozen(step: int) -> None:
+        ours.drop_frozen_gradients(Schedule(step, STEPS))
 
     pairs = [
         Pair("backbone", ours.backbone, backbone),
@@ -128,16 +119,16 @@ def swav_sides() -> tuple[list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, .
         torch.optim.SGD([*backbone.parameters(), *head.parameters(), *prototypes.parameters()], lr=0.5, momentum=0.9),
     )
     after = (lambda step: ours.after_optimizer_step(step, STEPS), lambda step: prototypes.normalize())
-    return pairs, selfsup_loss, lightly_loss, optimizers, after
+    return pairs, selfsup_loss, lightly_loss, optimizers, after, drop_frozen
 
 
 def test_swav_steps_equal_lightly() -> None:
     """Loss, gradients, weights, BatchNorm buffers and queue equal lightly's at each of STEPS SGD steps, through
     the frozen prototypes (steps 0-1), their release, and the queue's filling (full, then used, from step 2)."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after = swav_sides()
+    pairs, ours, theirs, optimizers, after, drop = swav_sides()
     prototypes = pairs[2].selfsup.weight.detach().clone()
-    losses = lockstep(pairs, ours, theirs, multi_crop, optimizers, after)
+    losses = lockstep(pairs, ours, theirs, multi_crop, optimizers, after, after_backward=drop)
     assert len(set(losses)) == STEPS
     assert not torch.equal(prototypes, pairs[2].selfsup.weight), "the prototypes never moved"
 
@@ -146,10 +137,10 @@ def test_swav_steps_equal_lightly() -> None:
 def test_swav_lockstep_fails_on_a_perturbed_loss(side: str) -> None:
     """The comparison can fail: either side's loss scaled by 1 + 1e-3 is refused."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after = swav_sides()
+    pairs, ours, theirs, optimizers, after, drop = swav_sides()
     if side == "selfsup":
         ours = perturbed(ours)
     else:
         theirs = perturbed(theirs)
     with pytest.raises(AssertionError):
-        lockstep(pairs, ours, theirs, multi_crop, optimizers, after)
+        lockstep(pairs, ours, theirs, multi_crop, optimizers, after, after_backward=drop)
