@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from selfsup.dist import sum_over_processes
 from selfsup.losses import sinkhorn, swav_multicrop
-from selfsup.methods.base import METHODS, Method, Schedule, encode_crops, global_views
+from selfsup.methods.base import METHODS, Method, Schedule, assignment_entropies, encode_crops, global_views, spread
 from selfsup.nets.heads import mlp
 from selfsup.settings import Count, NonNegative, Positive, PositiveInt
 
@@ -67,7 +67,7 @@ class SwAV(Method):
         if self.queue.shape[1]:  # counted once every view has read its queue: all views fill together
             self.queue_filled.add_(min(z[0].shape[0], self.queue.shape[1]))
         loss = swav_multicrop(scores, codes, self.temperature)
-        return {"loss": loss, "z_std": z[0].detach().float().std(dim=0).mean()}
+        return {"loss": loss, "spread": spread(z[0]), **assignment_entropies(torch.cat(codes), "code")}
 
     @torch.no_grad()
     def assign(self, scores: torch.Tensor, z: torch.Tensor, view: int) -> torch.Tensor:

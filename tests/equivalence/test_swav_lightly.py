@@ -21,59 +21,39 @@ Differences, and how the comparison bridges them:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from selfsup.methods.base import Schedule
 from selfsup.methods.swav import SwAV
-from tests.equivalence.harness import STEPS, Pair, lockstep, perturbed, require_lightly
+from tests.equivalence.harness import (
+    MULTI_CROP,
+    STEPS,
+    Pair,
+    Sides,
+    held,
+    random_views,
+    require_lightly,
+    sgd,
+    tiny_backbone,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FEATURES, HIDDEN, OUT, PROTOTYPES, BATCH, QUEUE = 8, 16, 8, 6, 8, 16
+FEATURES, HIDDEN, OUT, PROTOTYPES, BATCH, QUEUE, LR = 8, 16, 8, 6, 8, 16, 0.5
 FROZEN_STEPS = 2  # prototypes without gradient at steps 0 and 1 (one step per epoch)
 TEMPERATURE, EPS, ITERS = 0.1, 0.05, 3
-Loss = Callable[[int, list[torch.Tensor]], torch.Tensor]
+VIEWS = random_views(batch=BATCH, sizes=MULTI_CROP)
 
 
-def conv_backbone() -> nn.Module:
-    """A one-conv ResNet stem with BatchNorm, pooled: any crop size to [B, FEATURES]."""
-    return nn.Sequential(
-        nn.Conv2d(3, FEATURES, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(FEATURES),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    )
-
-
-def multi_crop(step: int) -> list[torch.Tensor]:
-    """2 global crops of 16 px, then 2 local crops of 8 px, fixed per step."""
-    g = torch.Generator().manual_seed(step)
-    return [torch.randn(BATCH, 3, size, size, generator=g) for size in (16, 16, 8, 8)]
-
-
-def held(**tensors: torch.Tensor) -> nn.Module:
-    """A module whose buffers are `tensors` themselves (not copies), to pair tensors no module holds alone."""
-    holder = nn.Module()
-    for name, tensor in tensors.items():
-        holder.register_buffer(name, tensor)
-    return holder
-
-
-def swav_sides() -> tuple[
-    list[Pair], Loss, Loss, tuple[torch.optim.Optimizer, ...], tuple[Callable, Callable], Callable[[int], None]
-]:
-    """selfsup's SwAV and lightly's modules on one backbone: pairs, both losses, SGDs, after-step updates and
-    selfsup's after-backward drop of the frozen prototypes' gradients."""
+def swav_sides() -> Sides:
+    """selfsup's SwAV and lightly's modules on one backbone, with identical SGDs and after-step updates."""
     from lightly.loss import SwaVLoss
     from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 
     torch.manual_seed(0)
-    backbone = conv_backbone()
+    backbone = tiny_backbone(FEATURES)
     ours = SwAV(
         copy.deepcopy(backbone),
         FEATURES,
@@ -105,42 +85,38 @@ def swav_sides() -> tuple[
     def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
         return ours(views, Schedule(step, STEPS))["loss"]
 
-    def drop_frozen(step: int) -> None:
-        ours.drop_frozen_gradients(Schedule(step, STEPS))
-
-    pairs = [
-        Pair("backbone", ours.backbone, backbone),
-        Pair("projector", ours.projector, head),
-        Pair("prototypes", ours.prototypes, prototypes.heads[0]),
-        Pair("queue", held(queue=ours.queue), held(queue=queue)),
-    ]
-    optimizers = (
-        torch.optim.SGD(ours.parameters(), lr=0.5, momentum=0.9),
-        torch.optim.SGD([*backbone.parameters(), *head.parameters(), *prototypes.parameters()], lr=0.5, momentum=0.9),
+    return Sides(
+        pairs=[
+            Pair("backbone", ours.backbone, backbone),
+            Pair("projector", ours.projector, head),
+            Pair("prototypes", ours.prototypes, prototypes.heads[0]),
+            Pair("queue", held(queue=ours.queue), held(queue=queue)),
+        ],
+        selfsup_loss=selfsup_loss,
+        lightly_loss=lightly_loss,
+        optimizers=(
+            sgd(ours.parameters(), LR),
+            sgd([*backbone.parameters(), *head.parameters(), *prototypes.parameters()], LR),
+        ),
+        after_step=(lambda step: ours.after_optimizer_step(step, STEPS), lambda step: prototypes.normalize()),
+        after_backward=lambda step: ours.drop_frozen_gradients(Schedule(step, STEPS)),
     )
-    after = (lambda step: ours.after_optimizer_step(step, STEPS), lambda step: prototypes.normalize())
-    return pairs, selfsup_loss, lightly_loss, optimizers, after, drop_frozen
 
 
 def test_swav_steps_equal_lightly() -> None:
     """Loss, gradients, weights, BatchNorm buffers and queue equal lightly's at each of STEPS SGD steps, through
     the frozen prototypes (steps 0-1), their release, and the queue's filling (full, then used, from step 2)."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after, drop = swav_sides()
-    prototypes = pairs[2].selfsup.weight.detach().clone()
-    losses = lockstep(pairs, ours, theirs, multi_crop, optimizers, after, after_backward=drop)
+    sides = swav_sides()
+    prototypes = sides.pairs[2].selfsup.weight.detach().clone()
+    losses = sides.lockstep(VIEWS)
     assert len(set(losses)) == STEPS
-    assert not torch.equal(prototypes, pairs[2].selfsup.weight), "the prototypes never moved"
+    assert not torch.equal(prototypes, sides.pairs[2].selfsup.weight), "the prototypes never moved"
 
 
 @pytest.mark.parametrize("side", ["selfsup", "lightly"])
 def test_swav_lockstep_fails_on_a_perturbed_loss(side: str) -> None:
     """The comparison can fail: either side's loss scaled by 1 + 1e-3 is refused."""
     require_lightly()
-    pairs, ours, theirs, optimizers, after, drop = swav_sides()
-    if side == "selfsup":
-        ours = perturbed(ours)
-    else:
-        theirs = perturbed(theirs)
     with pytest.raises(AssertionError):
-        lockstep(pairs, ours, theirs, multi_crop, optimizers, after, after_backward=drop)
+        swav_sides().lockstep(VIEWS, perturb=side)
