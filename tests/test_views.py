@@ -13,6 +13,7 @@ from selfsup.data import batched_colour as V
 from selfsup.data.batched_colour import BatchAugment, normalize
 from selfsup.data.views import CropFlip, ViewsConfig, crops_of_batch, eval_transform, views_config
 from selfsup.errors import UserError
+from tests.fault.cli_errors import one_line_error
 
 OFF = {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
@@ -200,6 +201,31 @@ def test_jitter_rate_and_factor_ranges():
     assert (params["hue"][~on] == 0).all() and (params["contrast"][~on] == 1).all()
 
 
+def test_jitter_factors_set_each_range_per_view_and_local_crops_take_view_0s():
+    """views.jitter_factors gives torchvision ColorJitter's four factors, for all views or one list per view."""
+    torch.manual_seed(0)
+    byol, other = [0.4, 0.4, 0.2, 0.1], [1.2, 0.0, 0.6, 0.5]
+    aug = BatchAugment({**OFF, "jitter_p": 1.0, "jitter_factors": [byol, other], "local_crops": 1}, MEAN, STD)
+    for view, factors in ((0, byol), (1, other), (2, byol)):
+        params = aug.sample_params(4000, view)
+        for name, f in zip(V.JITTER_OPS[:3], factors[:3], strict=True):
+            low, high = max(0.0, 1 - f), 1 + f
+            assert params[name].min() >= low and params[name].max() <= high, (view, name)
+            assert params[name].min() < low + 0.01 and params[name].max() > high - 0.01, (view, name)
+        assert params["hue"].abs().max() <= factors[3] and params["hue"].abs().max() > factors[3] - 0.01
+    assert views_config({"jitter_factors": byol}).jitter_factors == (tuple(byol),) * 2
+
+
+def test_jitter_factors_of_the_strength_draw_exactly_as_the_strength():
+    """SimCLR's (0.8, 0.8, 0.8, 0.2) x 0.5 written out draws bitwise what strength 0.5 draws (null, the
+    default, is that path)."""
+    draws = []
+    for cfg in ({"jitter_strength": 0.5}, {"jitter_strength": 2.0, "jitter_factors": [0.4, 0.4, 0.4, 0.1]}):
+        torch.manual_seed(0)
+        draws.append(BatchAugment({**OFF, "jitter_p": 0.8, **cfg}, MEAN, STD).sample_params(64, view=1))
+    assert draws[0].keys() == draws[1].keys() and all(torch.equal(draws[0][k], draws[1][k]) for k in draws[0])
+
+
 def test_jitter_order_is_a_fresh_permutation_per_call():
     aug = BatchAugment({**OFF, "jitter_p": 1.0}, MEAN, STD)
     torch.manual_seed(0)
@@ -313,11 +339,29 @@ def test_cropflip_multicrop_gives_global_and_local_groups_in_view_order():
         ({"local_crops": -1}, "views.local_crops"),
         ({"local_crop_scale": [0.5, 0.1]}, "views.local_crop_scale"),
         ({"local_crop_size": 0}, "views.local_crop_size"),
+        ({"jitter_factors": [[0.4, 0.4, 0.2, 0.1]] * 3}, "views.jitter_factors has 3 entries but views.num=2"),
     ],
 )
 def test_bad_config_is_a_user_error(cfg, message):
     with pytest.raises(UserError, match=message):
         views_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[0.4,0.4,0.2]", "[0.4,-0.4,0.2,0.1]", "[0.4,0.4,0.2,0.6]", "[[0.4,0.4,0.2,0.1],[0.4,0.4,0.2]]", "0.4"],
+)
+def test_bad_jitter_factors_are_refused_in_one_line(value, tmp_path, capsys):
+    """Wrong length, a negative factor, hue above torchvision's 0.5, one bad view's list, a scalar."""
+    out = tmp_path / "out"
+    message = one_line_error(
+        capsys, ["pretrain", "data=synthetic", f"views.jitter_factors={value}", f"output_dir={out}"]
+    )
+    assert message.startswith(
+        "views.jitter_factors must be null (from jitter_strength), a list [brightness, contrast, saturation, hue] "
+        "of numbers >= 0 with hue <= 0.5, or one such list per view, got "
+    ), message
+    assert not out.exists()
 
 
 def test_config_forms_agree():

@@ -153,7 +153,7 @@ class BatchAugment(nn.Module):
 
     `forward` = `sample_params` then `apply`; both are public so the drawn parameters can be inspected.
     Randomness comes from the global RNG of the batch's device. An op whose probability is 0 (or jitter
-    with strength 0) is skipped without any compute. Runs in float32 with autocast disabled.
+    whose factors are all 0) is skipped without any compute. Runs in float32 with autocast disabled.
     """
 
     def __init__(
@@ -184,13 +184,14 @@ class BatchAugment(nn.Module):
         p = c.probabilities(view)
         u = torch.rand(9, batch, device=device)  # one draw for every random number of the batch
         params: dict[str, Tensor] = {}
-        s = c.jitter_strength
-        if p["jitter_p"] > 0 and s > 0:
+        factors = c.jitter(view)
+        if p["jitter_p"] > 0 and any(factors):
             on = u[0] < p["jitter_p"]
-            for row, name in enumerate(JITTER_OPS[:3], start=1):
-                low, high = max(0.0, 1 - 0.8 * s), 1 + 0.8 * s
+            # torchvision's ColorJitter ranges: [max(0, 1 - f), 1 + f] for the first three, [-h, h] for hue
+            for row, (name, f) in enumerate(zip(JITTER_OPS[:3], factors[:3], strict=True), start=1):
+                low, high = max(0.0, 1 - f), 1 + f
                 params[name] = torch.where(on, low + (high - low) * u[row], 1.0)
-            params["hue"] = torch.where(on, 0.2 * s * (2 * u[4] - 1), 0.0)
+            params["hue"] = torch.where(on, factors[3] * (2 * u[4] - 1), 0.0)
             params["order"] = torch.randperm(len(JITTER_OPS))
         if p["grayscale_p"] > 0:
             params["grayscale"] = u[5] < p["grayscale_p"]

@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 from selfsup.data.sources import dataset_spec
 from selfsup.errors import UserError
 from selfsup.settings import (
+    NON_NEGATIVE,
     NUMBER,
     POSITIVE,
     POSITIVE_INT,
@@ -48,6 +49,17 @@ _PER_VIEW = ("jitter_p", "grayscale_p", "blur_p", "solarize_p")
 PerView = Annotated["tuple[float, ...] | float", scalar_or_list(PROBABILITY)]
 # Hue jitter is 0.2 x strength and torchvision's hue factor is at most 0.5.
 JITTER_STRENGTH = Rule(lambda v: is_number(v) and 0 <= v <= 2.5, "a number in [0, 2.5] (hue 0.2 x strength <= 0.5)")
+# The four factors as torchvision's ColorJitter takes them, for recipes off SimCLR's ratios (BYOL's saturation).
+# torchvision's ColorJitter refuses a hue factor above 0.5.
+JitterFactors = tuple[float, float, float, float]
+VIEW_FACTORS = Rule(
+    lambda v: list_of(NON_NEGATIVE, 4).ok(v) and v[3] <= 0.5,
+    "a list [brightness, contrast, saturation, hue] of numbers >= 0 with hue <= 0.5",
+)
+JITTER_FACTORS = Rule(
+    lambda v: v is None or VIEW_FACTORS.ok(v) or list_of(VIEW_FACTORS).ok(v),
+    f"null (from jitter_strength), {VIEW_FACTORS.allowed}, or one such list per view",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +71,14 @@ class ViewsConfig:
     crop_scale: Annotated[tuple[float, float], SCALE_RANGE] = (0.08, 1.0)
     flip_p: Probability = 0.5
     jitter_strength: Annotated[float, JITTER_STRENGTH] = 0.5
+    # One list for every view, or one per view (held per view once read); when set, jitter_strength is unused.
+    jitter_factors: Annotated[tuple[JitterFactors, ...] | None, JITTER_FACTORS] = None
     jitter_p: PerView = 0.8
     grayscale_p: PerView = 0.2
     blur_p: PerView = 0.0
     solarize_p: PerView = 0.0
-    # Multi-crop: small crops after the `num` global views. They use view 0's jitter and grayscale
-    # probabilities, `local_blur_p`, and no solarize (the SwAV and DINO recipes).
+    # Multi-crop: small crops after the `num` global views. They use view 0's jitter factors and its jitter and
+    # grayscale probabilities, `local_blur_p`, and no solarize (the SwAV and DINO recipes).
     local_crops: Count = 0
     local_crop_size: PositiveInt = 16
     local_crop_scale: Annotated[tuple[float, float], SCALE_RANGE] = (0.05, 0.4)
@@ -81,10 +95,22 @@ class ViewsConfig:
         """Side of every crop, in view order."""
         return [self.crop_size] * self.num + [self.local_crop_size] * self.local_crops
 
-    def probabilities(self, view: int) -> dict[str, float]:
-        """The colour-op probabilities of crop `view` (global views 0..num-1, then local crops)."""
+    def _check_view(self, view: int) -> None:
         if not 0 <= view < self.total:
             raise ValueError(f"view {view} out of range for {self.num} views + {self.local_crops} local crops")
+
+    def jitter(self, view: int) -> JitterFactors:
+        """The colour-jitter factors (brightness, contrast, saturation, hue) of crop `view`: jitter_factors,
+        else SimCLR's (0.8, 0.8, 0.8, 0.2) x jitter_strength; local crops take view 0's, as for jitter_p."""
+        self._check_view(view)
+        if self.jitter_factors is None:
+            s = self.jitter_strength
+            return (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
+        return self.jitter_factors[view if view < self.num else 0]
+
+    def probabilities(self, view: int) -> dict[str, float]:
+        """The colour-op probabilities of crop `view` (global views 0..num-1, then local crops)."""
+        self._check_view(view)
         if view < self.num:
             return {key: getattr(self, key)[view] for key in _PER_VIEW}
         return {
@@ -98,7 +124,8 @@ class ViewsConfig:
 def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> ViewsConfig:
     """Read and check a `views` config (OmegaConf node, dict or dataclass); missing keys take defaults.
 
-    Scalar probabilities in `_PER_VIEW` are broadcast to one per view, so callers index them by view.
+    Scalar probabilities in `_PER_VIEW`, and one list of jitter factors, are broadcast to one per view, so
+    callers index them by view.
     """
     if cfg is None:
         raw: dict[str, Any] = {}
@@ -113,22 +140,31 @@ def views_config(cfg: Mapping[str, Any] | DictConfig | ViewsConfig | None) -> Vi
     check_section("views", raw, declaration(ViewsConfig))
     values = {**dataclasses.asdict(ViewsConfig()), **raw}
     num = values["num"]
-    per_view = {}
+    per_view: dict[str, Any] = {}
     for key in _PER_VIEW:
         value = values[key]
         if isinstance(value, Sequence) and not isinstance(value, str):
-            if len(value) != num:
-                raise UserError(
-                    f"views.{key} has {len(value)} entries but views.num={num}: give one per view or a scalar"
-                )
-            per_view[key] = tuple(float(v) for v in value)
+            per_view[key] = tuple(float(v) for v in _one_per_view(key, value, num, "a scalar"))
         else:
             per_view[key] = (float(value),) * num
+    factors = values["jitter_factors"]
+    if factors is not None:
+        lists = (
+            [factors] * num if VIEW_FACTORS.ok(factors) else _one_per_view("jitter_factors", factors, num, "one list")
+        )
+        per_view["jitter_factors"] = tuple(tuple(float(f) for f in entry) for entry in lists)
     pairs = {key: tuple(float(v) for v in values[key]) for key in ("crop_scale", "local_crop_scale")}
     stats = {key: None if values[key] is None else tuple(float(v) for v in values[key]) for key in ("mean", "std")}
     scalars = {key: values[key] for key in ("crop_size", "local_crops", "local_crop_size")}
     probabilities = {key: float(values[key]) for key in ("flip_p", "local_blur_p", "jitter_strength")}
     return ViewsConfig(num=num, **scalars, **pairs, **probabilities, **stats, **per_view)
+
+
+def _one_per_view(key: str, value: Sequence[Any], num: int, single: str) -> Sequence[Any]:
+    """A per-view list, refused in one line unless it has `num` entries (`single`: the form for all views)."""
+    if len(value) != num:
+        raise UserError(f"views.{key} has {len(value)} entries but views.num={num}: give one per view or {single}")
+    return value
 
 
 class CropFlip:

@@ -19,8 +19,6 @@ fixed, so the tests are deterministic.
 
 Named differences from lightly, tested with lightly built at selfsup's settings and pinned by
 `test_named_differences_from_lightly_defaults`:
-  * jitter is one strength s for (0.8 s, 0.8 s, 0.8 s, 0.2 s) (SimCLR's parametrisation), so BYOL/DINO's
-    saturation is 0.4 where the papers (and lightly's BYOL/DINO transforms) use 0.2;
   * CIFAR presets follow the CIFAR recipes (SimCLR B.9: strength 0.5, no blur; lightly's CIFAR-10 benchmark
     takes the same), not lightly's ImageNet defaults; selfsup's `simsiam` (CIFAR) crops at scale (0.08, 1),
     lightly's SimSiamTransform at (0.2, 1); DINO ViT uses the paper's 10 local crops, lightly 6 by default;
@@ -283,15 +281,12 @@ MATCHING: dict[str, tuple[Callable[[], Any], tuple[int, int]]] = {
     "simclr_imagenet": (lambda: _lightly().SimCLRTransform(), IMAGENET),  # lightly's defaults
     "byol": (
         lambda: [
-            _lightly().BYOLView1Transform(input_size=32, gaussian_blur=0.0, cj_sat=0.4),
-            _lightly().BYOLView2Transform(input_size=32, gaussian_blur=0.0, cj_sat=0.4),
+            _lightly().BYOLView1Transform(input_size=32, gaussian_blur=0.0),
+            _lightly().BYOLView2Transform(input_size=32, gaussian_blur=0.0),
         ],
         CIFAR,
     ),
-    "byol_imagenet": (
-        lambda: [_lightly().BYOLView1Transform(cj_sat=0.4), _lightly().BYOLView2Transform(cj_sat=0.4)],
-        IMAGENET,
-    ),
+    "byol_imagenet": (lambda: _lightly().BYOLTransform(), IMAGENET),  # lightly's defaults
     "simsiam": (lambda: _lightly().SimSiamTransform(input_size=32, gaussian_blur=0.0, min_scale=0.08), CIFAR),
     "simsiam_imagenet": (lambda: _lightly().SimSiamTransform(), IMAGENET),  # lightly's defaults
     "dino": (
@@ -301,17 +296,14 @@ MATCHING: dict[str, tuple[Callable[[], Any], tuple[int, int]]] = {
             n_local_views=0,
             gaussian_blur=(0.0, 0.0, 0.0),
             solarization_prob=0.0,
-            cj_sat=0.8,
         ),
         CIFAR,
     ),  # fmt: skip
     "dino_imagenet": (
-        lambda: _lightly().DINOTransform(
-            global_crop_scale=(0.14, 1.0), local_crop_scale=(0.05, 0.14), n_local_views=8, cj_sat=0.8
-        ),
+        lambda: _lightly().DINOTransform(global_crop_scale=(0.14, 1.0), local_crop_scale=(0.05, 0.14), n_local_views=8),
         IMAGENET,
     ),
-    "dino_vit": (lambda: _lightly().DINOTransform(n_local_views=10, cj_sat=0.8), IMAGENET),
+    "dino_vit": (lambda: _lightly().DINOTransform(n_local_views=10), IMAGENET),
     "mae": (lambda: _lightly().MAETransform(input_size=32), CIFAR),
 }
 
@@ -343,9 +335,6 @@ def test_mae_preset_has_no_colour_ops() -> None:
 
 # lightly's defaults -> the checks selfsup's preset must fail against them, and why (the named differences)
 DEFAULTS: dict[str, tuple[Callable[[], Any], tuple[int, int], set[str]]] = {
-    # BYOL's paper jitter (0.4, 0.4, 0.2, 0.1): selfsup's single strength gives saturation 0.4
-    "byol_imagenet": (lambda: _lightly().BYOLTransform(), IMAGENET, {"saturation"}),
-    "dino_vit": (lambda: _lightly().DINOTransform(n_local_views=10), IMAGENET, {"saturation"}),
     # CIFAR recipe: strength 0.5 (lightly 1.0), no blur (lightly 0.5)
     "simclr": (lambda: _lightly().SimCLRTransform(input_size=32), CIFAR, {*JITTER, "blur rate"}),
     # the CIFAR preset crops at scale (0.08, 1); lightly's SimSiamTransform and the SimSiam paper at (0.2, 1)
@@ -395,6 +384,14 @@ def test_byol_negative_control_views_swapped() -> None:
     swapped = dataclasses.replace(preset("byol_imagenet"), blur_p=(0.1, 1.0), solarize_p=(0.2, 0.0))
     failed = rejected(swapped, lightly_views(build()), source)
     assert set(failed) == {f"view {v}: {k}" for v in (0, 1) for k in ("blur rate", "solarize rate")}
+
+
+def test_byol_negative_control_simclr_ratios() -> None:
+    """BYOL with SimCLR's ratios at strength 0.5 (jitter_factors=null: saturation 0.4, the presets before
+    jitter_factors) against lightly's BYOLTransform (the paper's 0.2): exactly saturation, in both views."""
+    build, source = MATCHING["byol_imagenet"]
+    views = dataclasses.replace(preset("byol_imagenet"), jitter_strength=0.5, jitter_factors=None)
+    assert set(rejected(views, lightly_views(build()), source)) == {f"view {v}: saturation" for v in (0, 1)}
 
 
 def test_dino_negative_control_local_scale() -> None:
