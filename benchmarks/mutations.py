@@ -7,6 +7,10 @@ catch it. A mutation is *caught* when pytest exits 1 (a test failed); exit 0 is 
 test selected, an import error of the copy) is reported as an error. The first failing test is recorded.
 
     python benchmarks/mutations.py [methods=simclr,byol] [only=SUBSTRING] [jobs=1] [record=true]
+    python benchmarks/mutations.py only=SUBSTRING run="python benchmarks/learning_margins.py methods=byol"
+
+run= runs that command in the mutated copy instead of the tests and prints its output (how the learning
+test's collapse bars were measured on broken runs).
 
 Runs from the repository root with its virtual environment's python; record=true appends the table (mutation
 -> catching test) to benchmarks/RESULTS.md. Rerun it when a method or a mutation is added.
@@ -18,6 +22,7 @@ import datetime as dt
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -74,9 +79,13 @@ MUTATIONS: list[Mutation] = [
       "k1, k2 = self.momentum_projector(self.momentum_backbone(x)).chunk(2)",
       "k1, k2 = self.projector(self.backbone(x)).chunk(2)"),
     # BYOL (and DirectPred/DirectCopy, which are BYOL with another predictor)
-    M("byol", "no stop-gradient: the target is the online network", "selfsup/methods/byol.py",
-      "        with torch.no_grad():\n            z1, z2 = self.target_projector(self.target_backbone(x)).chunk(2)",
-      "        if True:\n            z1, z2 = self.projector(self.backbone(x)).chunk(2)"),
+    M("byol", "no stop-gradient: the target is the online network, with gradient", "selfsup/methods/byol.py",
+      "        with torch.no_grad():\n            z1, z2 = self.target_projector(self.target_backbone(x)).chunk(2)\n"
+      "        # The paper's symmetrised loss: (2 - 2 cos(p1, z2)) + (2 - 2 cos(p2, z1)), eq. 2 and 3.\n"
+      "        loss = 4 + 2 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))",
+      "        z1, z2 = self.projector(self.backbone(x)).chunk(2)\n"
+      "        cos = torch.nn.functional.cosine_similarity\n"
+      "        loss = 4 - 2 * (cos(p1, z2).mean() + cos(p2, z1).mean())"),
     M("byol", "target = online network with the stop-gradient kept (no EMA target)", "selfsup/methods/byol.py",
       "z1, z2 = self.target_projector(self.target_backbone(x)).chunk(2)",
       "z1, z2 = self.projector(self.backbone(x)).chunk(2)"),
@@ -199,20 +208,21 @@ def apply(mutation: Mutation, tree: Path) -> None:
     path.write_text(text.replace(mutation.old, mutation.new))
 
 
-def run_one(mutation: Mutation) -> dict[str, object]:
-    """Plant the bug in a fresh copy and run the method's tests there (the copy's selfsup is imported, not
-    the installed one: PYTHONPATH points at the copy)."""
+def run_one(mutation: Mutation, command: str | None = None) -> dict[str, object]:
+    """Plant the bug in a fresh copy and run the method's tests there, or `command` (the copy's selfsup is
+    imported, not the installed one: PYTHONPATH points at the copy)."""
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         tree = Path(tmp)
         scratch_copy(tree)
         apply(mutation, tree)
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
         start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0", "-k", mutation.method,
-             "-rf", "--ignore=tests/test_mutations.py", "tests"],
-            cwd=tree, env=env, capture_output=True, text=True,
-        )
+        pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0", "-k",
+                  mutation.method, "-rf", "--ignore=tests/test_mutations.py", "tests"]
+        argv = pytest if command is None else [sys.executable, *shlex.split(command.removeprefix("python "))]
+        done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
+        if command is not None:
+            print(f"## {mutation.method}: {mutation.bug}\n{done.stdout}{done.stderr[-3000:]}", flush=True)
         seconds = time.perf_counter() - start
     failed = re.findall(r"^FAILED (\S+)", done.stdout, flags=re.M)
     status = {0: "MISSED", 1: "caught"}.get(done.returncode, f"error (pytest exit {done.returncode})")
@@ -225,7 +235,9 @@ def main(argv: list[str]) -> int:
     methods = set(options["methods"].split(",")) if "methods" in options else None
     chosen = [m for m in MUTATIONS if (methods is None or m.method in methods) and options.get("only", "") in m.bug]
     with ThreadPoolExecutor(int(options.get("jobs", 1))) as pool:
-        results = list(pool.map(run_one, chosen))
+        results = list(pool.map(lambda m: run_one(m, options.get("run")), chosen))
+    if "run" in options:
+        return 0
     rows = []
     for r in results:
         m = r["mutation"]

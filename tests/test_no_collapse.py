@@ -1,37 +1,26 @@
-"""Every method through the CLI on synthetic data: it trains and its representation has not collapsed.
-SwAV and DINO run with multi-crop (2 global + 2 local crops). Whether a method learns is
-tests/test_learning.py's question: the synthetic classes differ in colour, which raw pixels already read."""
+"""Every method through the CLI on synthetic data: it trains a few steps (SwAV and DINO with multi-crop: 2
+global + 2 local crops), its features are finite, and it logs the collapse monitors that
+tests/test_learning.py bounds. Whether a method learns without collapsing is test_learning's question: three
+steps cannot tell (an untrained ResNet-18's features already spread as much as a trained one's)."""
 
 from __future__ import annotations
 
-import math
+import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from selfsup.cli import main
 from selfsup.eval.offline import evaluate
 from selfsup.methods.base import METHODS
+from tests.test_learning import RECIPES
 from tests.test_methods import SMALL_HEADS
 
 MULTICROP = ["views.local_crops=2", "views.local_crop_size=8"]
 
 
-def spread(features: torch.Tensor) -> float:
-    """Mean per-dimension std of L2-normalised features, times sqrt(dim): ~1 for isotropic features,
-    0 for a collapsed representation (every image mapped to one direction)."""
-    z = F.normalize(features.float(), dim=1)
-    return float(z.std(dim=0).mean() * math.sqrt(z.shape[1]))
-
-
-def test_spread_detects_collapse():
-    assert spread(torch.ones(50, 8) + 1e-7 * torch.randn(50, 8)) < 1e-4
-    assert spread(torch.randn(2000, 64)) == pytest.approx(1.0, abs=0.05)
-
-
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_trains_without_collapse(tmp_path, name):
+def test_method_trains_and_logs_its_collapse_monitors(tmp_path, name):
     run = tmp_path / name
     args = [
         "pretrain",
@@ -53,4 +42,8 @@ def test_method_trains_without_collapse(tmp_path, name):
     evaluate("knn", run, "last")  # caches the backbone features read below
     features = torch.load(run / "eval" / "last" / "features-train.pt", weights_only=True)["features"]
     assert torch.isfinite(features).all()
-    assert spread(features) > 0.05, f"{name}: representation collapsed (spread {spread(features):.4f})"
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "train/loss" in r]
+    for monitor, _, _ in RECIPES[name].monitors:
+        values = [r.get(f"train/{monitor}") for r in steps]
+        assert all(v is not None and torch.isfinite(torch.tensor(v)) for v in values), f"{name}: {monitor} {values}"
