@@ -309,12 +309,15 @@ def cmd_bench(args: list[str]) -> None:
     from dataclasses import fields
 
     from selfsup.config import load_config
+    from selfsup.runs.outputs import require_file
     from selfsup.settings import from_keys
     from selfsup.tools.bench import BenchSettings, bench, default_out, format_table, save_record
 
     keys, overrides = _pop_keys(args, tuple(f.name for f in fields(BenchSettings)))
     settings = from_keys(BenchSettings, keys, "")
     cfg = load_config(overrides)
+    out = Path(settings.out) if settings.out is not None else default_out(cfg)
+    require_file(out, "bench.json")  # before the minutes of measuring
     record = bench(
         cfg,
         list(settings.stages),
@@ -324,7 +327,6 @@ def cmd_bench(args: list[str]) -> None:
         memory_budget_gb=settings.memory_budget_gb,
         peak_tflops=settings.peak_tflops,
     )
-    out = Path(settings.out) if settings.out is not None else default_out(cfg)
     save_record(record, out)
     print(format_table(record), end="")
     print(f"-> {out}")

@@ -34,6 +34,7 @@ from selfsup.settings import (
     check_tree,
     check_value,
     declaration,
+    int_in,
     one_of,
     optional,
 )
@@ -147,9 +148,21 @@ def compose_group(group: str, option: str) -> DictConfig:
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """Apply dotted overrides to an already resolved config (a saved run's), with the same key checks."""
+    """Apply dotted overrides to an already resolved config (a saved run's), with the same key checks.
+    `data=NAME` puts that preset's data section in place (evaluate or export another dataset); the other
+    groups are what the run's checkpoint was trained with, so choosing one is refused."""
+    choices = [o for o in overrides if _split(o)[0] in GROUPS]
+    for override in choices:
+        key, value = _split(override)
+        if key != "data":
+            raise UserError(
+                f"{key}={value}: a run's {key} is what its checkpoint was trained with; set single keys "
+                f"({key}.<name>=...) or pretrain a new run with {key}={value}"
+            )
+        check_groups([override])
+        cfg.data = compose_group(key, value).data
     check_keys(cfg, overrides)
-    for override in overrides:
+    for override in (o for o in overrides if o not in choices):
         key, value = _split(override)
         OmegaConf.update(cfg, key.lstrip("+"), _parse_value(value), merge=True)
     resolve(cfg)
@@ -191,7 +204,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 ROOT_SETTINGS: Declaration = {
-    "seed": COUNT,
+    "seed": int_in(0, 2**32 - 1),  # what numpy's and Python's seeding (seed_everything) accept
     "device": one_of(*DEVICES),
     "output_dir": TEXT,
     "resume": one_of("same", "changed"),
@@ -265,11 +278,13 @@ def check_values(cfg: DictConfig, only: Sequence[str] | None = None) -> None:
 def validate(cfg: DictConfig) -> None:
     """Values that cannot work fail here, before any output directory is touched."""
     from selfsup.data.views import views_config
+    from selfsup.methods.build import check_views
     from selfsup.nets.backbones import backbone_factory, check_timm_model, is_factory_path, is_timm_name
     from selfsup.optim import scaled_lr
 
     check_values(cfg)
     views_config(cfg.views)  # the per-view lists against views.num
+    check_views(cfg)  # what the method takes, as pretrain's model building checks it
     if is_factory_path(cfg.backbone.name):
         backbone_factory(cfg.backbone.name)  # importable and callable, before any output is written
     if is_timm_name(cfg.backbone.name):

@@ -62,6 +62,11 @@ def optional(rule: Rule) -> Rule:
     return Rule(lambda v: v is None or rule.ok(v), f"{rule.allowed} or null", rule.options, rule.is_list)
 
 
+def int_in(low: int, high: int) -> Rule:
+    """An integer in [low, high]: for settings whose range the code behind them cannot go beyond."""
+    return Rule(lambda v: is_int(v) and low <= v <= high, f"an integer in [{low}, {high}]")
+
+
 def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str)
 

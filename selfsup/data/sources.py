@@ -239,7 +239,10 @@ def read_or_download(
 
 
 def check_labels(labels: np.ndarray, count: int, low: int, high: int, path: Path, hint: str) -> np.ndarray:
-    labels = np.asarray(labels).reshape(-1)
+    try:
+        labels = np.asarray(labels).reshape(-1)
+    except (ValueError, TypeError):  # ragged: lists of different lengths make no array
+        raise UserError(f"{path} has labels that are not a flat list of integers; {hint}") from None
     if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and (labels != np.round(labels)).any()):
         raise UserError(f"{path} has non-integer labels of type {labels.dtype}; {hint}")
     if labels.size != count:

@@ -81,8 +81,17 @@ def cached_features(
 
 
 def load_method(cfg: DictConfig, ckpt_path: Path) -> tuple[Method, dict[str, Any]]:
-    """Rebuild the run's model and load a checkpoint into it strictly (every key must match)."""
+    """Rebuild the run's model and load a checkpoint into it strictly (every key must match). The checkpoint
+    is the authority on what ran: a config naming another method or backbone is refused before it builds."""
     state = load_checkpoint(ckpt_path)
+    ran = state.get("config")
+    for section in ("method", "backbone"):
+        trained = ran[section]["name"] if isinstance(ran, dict) and isinstance(ran.get(section), dict) else None
+        if trained is not None and trained != cfg[section].name:
+            raise UserError(
+                f"the run's config names {section} {cfg[section].name}, but {ckpt_path} was trained with {trained}: "
+                "restore the run's config.yaml"
+            )
     method = build_model(cfg)
     problem = describe_mismatch(method.state_dict(), state["model"])
     if problem:

@@ -95,6 +95,16 @@ def save_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None
     atomic_write_bytes(job.model_path, safetensors_bytes(weights, metadata))
 
 
+def recorded_settings(metadata: dict[str, str]) -> dict[str, Any]:
+    """The settings a kept model's metadata records; {} when they are unreadable (a hand-edited file), so that a
+    mismatch is then named by its tensors instead."""
+    try:
+        saved = json.loads(metadata.get("settings", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def load_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None:
     """Load the kept model job.model_weights into `model` (the one these settings build), every key and shape
     matching; a file of another task or architecture is refused in one line."""
@@ -114,7 +124,7 @@ def load_downstream_model(job: TransferJob, task: str, model: nn.Module) -> None
         raise UserError(f"model={path} is not a kept {task} model (task: {metadata.get('selfsup_task', 'none')})")
     problem = describe_mismatch(model.state_dict(), weights)
     if problem:
-        saved, now = json.loads(metadata.get("settings", "{}")), resume_settings(job, task)
+        saved, now = recorded_settings(metadata), resume_settings(job, task)
         changed = [f"eval.{task}.{k}={saved[k]!r} (now {now.get(k)!r})" for k in saved if saved[k] != now.get(k)]
         why = f"it was trained with {', '.join(changed[:3])}" if changed else problem
         raise UserError(f"model={path} does not fit the {task} model these settings build: {why}")

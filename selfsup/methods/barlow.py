@@ -16,6 +16,8 @@ from selfsup.settings import NonNegative, PositiveInt
 class BarlowTwins(Method):
     """Defaults: the paper's (projector 8192 x 3, lambda 0.005)."""
 
+    num_views = 2
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -31,8 +33,7 @@ class BarlowTwins(Method):
         self.lambd = float(lambd)
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 2:
-            raise ValueError(f"Barlow Twins uses 2 views, got {len(views)} (set views.num=2)")
+        self.check_views(views)
         z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
         # The cross-correlation is over the global batch (the official code all-reduces it).
         loss = barlow_twins(gather_with_grad(z1), gather_with_grad(z2), self.lambd)

@@ -47,11 +47,25 @@ class Method(nn.Module):
     # Whether the loss compares an output with the input pixels (the beta-VAE): the views come
     # standardised, so the caller passes their mean and std as `pixel_stats` to undo that.
     reconstructs_pixels = False
+    num_views: int | None = None  # the views forward takes (views.num), for a method that takes a fixed number
 
     def __init__(self, backbone: nn.Module, feature_dim: int | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = infer_feature_dim(backbone) if feature_dim is None else int(feature_dim)
+
+    @classmethod
+    def views_problem(cls, num: int) -> str | None:
+        """Why `num` views do not fit this method, or None: the one check behind forward's and the config's."""
+        if cls.num_views is None or num == cls.num_views:
+            return None
+        return f"{cls.__name__} takes {cls.num_views} view(s), got {num}: set views.num={cls.num_views}"
+
+    def check_views(self, views: list[torch.Tensor]) -> None:
+        """forward's guard: a user's loop passing another number of views fails here, not in the loss."""
+        problem = self.views_problem(len(views))
+        if problem:
+            raise ValueError(problem)
 
     def representation(self) -> nn.Module:
         """The module whose output evaluation measures: the backbone (the beta-VAE: its posterior mean)."""

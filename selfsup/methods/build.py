@@ -17,6 +17,16 @@ from selfsup.nets.weights import build_backbone_from_config
 
 def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Method:
     """Construct the method named by `cfg.method.name` around an already built backbone."""
+    method = check_views(cfg)
+    options = method_options(cfg.method)
+    if method.reconstructs_pixels:
+        options["pixel_stats"] = split_mean_std(cfg.data, cfg.views)
+    return method(backbone, feature_dim, **options)
+
+
+def check_views(cfg: DictConfig) -> type[Method]:
+    """Refuse views the method named by `cfg` cannot take (local crops, a number of views), in one line, when
+    the config is validated and again when a method is built from it; returns the method's class."""
     method = METHODS.get(cfg.method.name)
     if cfg.views.get("local_crops", 0) and not method.multi_crop:
         takers = ", ".join(name for name in METHODS.names() if METHODS.get(name).multi_crop)
@@ -24,10 +34,10 @@ def build_method(cfg: DictConfig, backbone: nn.Module, feature_dim: int) -> Meth
             f"method={cfg.method.name} takes global views only; views.local_crops (multi-crop) is for {takers}: "
             "set views.local_crops=0"
         )
-    options = method_options(cfg.method)
-    if method.reconstructs_pixels:
-        options["pixel_stats"] = split_mean_std(cfg.data, cfg.views)
-    return method(backbone, feature_dim, **options)
+    problem = method.views_problem(cfg.views.num)
+    if problem:
+        raise UserError(f"method={cfg.method.name}: {problem}")
+    return method
 
 
 def method_options(section: DictConfig) -> dict[str, Any]:

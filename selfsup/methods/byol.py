@@ -21,6 +21,8 @@ class BYOL(Method):
     """Defaults: the paper's (projector 4096 -> 256, MLP predictor 4096, EMA 0.996 -> 1). `predictor` takes
     the fields of `PredictorSettings` (e.g. `{"type": "directpred"}`: DirectPred)."""
 
+    num_views = 2
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -44,8 +46,7 @@ class BYOL(Method):
         self.final_momentum = float(final_momentum)
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 2:
-            raise ValueError(f"BYOL uses 2 views, got {len(views)} (set views.num=2)")
+        self.check_views(views)
         x = torch.cat(views)
         p1, p2 = self.predictor(self.projector(self.backbone(x))).chunk(2)
         with torch.no_grad():

@@ -71,6 +71,8 @@ class MAE(Method):
     targets). The backbone must be a timm ViT (backbone=vit_tiny|vit_small|vit_base): MAE encodes a subset
     of its patch tokens."""
 
+    num_views = 1
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -128,8 +130,7 @@ class MAE(Method):
         return self.decoder_pred(x[:, prefix:])
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 1:
-            raise ValueError(f"MAE reconstructs one view, got {len(views)} (set views.num=1)")
+        self.check_views(views)
         images = views[0]
         length = self.decoder_pos_embed.shape[1]
         if images.shape[-2] * images.shape[-1] != length * self.patch**2:

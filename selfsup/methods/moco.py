@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -12,7 +14,11 @@ from selfsup.losses import info_nce
 from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.methods.momentum import ema_update, frozen_copy
 from selfsup.nets.heads import mlp
-from selfsup.settings import Flag, Momentum, Positive, PositiveInt
+from selfsup.settings import Flag, Momentum, Positive, PositiveInt, int_in
+
+# 16 x the paper's 65536 keys: the queue holds moco_k x proj_output_dim floats (512 MiB at 2^20 x 128), and
+# an unbounded moco_k asked the allocator for a TiB before the first step.
+QueueSize = Annotated[int, int_in(1, 2**20)]
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
@@ -29,6 +35,8 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
 class MoCo(Method):
     """Defaults: MoCo v2's (projector 2048 -> 128, queue 65536, temperature 0.2, momentum 0.999)."""
 
+    num_views = 2
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -37,7 +45,7 @@ class MoCo(Method):
         proj_hidden_dim: PositiveInt = 2048,
         proj_output_dim: PositiveInt = 128,
         proj_layers: PositiveInt = 2,
-        moco_k: PositiveInt = 65536,
+        moco_k: QueueSize = 65536,
         moco_t: Positive = 0.2,
         moco_m: Momentum = 0.999,
         symmetric: Flag = False,
@@ -80,8 +88,7 @@ class MoCo(Method):
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 2:
-            raise ValueError(f"MoCo uses 2 views, got {len(views)} (set views.num=2)")
+        self.check_views(views)
         # The loss reads a copy of the queue: enqueueing this step's keys must not alter its graph.
         queue = self.queue.clone()
         if self.symmetric:

@@ -24,6 +24,8 @@ class MoCoV3(Method):
     4096, T 0.2, momentum 0.99 -> 1 by a cosine). Its ResNet-50 setting is proj_layers=2, moco_t=1.0.
     `freeze_patch_embed` keeps a ViT's random patch projection fixed (section 4.2: it stabilises training)."""
 
+    num_views = 2
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -55,8 +57,7 @@ class MoCoV3(Method):
         self.final_momentum = float(final_momentum)
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 2:
-            raise ValueError(f"MoCo v3 uses 2 views, got {len(views)} (set views.num=2)")
+        self.check_views(views)
         x = torch.cat(views)
         q1, q2 = self.predictor(self.projector(self.backbone(x))).chunk(2)
         with torch.no_grad():

@@ -16,6 +16,8 @@ from selfsup.settings import Positive, PositiveInt
 class SimCLR(Method):
     """Defaults: the paper's ImageNet setting (temperature 0.1, projector 2048 -> 128)."""
 
+    num_views = 2
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -31,8 +33,7 @@ class SimCLR(Method):
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 2:
-            raise ValueError(f"SimCLR uses 2 views, got {len(views)} (set views.num=2)")
+        self.check_views(views)
         # One pass over both views: BatchNorm sees the whole 2n batch, as in the paper's implementation.
         z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
         rank, _ = world_info()

@@ -20,6 +20,8 @@ class SimSiam(Method):
     """Defaults: the paper's (projector 2048 x 3 with BN on the output, predictor bottleneck 512, predictor lr
     not decayed). `predictor` takes the fields of `PredictorSettings`."""
 
+    num_views = 2
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -40,8 +42,7 @@ class SimSiam(Method):
         self.predictor_options = settings.optimizer_options()  # its own lr scale / weight decay, if set
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 2:
-            raise ValueError(f"SimSiam uses 2 views, got {len(views)} (set views.num=2)")
+        self.check_views(views)
         z1, z2 = self.projector(self.backbone(torch.cat(views))).chunk(2)
         p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
         # negative_cosine detaches its target: the stop-gradient of eq. 3.

@@ -16,6 +16,8 @@ from selfsup.settings import NonNegative, PositiveInt
 class VICReg(Method):
     """Defaults: the paper's (expander 8192 x 3, loss weights 25 / 25 / 1)."""
 
+    num_views = 2
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -33,8 +35,7 @@ class VICReg(Method):
         self.weights = (float(sim_weight), float(var_weight), float(cov_weight))
 
     def forward(self, views: list[torch.Tensor], schedule: Schedule | None = None) -> dict[str, torch.Tensor]:
-        if len(views) != 2:
-            raise ValueError(f"VICReg uses 2 views, got {len(views)} (set views.num=2)")
+        self.check_views(views)
         z1, z2 = self.expander(self.backbone(torch.cat(views))).chunk(2)
         # Variance and covariance are statistics of the global batch, as in the official code.
         terms = vicreg_terms(gather_with_grad(z1), gather_with_grad(z2))

@@ -30,7 +30,7 @@ from selfsup.nets.backbones import (
 )
 from selfsup.runs.checkpoint import backbone_state, load_checkpoint, resolve_checkpoint
 from selfsup.runs.files import atomic_write_bytes, file_sha256
-from selfsup.runs.outputs import refuse_existing
+from selfsup.runs.outputs import refuse_existing, require_file
 from selfsup.runs.provenance import source_metadata
 from selfsup.settings import cli_text
 
@@ -111,8 +111,7 @@ def export_backbone(
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise UserError(f"out={out} must end in .safetensors (the format the file is written in)")
-    if out.is_dir():
-        raise UserError(f"out={out} is a directory; name the file to write (out=DIR/backbone.safetensors)")
+    require_file(out, "backbone.safetensors")
     refuse_existing([out], overwrite)
     source = resolve_checkpoint(Path(run_dir), checkpoint)
     state = load_checkpoint(source)
@@ -174,7 +173,21 @@ def load_backbone_weights(module: nn.Module, path: str | Path, target: str | Non
     if problem:
         fit = f"but backbone={target}" if target else "but do not fit this backbone"
         raise UserError(f"weights in {path} are for {made_for} {fit}: {problem}")
+    check_weight_values(module.state_dict(), weights, path)
     module.load_state_dict(weights)
+
+
+def check_weight_values(own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights that load_state_dict would take silently but that cannot train: integers cast into a
+    float parameter (an int32 conv1 becomes zeros) and NaN or inf, which the run would checkpoint as its
+    random init before its first step failed."""
+    for key, tensor in weights.items():
+        if not own[key].is_floating_point():  # BatchNorm's step counter is an integer
+            continue
+        if not tensor.is_floating_point():
+            raise UserError(f"{path} holds {key} as {tensor.dtype}, not floating point: give float weights")
+        if not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path} holds NaN or inf in {key}: give weights with finite values")
 
 
 def build_backbone_from_config(cfg: DictConfig, init_weights: bool) -> tuple[nn.Module, int]:

@@ -33,6 +33,12 @@ def require_directory(out: Path) -> None:
         raise UserError(f"out={out} is a file; name a directory (out=DIR)")
 
 
+def require_file(out: Path, example: str) -> None:
+    """out= names a file to write; an existing directory there is a mistake, refused before any work."""
+    if out.is_dir():
+        raise UserError(f"out={out} is a directory; name the file to write (out=DIR/{example})")
+
+
 def enclosing_run(path: Path) -> Path | None:
     """The pretraining run directory that `path` is or lies inside, or None: a folder holding config.yaml
     beside checkpoints/ or metrics.jsonl (either alone is too common a name to mean a run)."""

@@ -106,8 +106,13 @@ def saved_activation_bytes(backbone: nn.Module, size: int, images: int, probe: i
         return t
 
     backbone.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        backbone(torch.rand(2, 3, side, side, requires_grad=True))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            backbone(torch.rand(2, 3, side, side, requires_grad=True))
+    except RuntimeError as err:  # e.g. a ConvNeXt's stride-4 stem and downsampling on a 16 px crop
+        reason = str(err).splitlines()[0]
+        fix = "raise views.crop_size (local crops: views.local_crop_size)"
+        raise UserError(f"the backbone cannot encode {side} px crops ({reason}): {fix}") from None
     return int(sum(seen.values()) / 2 * images * (size / side) ** 2)
 
 

@@ -59,9 +59,9 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
         (["method=byol", "method.momentum=-0.5"], "method.momentum must be a number in [0, 1), got -0.5"),
         (["method=byol", "method.final_momentum=1.5"], "method.final_momentum must be a number in [0, 1], got 1.5"),
         (["method.temperature=0"], "method.temperature must be a positive number, got 0"),
-        (["method=moco", "method.moco_k=0"], "method.moco_k must be a positive integer, got 0"),  # was a traceback
+        (["method=moco", "method.moco_k=0"], "method.moco_k must be an integer in [1, 1048576], got 0"),
         (["eval.knn.k=0"], "eval.knn.k must be a positive integer, got 0"),
-        (["seed=-1"], "seed must be an integer >= 0, got -1"),
+        (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1"),
         (["optim.name=adamx"], "optim.name must be one of adamw | lars | sgd, got 'adamx'; did you mean 'adamw'?"),
         (
             ["trainer.precision=fp16"],
