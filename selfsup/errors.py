@@ -24,19 +24,21 @@ def nearest_existing(path: Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists()), None)
 
 
-# Errors of the storage under a path: the fix is the user's (space, permissions), not the code's.
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# Errors of the storage under a path: the fix is the user's (space, limits, permissions), not the code's.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+STORAGE_FIXES = {errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.EFBIG: "raise the file size limit"}
 
 
 def storage_error_line(err: OSError) -> str | None:
-    """One line for a full, read-only or forbidden write target, naming the path and its free space; None
-    for any other OSError (a bug or a missing file, which keep their traceback or their own message)."""
+    """One line for a full, size-limited, read-only or forbidden write target, naming the path and its free
+    space; None for any other OSError (a bug or a missing file, which keep their traceback or their own
+    message)."""
     if err.errno not in STORAGE_ERRNOS:
         return None
     path = Path(err.filename) if err.filename else None
     where = f" {path}" if path else ""
     existing = nearest_existing(path) if path else None
     free = f"; {shutil.disk_usage(existing).free / 2**30:.2f} GiB free there" if existing else ""
-    fix = "free space or" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix its permissions or"
+    fix = STORAGE_FIXES.get(err.errno, "fix its permissions")
     intact = "(what was written before is intact)"
-    return f"cannot write{where}: {err.strerror}{free}; {fix} choose another output directory {intact}"
+    return f"cannot write{where}: {err.strerror}{free}; {fix} or choose another output directory {intact}"

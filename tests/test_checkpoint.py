@@ -1,5 +1,6 @@
 """Atomic writes, checksum verification and safe loading of checkpoints."""
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -61,11 +62,12 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch):
     atomic_write_text(path, "old")
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write to a full disk: no file named
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as raised:
         atomic_write_text(path, "new")
+    assert raised.value.filename == str(path)  # the one-line error names the target and its free space
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 

@@ -88,7 +88,7 @@ def test_knn_accuracy_hand_checked_with_fewer_than_five_classes():
     assert result["top1"] == pytest.approx(200 / 3)
     assert result["top5"] == pytest.approx(100.0)  # min(5, 3) = 3 guesses cover every class
     two = knn_accuracy(train[:2], labels[:2], test[:2], torch.tensor([0, 1]), 2, k=1)
-    assert two == {"top1": pytest.approx(100.0), "top5": pytest.approx(100.0)}
+    assert two == {"top1": pytest.approx(100.0), "top5": pytest.approx(100.0), "k": 1}
 
 
 def test_knn_accuracy_matches_brute_force(random_set):

@@ -101,6 +101,7 @@ def export_features(
         metadata = {
             **provenance,
             "split": split,
+            "role": "train" if split == cfg.data.eval_train_split else "test" if split == cfg.data.test_split else "",
             "feature_dim": str(feats.features.shape[1]),
             "classes": json.dumps(list(getattr(dataset, "classes", []))),
         }
@@ -128,6 +129,22 @@ def read_features(path: Path) -> tuple[Features, dict[str, str]]:
     return Features(tensors["features"].float(), tensors["labels"].long()), metadata
 
 
+def check_split_roles(train_path: Path, train_meta: dict[str, str], test_path: Path, test_meta: dict[str, str]) -> None:
+    """Refuse a test set that is the train set (one file or one split twice: a kNN then finds every test image
+    in its bank) and files given in the wrong order, by the role each export recorded for its split."""
+    same_data = all(train_meta.get(key) == test_meta.get(key) for key in ("dataset", "root", "split"))
+    if Path(train_path).resolve() == Path(test_path).resolve() or same_data:
+        raise UserError(
+            f"features= gives the {train_meta.get('split')!r} split as both train and test: "
+            "give the train split's file, then the test split's"
+        )
+    if train_meta.get("role") == "test" or test_meta.get("role") == "train":
+        raise UserError(
+            f"features= gives the test split {train_meta.get('split')!r} first: give the train split's file first, "
+            f"then the test split's (features=[{test_path},{train_path}])"
+        )
+
+
 def evaluate_features(task: str, train_path: Path, test_path: Path, overrides: list[str]) -> dict[str, Any]:
     """kNN or a linear probe on exported features (eval.knn.* / eval.linear.* from the overrides); writes
     <task>.json next to the test file."""
@@ -140,7 +157,9 @@ def evaluate_features(task: str, train_path: Path, test_path: Path, overrides: l
             raise UserError(f"{path} holds the unlabeled split {meta.get('split')!r}; use features of a labeled split")
     if train_meta.get("checkpoint_sha256") != test_meta.get("checkpoint_sha256"):
         raise UserError(f"{train_path} and {test_path} come from different checkpoints; export both from one")
-    params, scores, _ = score_features(task, cfg, train, test)
+    check_split_roles(train_path, train_meta, test_path, test_meta)
+    params, scores, extra = score_features(task, cfg, train, test)
+    params.update(extra)  # the k that voted, the probe's effective lr
     result = {
         "task": task,
         "metrics": scores,

@@ -43,6 +43,11 @@ def check_same_width(task: str, train_feats: Tensor, test_feats: Tensor) -> None
         )
 
 
+def used_k(k: int, bank_size: int) -> int:
+    """The neighbours that vote: `k`, clamped to the train set (what a result records as its k)."""
+    return min(k, bank_size)
+
+
 def knn_predict(
     train_feats: Tensor,
     train_labels: Tensor,
@@ -65,7 +70,7 @@ def knn_predict(
     device = train_feats.device
     bank = F.normalize(train_feats.float(), dim=1)
     labels = train_labels.to(device=device, dtype=torch.long)
-    k = min(k, bank.shape[0])
+    k = used_k(k, bank.shape[0])
     scores = torch.zeros(test_feats.shape[0], num_classes, device=device)
     for start in range(0, test_feats.shape[0], chunk_size):
         query = F.normalize(test_feats[start : start + chunk_size].to(device).float(), dim=1)
@@ -84,13 +89,14 @@ def knn_accuracy(
     k: int = 200,
     temperature: float = 0.1,
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy in percent of the weighted kNN classifier.
+    """Top-1 and top-5 accuracy in percent of the weighted kNN classifier, and the k that voted (`k` clamped
+    to the train set, so that a result records the k it used).
 
     Top-5 uses min(5, num_classes) guesses, so it is defined (and 100%) for datasets with fewer classes.
     """
     check_labeled_features("kNN", "test", test_feats, test_labels, num_classes)
     scores = knn_predict(train_feats, train_labels, test_feats, num_classes, k, temperature)
-    return topk_accuracy(scores, test_labels)
+    return {**topk_accuracy(scores, test_labels), "k": used_k(k, train_feats.shape[0])}
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:

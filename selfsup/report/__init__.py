@@ -21,7 +21,7 @@ from selfsup.report.devices import reference_gpu
 from selfsup.report.page import render_page
 from selfsup.report.plots import accuracy_plots, dynamics_plots
 from selfsup.report.tables import csv_text, markdown_table, summary_table
-from selfsup.runs.files import atomic_write_text
+from selfsup.runs.files import atomic_write_text, make_dir
 from selfsup.runs.outputs import BOOLEANS, enclosing_run, overwrite_option, refuse_existing, require_directory
 
 OPTIONS = ("runs", "out", "hours_scale", "hours_label", "hours_ref", "embedding", "checkpoint", "overwrite")
@@ -125,7 +125,7 @@ def build_report(
     loaded = load_runs([Path(p) for p in runs])
     for saved in (c for run in loaded for c in run.checkpoints):
         hours.of(saved)  # a device without a rate fails here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     accuracy = accuracy_plots(loaded, out, hours)
     dynamics = dynamics_plots(loaded, out)
     embeddings = []

@@ -38,7 +38,12 @@ def save_checkpoint(state: dict[str, Any], *paths: Path) -> str:
         entry = f"{digest}  {path.name}\n"
         old = [f"{d}  {path.name}\n" for d in sidecar_digests(path)[-1:]] if path.is_file() else []
         atomic_write_bytes(sidecar_of(path), "".join([*old, entry]).encode())
-        atomic_write_bytes(path, data)
+        try:
+            atomic_write_bytes(path, data)
+        except BaseException:
+            if not old:  # a new checkpoint that could not be written leaves no sidecar naming it
+                sidecar_of(path).unlink(missing_ok=True)
+            raise
         atomic_write_bytes(sidecar_of(path), entry.encode())
     return digest
 

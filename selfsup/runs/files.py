@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from selfsup.errors import UserError
+from selfsup.errors import STORAGE_ERRNOS, UserError
 
 
 def _new_file_mode() -> int:
@@ -47,8 +47,14 @@ def remove_stale_temps(folder: Path) -> list[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_sibling(path)
+    """Write `data` to `path` through a temporary sibling. A storage error (errors.STORAGE_ERRNOS) is raised
+    naming `path` when the system names no file (a write to a full disk); any other error of the target (a
+    folder that takes no files, /proc) is one UserError naming it."""
+    make_dir(path.parent)
+    try:
+        fd, tmp = temp_sibling(path)
+    except OSError as err:
+        raise _write_error(err, path) from None
     try:
         os.chmod(tmp, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -56,9 +62,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(err, path) from None
         raise
+
+
+def make_dir(path: Path) -> None:
+    """mkdir -p for an output, its errors named as atomic_write_bytes names them."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_error(err, path) from None
+
+
+def _write_error(err: OSError, path: Path) -> Exception:
+    if err.errno in STORAGE_ERRNOS:
+        return OSError(err.errno, err.strerror, err.filename or str(path))
+    return UserError(f"cannot write {path}: {err.strerror or err}; choose another output path")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -296,7 +296,7 @@ def pretrain(cfg: DictConfig) -> Path:
     with contextlib.ExitStack() as held:
         try:
             return _pretrain(cfg, held)
-        except UserError as err:
+        except (UserError, OSError) as err:  # OSError: a full disk or a file size limit at the first save
             refused = not isinstance(err, TrainingFault | RunBusy) and not (out / "checkpoints" / "last.pt").exists()
             if fresh and refused and int(os.environ.get("RANK", "0")) == 0:
                 shutil.rmtree(out, ignore_errors=True)
