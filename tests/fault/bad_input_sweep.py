@@ -53,6 +53,7 @@ def prepare(scratch: Path) -> dict[str, Path]:
         assert main(["export", "features", f"run={paths['run']}", f"out={paths['features']}"]) == 0
     paths["file"].write_text("not a run\n")
     paths.update(crafted_runs(paths["run"], scratch))
+    paths.update(crafted_files(paths["run"], scratch, quiet))
 
     truncated = scratch / "cifar-truncated"
     write_cifar10(truncated)
@@ -65,6 +66,13 @@ def prepare(scratch: Path) -> dict[str, Path]:
     write_cifar10(wrong)
     with open(wrong / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
         pickle.dump({b"data": [[1, 2, 3]], b"labels": [0]}, f)
+    ragged = scratch / "cifar-ragged-labels"
+    write_cifar10(ragged)
+    with open(ragged / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        entry = pickle.load(f)
+    entry["labels"] = [[0, 1], *[[1]] * (len(entry["labels"]) - 1)]
+    with open(ragged / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump(entry, f)
     stl = scratch / "stl-truncated"
     write_stl10(stl)
     train_x = stl / "stl10_binary" / "train_X.bin"
@@ -87,6 +95,7 @@ def prepare(scratch: Path) -> dict[str, Path]:
         truncated=truncated,
         evil=evil,
         wrong=wrong,
+        ragged=ragged,
         stl=stl,
         svhn=svhn,
         empty=empty,
@@ -121,19 +130,58 @@ def crafted_runs(run: Path, scratch: Path) -> dict[str, Path]:
         "env_run": copy("run-env", data__root="${oc.env:PATH}"),
         "edited_run": copy("run-edited", optim__base_lr=0.9),
         "deleted_run": copy("run-deleted"),
+        "byol_run": copy("run-byol", method__name="byol"),
+        "mae_last_run": copy("run-mae-last"),
         "factory_ckpt": scratch / "factory.pt",
     }
     (crafted["deleted_run"] / "config.yaml").unlink()
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     state["config"]["backbone"]["name"] = "os:abort"
     save_checkpoint(state, crafted["factory_ckpt"])
+    # Another run's checkpoint (a ViT MAE's) copied over last.pt with its sidecar: a resume must refuse it, not
+    # fall back to epoch-0000.pt.
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state["config"]["method"] = {"name": "mae", "mask_ratio": 0.75}
+    state["config"]["backbone"]["name"] = "vit_tiny"
+    save_checkpoint(state, crafted["mae_last_run"] / "checkpoints" / "last.pt")
     return crafted
+
+
+def crafted_files(run: Path, scratch: Path, quiet: io.StringIO) -> dict[str, Path]:
+    """Files made from the trained run and then spoiled: backbone weights holding NaN or integers, kept
+    fine-tuned models whose settings metadata is not JSON or not a mapping, exported features; and a copy of
+    the run with evaluation results (what a report reads)."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    weights = scratch / "backbone.safetensors"
+    evaluated = scratch / "run-evaluated"
+    shutil.copytree(run, evaluated, ignore=shutil.ignore_patterns("run.lock"))
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        assert main(["export", "backbone", f"run={run}", f"out={weights}"]) == 0
+        assert main(["eval", "knn", f"run={evaluated}"]) == 0
+    with safe_open(str(weights), "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    files = {"nan_weights": scratch / "nan.safetensors", "int_weights": scratch / "int.safetensors"}
+    conv1 = tensors["conv1.weight"]
+    save_file({**tensors, "conv1.weight": conv1.clone().fill_(float("nan"))}, files["nan_weights"], metadata)
+    save_file({**tensors, "conv1.weight": conv1.to(torch.int32)}, files["int_weights"], metadata)
+    for name, settings in (("model_not_json", "{not json"), ("model_not_mapping", "[1, 2]")):
+        files[name] = scratch / f"{name}.safetensors"
+        save_file({"x": torch.zeros(2)}, files[name], {"selfsup_task": "finetune", "settings": settings})
+    files["evaluated"] = evaluated
+    return files
 
 
 def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
     """(name, argv). Every output path named here is new, so a case that writes anything shows up."""
     new = scratch / "never-written"
     run, feats = p["run"], p["features"]
+    train_st = feats / "train.safetensors"
     pre = ["pretrain", *SMALL, f"output_dir={new}"]
     syn = [*pre, "data=synthetic", "data.subset=32"]
     same = ["pretrain", "data=synthetic", "data.subset=32", *SMALL, "method.proj_hidden_dim=32"]  # as `run` was made
@@ -167,6 +215,15 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("pretrain truncated cifar batch", [*pre, "data=cifar10", f"data.root={p['truncated']}"]),
         ("pretrain malicious cifar pickle", [*pre, "data=cifar10", f"data.root={p['evil']}"]),
         ("pretrain cifar batch of the wrong shape", [*pre, "data=cifar10", f"data.root={p['wrong']}"]),
+        ("pretrain cifar batch with ragged labels", [*pre, "data=cifar10", f"data.root={p['ragged']}"]),
+        ("pretrain seed=2**64", [*syn, "seed=18446744073709551616"]),
+        ("pretrain simclr views.num=1", [*syn, "views.num=1"]),
+        ("pretrain moco moco_k=2**31", [*syn, "method=moco", "method.moco_k=2147483648"]),
+        ("pretrain mae convnext_atto at 16 px", [*syn, "method=mae", "backbone=timm:convnext_atto"]),
+        ("pretrain weights holding NaN", [*syn, f"backbone.weights={p['nan_weights']}"]),
+        ("pretrain int32 weights", [*syn, f"backbone.weights={p['int_weights']}"]),
+        ("pretrain simclr resumed from an MAE last.pt", [*same, "trainer.max_steps=4",
+                                                         f"output_dir={p['mae_last_run']}"]),
         ("pretrain cifar split=val", [*pre, "data=cifar10", f"data.root={p['truncated']}", "data.train_split=val"]),
         ("pretrain truncated stl10", [*pre, "data=stl10", f"data.root={p['stl']}"]),
         ("pretrain garbage svhn", [*pre, "data=svhn", f"data.root={p['svhn']}"]),
@@ -190,6 +247,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("config unknown key", ["config", "nonsense=1"]),
         ("config bad group", ["config", "data=nope"]),
         ("config bad value", ["config", "trainer.epochs=-1"]),
+        ("config simclr views.num=1", ["config", "views.num=1"]),
     ]  # fmt: skip
     evals = [
         ("eval unknown task", ["eval", "knnn", f"run={run}"]),
@@ -219,6 +277,14 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("eval factory backbone in config.yaml", ["eval", "knn", f"run={p['factory_run']}"]),
         ("sweep factory backbone in config.yaml", ["sweep", f"run={p['factory_run']}", "tasks=[knn]"]),
         ("eval oc.env interpolation in config.yaml", ["eval", "knn", f"run={p['env_run']}"]),
+        ("eval knn data=cifar10 missing root", ["eval", "knn", f"run={run}", "data=cifar10", f"data.root={new}"]),
+        ("eval knn method=byol", ["eval", "knn", f"run={run}", "method=byol"]),
+        ("eval knn backbone=resnet50", ["eval", "knn", f"run={run}", "backbone=resnet50"]),
+        ("eval knn config.yaml edited to byol", ["eval", "knn", f"run={p['byol_run']}"]),
+        ("eval finetune model settings not JSON", ["eval", "finetune", f"run={run}", f"model={p['model_not_json']}"]),
+        ("eval finetune model settings a list", ["eval", "finetune", f"run={run}", f"model={p['model_not_mapping']}"]),
+        ("eval features same file twice", ["eval", "knn", f"features=[{train_st},{train_st}]"]),
+        ("eval features swapped", ["eval", "knn", f"features=[{feats}/test.safetensors,{train_st}]"]),
     ]  # fmt: skip
     backbone, st_out = ["export", "backbone", f"run={run}"], f"out={new}.safetensors"
     others = [
@@ -233,6 +299,8 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("report hours_scale=abc", ["report", f"runs=[{run}]", f"out={new}", "hours_scale=abc"]),
         ("report hours_scale=-1", ["report", f"runs=[{run}]", f"out={new}", "hours_scale=-1"]),
         ("report unknown key", ["report", f"runs=[{run}]", f"out={new}", "colour=red"]),
+        ("report out=/proc/x", ["report", f"runs=[{p['evaluated']}]", "out=/proc/x"]),
+        ("export backbone out=/proc/x", [*backbone, "out=/proc/x.safetensors"]),
         ("export unknown kind", ["export", "weights", f"run={run}", f"out={new}.safetensors"]),
         ("export backbone no out", ["export", "backbone", f"run={run}"]),
         ("export backbone out=.txt", ["export", "backbone", f"run={run}", f"out={new}.txt"]),
@@ -252,6 +320,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("bench steps=0", ["bench", "steps=0", "data=synthetic"]),
         ("bench unknown variant", ["bench", "variants=[fp8]", "data=synthetic"]),
         ("bench memory_budget_gb=-1", ["bench", "memory_budget_gb=-1", "data=synthetic"]),
+        ("bench out is a dir", ["bench", f"out={scratch}", *SMALL, "data=synthetic", "data.subset=32"]),
         ("study unknown", ["study", "nope"]),
         ("study missing yaml", ["study", f"{scratch / 'nowhere.yaml'}"]),
         ("study garbage yaml", ["study", str(p["file"])]),
