@@ -70,6 +70,22 @@ def test_finetune_beats_chance_and_records_provenance(run: Path):
     assert not (run / "eval" / "last" / "finetune-state.pt").exists()  # removed once the result is complete
 
 
+def test_chunked_transfer_keeps_every_chunks_score(run: Path):
+    """Each chunk rewrites finetune.json with the last score in `metrics`; the earlier chunks' scores stay in
+    `history`, and a new training (here: after a complete one) starts a new history."""
+    chunked = [*FINETUNE, "eval.finetune.epochs=2", "eval.finetune.chunk_epochs=1"]
+    first = evaluate("finetune", run, "last", chunked)
+    second = evaluate("finetune", run, "last", chunked)
+    saved = json.loads((run / "eval" / "last" / "finetune.json").read_text())
+    assert not first["complete"] and second["complete"] and saved["metrics"] == second["metrics"]
+    assert saved["history"] == [
+        {"epochs_trained": 1, "metrics": first["metrics"]},
+        {"epochs_trained": 2, "metrics": second["metrics"]},
+    ]
+    again = evaluate("finetune", run, "last", chunked)
+    assert [chunk["epochs_trained"] for chunk in again["history"]] == [1]
+
+
 def _job(run: Path, state_path: Path, *overrides: str) -> TransferJob:
     cfg = apply_overrides(load_run_config(run), [*FINETUNE, "eval.finetune.epochs=2", *overrides])
     method, _ = load_method(cfg, run / "checkpoints" / "last.pt")

@@ -205,5 +205,5 @@ def run(job: TransferJob) -> TaskResult:
             "test_size": len(test_set),
             "num_classes": num_classes,
         },
-        extra={"train_loss_per_epoch": history},
+        extra={"train_loss_per_epoch": history, "epochs_trained": trained.epochs_trained},
     )

@@ -180,6 +180,24 @@ def kept_model_path(out_dir: Path, task: str) -> Path:
     return out_dir / task / "model.safetensors"
 
 
+def chunk_history(path: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every chunk's score so far: a training in chunks rewrites `<task>.json` after each chunk (`metrics` is
+    the last), so the earlier chunks' scores travel on in `history`. An earlier file that is complete, or of
+    another checkpoint or other settings, is another training: its history ends there."""
+    try:
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        previous = {}
+    same_training = (
+        previous.get("complete") is False
+        and previous.get("checkpoint", {}).get("sha256") == result["checkpoint"]["sha256"]
+        and previous.get("settings") == result["settings"]
+    )
+    earlier = previous.get("history", []) if same_training else []
+    chunk = {"epochs_trained": result["extra"].get("epochs_trained"), "metrics": result["metrics"]}
+    return [*earlier, chunk]
+
+
 def evaluate(
     task: str,
     run_dir: Path,
@@ -229,6 +247,8 @@ def evaluate(
     if model is not None:
         result["model"] = {"path": str(model), "sha256": file_sha256(model)}
     path = model.with_name(f"{model.stem}-score.json") if model is not None else out_dir / f"{task}.json"
+    if task in TRANSFER_TASKS and model is None:
+        result["history"] = chunk_history(path, result)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     if outcome.complete and model is None:
         (out_dir / f"{task}-state.pt").unlink(missing_ok=True)

@@ -319,6 +319,7 @@ def run(job: TransferJob) -> TaskResult:
             "iou": scores["iou"],
             "classes_scored": scores["classes_scored"],
             "train_loss": losses,
+            "epochs_trained": trained.epochs_trained,
             "evaluation": "full resolution, batch 1",
         },
     )
