@@ -100,7 +100,16 @@ def test_bad_submissions_fail_in_one_line_before_anything_is_queued(args, messag
 def test_without_sbatch_the_error_names_the_way_out(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     assert main(["submit", "pretrain", *TINY, f"output_dir={tmp_path / 'run'}"]) == 2
-    assert "sbatch is not on PATH" in capsys.readouterr().err
+    assert "sbatch and srun are not on PATH" in capsys.readouterr().err
+
+
+def test_sbatch_without_srun_is_one_line(tmp_path: Path, monkeypatch, capsys):
+    """submitit looks for srun when it builds its executor: without it, one line instead of a traceback."""
+    fake_command(tmp_path / "bin", "sbatch", 'echo "Submitted batch job 1"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # sbatch, no srun
+    assert main(["submit", "pretrain", *TINY, f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "srun is not on PATH" in err and "sbatch" not in err and "Traceback" not in err
 
 
 def test_only_the_first_task_requeues_and_only_near_the_time_limit(tmp_path: Path, monkeypatch):

@@ -134,13 +134,19 @@ def submit_command(command: Callable[[list[str]], int], argv: list[str], options
     return Submitted(job_id=str(job.job_id), folder=folder, args=argv, job=job)
 
 
+SLURM_TOOLS = ("sbatch", "srun")
+
+
 def _queue(job: CommandJob, options: SlurmOptions, folder: Path, name: str, one_task: bool = False) -> Any:
     require_extra("submitit", "slurm", "selfsup submit")
     import submitit
 
-    if options.cluster == "slurm" and shutil.which("sbatch") is None:
+    # submitit needs both (sbatch queues, srun starts the tasks) and fails with a traceback without srun
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None] if options.cluster == "slurm" else []
+    if missing:
         raise UserError(
-            "sbatch is not on PATH: submit from a SLURM login node, or try the job here with slurm.cluster=local"
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH: submit from a SLURM "
+            "login node, or try the job here with slurm.cluster=local"
         )
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
     executor.update_parameters(**options.executor_parameters(name, one_task))
