@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,21 @@ def test_pretraining_logs_dynamics_every_n_steps(tmp_path: Path):
     assert [r["step"] for r in dynamics] == [2, 4]
     assert all(0 <= r["dynamics/predictor_asymmetry"] for r in dynamics)
     assert main([*args[:-1], f"output_dir={tmp_path / 'bad'}", "analysis.every=-1"]) == 2
+
+
+def test_the_dynamics_analysis_is_left_out_of_the_cost(tmp_path: Path, monkeypatch):
+    """The analysis runs inside the training loop but is not training: its time stays out of device_seconds."""
+    import selfsup.train.loop as loop
+
+    def slow_record(method: object, views: object) -> dict[str, float]:
+        time.sleep(2.0)
+        return {}
+
+    monkeypatch.setattr(loop, "dynamics_record", slow_record)
+    run = tmp_path / "run"
+    args = ["pretrain", "data=synthetic", "data.subset=32", "views.crop_size=16", "method.proj_hidden_dim=32"]
+    args += ["method.proj_output_dim=16", "trainer.batch_size=16", "trainer.epochs=1", "trainer.num_workers=0"]
+    args += ["trainer.progress=false", "eval.every=0", "analysis.every=1", "device=cpu", f"output_dir={run}"]
+    assert main(args) == 0
+    cost = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["cost"]
+    assert 0 < cost["device_seconds"] < 4.0  # two steps, each followed by 2 s of analysis

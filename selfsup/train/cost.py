@@ -5,6 +5,8 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,16 @@ class CostRecord:
         if self._started is not None:
             self.device_seconds += (time.perf_counter() - self._started) * self.devices
             self._started = None
+
+    @contextmanager
+    def excluded(self, device: torch.device | None = None) -> Iterator[None]:
+        """Leave the enclosed work out of device_seconds: measurements that are not training (the dynamics
+        analysis) would otherwise inflate the run's cost."""
+        self.stop(device)
+        try:
+            yield
+        finally:
+            self.start()
 
     def update_memory(self, device: torch.device) -> None:
         self.peak_memory_bytes = max(self.peak_memory_bytes, peak_memory_bytes(device))

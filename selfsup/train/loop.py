@@ -518,7 +518,8 @@ def train_epochs(run: Run) -> None:
                     loss = log_step(run, step, epoch, out_step, lr, rate)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
                 if run.is_main and run.cfg.analysis.every and step % run.cfg.analysis.every == 0:
-                    run.log.write(step, {**dynamics_record(run.method, views), "epoch": epoch})
+                    with progress.cost.excluded(fabric.device):
+                        run.log.write(step, {**dynamics_record(run.method, views), "epoch": epoch})
                 # Every process stops at the same step: alone at once, together at the next log interval.
                 stop = any_process(fabric, signals) if fabric.world_size == 1 or at_log else False
                 mid_epoch = step % run.steps_per_epoch != 0 and step < run.total_steps
