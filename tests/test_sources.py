@@ -133,6 +133,14 @@ def test_imagenet_subset_lists():
     assert IMAGENET100[:3] == ("n02869837", "n01749939", "n02488291")  # CMC's file order
 
 
+def test_a_missing_imagenet100_class_names_which_list_it_is(tmp_path):
+    """Two published ImageNet-100s share 12 classes: the error says which one was asked for, and the other's name."""
+    (tmp_path / "train").mkdir()
+    _user_error("data=imagenet100 (CMC's 100 classes; SCAN's 100", build_dataset, "imagenet100", tmp_path, "train")
+    scan = "data=imagenet100_scan (SCAN's 100 classes; CMC's"
+    _user_error(scan, build_dataset, "imagenet100_scan", tmp_path, "train")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # native formats, compared with what was written and with torchvision's readers
 

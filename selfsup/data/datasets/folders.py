@@ -29,7 +29,16 @@ _IMAGENET_HINT = (
 )
 
 
-def _imagenet(root: Path, split: str, wnids: Sequence[str]) -> ImageDataset:
+# Which published list each subset is: two different "ImageNet-100"s share 12 classes, so errors name it.
+SUBSET_SOURCES = {
+    "imagenet50": "SCAN's 50 classes",
+    "imagenet100": "CMC's 100 classes; SCAN's 100, as the SimCLR toolbox uses, are data=imagenet100_scan",
+    "imagenet100_scan": "SCAN's 100 classes; CMC's 100 are data=imagenet100",
+    "imagenet200": "SCAN's 200 classes",
+}
+
+
+def _imagenet(root: Path, split: str, wnids: Sequence[str], name: str = "imagenet") -> ImageDataset:
     """ImageNet in ImageFolder layout (nothing to download: the licence needs a login); non-empty `wnids`
     restricts it to a class subset, labelled in sorted wnid order, and every listed class must be present."""
     hint = _IMAGENET_HINT.format(root=root)
@@ -40,15 +49,15 @@ def _imagenet(root: Path, split: str, wnids: Sequence[str]) -> ImageDataset:
     missing = [w for w in classes if not (split_dir / w).is_dir()]
     if missing:
         raise UserError(
-            f"ImageNet {split} lacks {len(missing)} of {len(classes)} class folders, e.g. "
-            f"{split_dir / missing[0]}; {hint}"
+            f"ImageNet {split} lacks {len(missing)} of {len(classes)} class folders of data={name}"
+            f"{f' ({SUBSET_SOURCES[name]})' if name in SUBSET_SOURCES else ''}, e.g. {split_dir / missing[0]}; {hint}"
         )
     return labelled_folder(split_dir, classes, hint)
 
 
-def _imagenet_builder(wnids: Sequence[str]) -> Builder:
+def _imagenet_builder(name: str, wnids: Sequence[str]) -> Builder:
     def build(root: Path, split: str, download: bool) -> ImageDataset:
-        return _imagenet(root, split, wnids)  # no download: see _IMAGENET_HINT
+        return _imagenet(root, split, wnids, name)  # no download: see _IMAGENET_HINT
 
     return build
 
@@ -61,7 +70,7 @@ for _name, _wnids, _num_classes in (
     ("imagenet200", class_list("imagenet200"), 200),
 ):
     register(DatasetSpec(_name, ("train", "val"), _num_classes, IMAGENET_MEAN, IMAGENET_STD, 224, test_split="val"))(
-        _imagenet_builder(_wnids)
+        _imagenet_builder(_name, _wnids)
     )
 
 
