@@ -12,6 +12,8 @@ change it):
       checkpoints: [last]      # optional: only these checkpoints (default: all)
       overrides: []            # evaluation settings (eval.*)
     report: {hours_scale: 1.0, hours_label: null, hours_ref: null, embedding: false}
+    data_names: {imagenet100: imagenet100_scan}   # optional: what data=NAME on the command line means in
+                               # this study, where its source's name is another data= preset
     smoke:                     # smoke=true: the same pipeline in minutes on a CPU
       runs: [data=synthetic, trainer.epochs=2]     # added to every run
       per_run: {simclr: []}    # optional: added to one run
@@ -37,7 +39,7 @@ from selfsup.errors import UserError
 from selfsup.registry import close_matches_hint
 
 STUDY_DIR = Path(__file__).parent / "conf" / "study"
-SECTIONS = {"description", "runs", "sweep", "report", "smoke"}
+SECTIONS = {"description", "runs", "sweep", "report", "smoke", "data_names"}
 SMOKE_KEYS = {"runs", "per_run", "only", "tasks", "sweep", "data"}
 REPORT_KEYS = {"hours_scale", "hours_label", "hours_ref", "embedding"}
 
@@ -58,9 +60,13 @@ class Study:
     sweep_overrides: list[str]
     report: dict[str, Any]
     sample_data: list[str] = field(default_factory=list)  # format_samples writers the smoke version needs
+    data_names: dict[str, str] = field(default_factory=dict)  # data=NAME given -> the data= preset it means here
 
     def run_args(self, run: str, out: Path, extra: list[str]) -> list[str]:
-        return [*self.runs[run], *extra, f"output_dir={out / run}"]
+        """The run's overrides, then `extra` with data=NAME as this study means it (two published lists share
+        a name: the SimCLR toolbox's ImageNet-100 is SCAN's), then its output directory."""
+        named = [f"data={self.data_names.get(a[5:], a[5:])}" if a.startswith("data=") else a for a in extra]
+        return [*self.runs[run], *named, f"output_dir={out / run}"]
 
 
 def _strings(value: Any, where: str) -> list[str]:
@@ -108,8 +114,16 @@ def load_study(name_or_path: str, smoke: bool = False) -> Study:
         checkpoints=_strings(sweep.get("checkpoints"), "sweep.checkpoints") or None,
         sweep_overrides=_strings(sweep.get("overrides"), "sweep.overrides"),
         report=report,
+        data_names=_data_names(spec.get("data_names") or {}),
     )
     return with_smoke(study, smoke_spec) if smoke else study
+
+
+def _data_names(section: DictConfig | dict) -> dict[str, str]:
+    names = {str(k): v for k, v in section.items()}
+    if not all(isinstance(v, str) for v in names.values()):
+        raise UserError("data_names must map each data= name to the data= preset it means in the study")
+    return names
 
 
 def _names_among(names: list[str], known: list[str], where: str, what: str) -> list[str]:

@@ -47,8 +47,13 @@ def test_simclr_toolbox_runs_the_toolbox_recipe() -> None:
     cfg = evaluated(study, "simclr")
     assert (cfg.data.name, cfg.trainer.batch_size, cfg.trainer.accumulate, cfg.seed) == ("cifar10", 512, 1, 42)
     assert (cfg.eval.linear.epochs, cfg.eval.linear.batch_size, cfg.eval.linear.lr) == (90, 4096, 0.1)
-    named = load_config(study.run_args("simclr", Path("output/x"), ["data=imagenet100_scan"]))
-    assert named.data.name == "imagenet100_scan"  # the toolbox's (SCAN's) ImageNet-100, by name
+    for asked, meant in [("imagenet100", "imagenet100_scan"), ("imagenet100_scan", "imagenet100_scan")]:
+        named = load_config(study.run_args("simclr", Path("output/x"), [f"data={asked}"]))
+        assert named.data.name == meant, asked  # the toolbox's ImageNet-100 is SCAN's, as the study says
+    cmc = load_config(study.run_args("simclr", Path("output/x"), ["data=imagenet100_cmc"]))
+    assert cmc.data.name == "imagenet100"  # CMC's list, by name only
+    other = load_study("simclr_moco_cifar10")
+    assert other.run_args(next(iter(other.runs)), Path("x"), ["data=imagenet100"])[-2] == "data=imagenet100"  # CMC's
 
 
 def test_noncontrastive_dynamics_shares_one_two_layer_projector() -> None:
