@@ -189,7 +189,8 @@ def check_config_file(path: Path, resumed: tuple[dict[str, Any], Path], command_
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object per record) plus TensorBoard scalars, written by rank 0 only."""
+    """metrics.jsonl (one JSON object per record) plus TensorBoard scalars, written by rank 0 only; a resumed
+    run drops both logs' records after its checkpoint's step, which it redoes."""
 
     def __init__(self, out: Path, enabled: bool, after_step: int = 0) -> None:
         self.enabled = enabled
@@ -199,7 +200,8 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.drop_records_after(after_step)
-            self.tb = SummaryWriter(str(out / "tb"))
+            # TensorBoard readers drop the events of earlier segments from purge_step on: the steps redone
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=after_step + 1)
 
     def drop_records_after(self, step: int) -> None:
         """A resumed run redoes the steps after its checkpoint: their old records (and a line cut by a

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from selfsup.cli import main
 from selfsup.runs.checkpoint import load_checkpoint
@@ -74,6 +75,11 @@ def logged_steps(run: Path) -> list[int]:
     return steps
 
 
+def tensorboard_steps(run: Path, tag: str = "train/loss") -> list[int]:
+    """The steps of `tag` as TensorBoard shows them (its reader, purging what a restart marks stale)."""
+    return [event.step for event in EventAccumulator(str(run / "tb")).Reload().Scalars(tag)]
+
+
 def start(run: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "selfsup.cli", *ARGS, f"output_dir={run}"],
@@ -106,6 +112,7 @@ def test_sigkill_at_random_steps_then_rerun_is_bitwise_identical(tmp_path: Path,
     assert main([*ARGS, f"output_dir={run}"]) == 0
     assert_same_training(load_checkpoint(run / "checkpoints" / "last.pt"), reference)
     assert logged_steps(run) == list(range(1, TOTAL_STEPS + 1))  # every step logged once
+    assert tensorboard_steps(run) == list(range(1, TOTAL_STEPS + 1))
 
 
 def stop_with(signum: int, run: Path, at_step: int) -> int:
@@ -161,6 +168,19 @@ def test_the_loader_crop_path_resumes_bitwise_too(tmp_path: Path, reference: dic
     last = load_checkpoint(whole / "checkpoints" / "last.pt")
     assert_same_training(load_checkpoint(resumed / "checkpoints" / "last.pt"), last)
     assert not torch.equal(last["model"]["backbone.conv1.weight"], reference["model"]["backbone.conv1.weight"])
+
+
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path: Path):
+    """Stopped at step 12 with its checkpoint at step 4 (as a kill leaves it), the run redoes steps 5-12:
+    TensorBoard drops the first segment's 5-12 (issue 37 item 8: each showed twice) as metrics.jsonl does."""
+    run = tmp_path / "run"
+    assert main([*ARGS, f"output_dir={run}"]) == 0
+    for path in (run / "checkpoints").iterdir():
+        if not path.name.startswith(("epoch-0000", "epoch-0001")):
+            path.unlink()
+    assert main([*ARGS, f"output_dir={run}"]) == 0
+    assert logged_steps(run) == tensorboard_steps(run) == list(range(1, TOTAL_STEPS + 1))
+    assert len(list((run / "tb").iterdir())) == 2  # both segments wrote events
 
 
 def test_no_readable_checkpoint_at_all_is_a_one_line_error(tmp_path: Path, capsys):
