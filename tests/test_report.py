@@ -22,8 +22,9 @@ from selfsup.cli import main
 from selfsup.errors import UserError
 from selfsup.report import build_report
 from selfsup.report import embedding as embedding_module
-from selfsup.report.collect import METRICS, Hours, accuracy_series, dynamics_series, load_runs
+from selfsup.report.collect import METRICS, Hours, accuracy_series, dynamics_series, load_runs, symmetry_pairs
 from selfsup.report.devices import device_gpu, reference_gpu
+from selfsup.report.plots import dynamics_plots, symmetry_figure
 
 matplotlib.use("Agg")  # the report draws on Agg canvases itself; this keeps anything else off a display
 
@@ -408,3 +409,29 @@ def test_time_per_epoch_reads_at_a_glance():
     from selfsup.report.tables import duration
 
     assert [duration(s) for s in (None, 45, 360, 5400, 7200)] == ["–", "45 s", "6.0 min", "1.50 h", "2.00 h"]
+
+
+def test_symmetry_regularisation_is_drawn_beside_its_plain_twin(tmp_path: Path):
+    """The non-contrastive dynamics study's Fig. 2: a run with symmetry regularisation and the run of the same
+    method and predictor without it, in one figure, from hand-made metrics files (no training)."""
+    settings = {"plain": "linear", "reg": "linear", "mlp": "mlp"}
+    for name, predictor in settings.items():
+        write_run(tmp_path, "b").rename(tmp_path / name)
+        reg = 0.1 if name == "reg" else 0.0
+        config = tmp_path / name / "config.yaml"
+        config.write_text(
+            config.read_text().replace(
+                "name: directpred\n", f"name: byol\n  predictor:\n    type: {predictor}\n    symmetry_reg: {reg}\n"
+            )
+        )
+    out = tmp_path / "report"
+    out.mkdir()
+    runs = load_runs([tmp_path / name for name in settings])
+    assert [(plain.name, reg.name) for plain, reg in symmetry_pairs(runs)] == [("plain", "reg")]
+    names = [plot.name for plot in dynamics_plots(runs, out)]
+    assert [n for n in names if n.startswith("dynamics-symmetry")] == ["dynamics-symmetry-reg"]
+    fig = symmetry_figure(*symmetry_pairs(runs)[0])
+    assert fig is not None
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "without: eigenvalues of F" and titles[3] == "λ 0.1: eigenvalues of F"
+    assert fig.axes[0].get_ylim() == fig.axes[3].get_ylim()  # one y scale per column: the rows compare

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from selfsup.config import load_run_config
 from selfsup.errors import UserError
 from selfsup.report.devices import ReferenceGpu, device_gpu
@@ -128,6 +130,8 @@ class Run:
     checkpoints: list[Checkpoint]  # in training order
     dynamics: list[dict[str, Any]]  # metrics.jsonl records holding dynamics/* or monitor/* (online kNN, linear) values
     label: str = ""  # legend text, unique among the report's runs
+    predictor: str = ""  # method.predictor.type ("" without one): pairs runs for the symmetry comparison
+    symmetry_reg: float = 0.0  # method.predictor.symmetry_reg: the study's Fig. 2 compares with and without
 
     @property
     def identity(self) -> str:
@@ -205,6 +209,8 @@ def load_run(path: Path, name: str) -> Run:
         test_split=str(cfg.data.test_split),
         checkpoints=checkpoints,
         dynamics=[r for r in read_jsonl(path / "metrics.jsonl") if any(k.startswith(CURVE_PREFIXES) for k in r)],
+        predictor=str(OmegaConf.select(cfg, "method.predictor.type", default="")),
+        symmetry_reg=float(OmegaConf.select(cfg, "method.predictor.symmetry_reg", default=0.0)),
     )
 
 
@@ -297,6 +303,17 @@ def spectrum_trajectories(run: Run, key: str) -> tuple[list[int], list[list[floa
     width = len(records[-1][key])
     kept = [r for r in records if len(r[key]) == width]
     return [int(r["step"]) for r in kept], [[float(v) for v in r[key]] for r in kept]
+
+
+def symmetry_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(without, with) symmetry regularisation: each regularised run and the first run of the same method,
+    backbone, dataset and predictor type without it, as the study's Fig. 2 sets them side by side."""
+    pairs = []
+    for reg in (r for r in runs if r.symmetry_reg > 0):
+        plain = [r for r in runs if r.symmetry_reg == 0 and (r.identity, r.predictor) == (reg.identity, reg.predictor)]
+        if plain:
+            pairs.append((plain[0], reg))
+    return pairs
 
 
 def device_names(runs: list[Run]) -> list[str]:

@@ -23,6 +23,7 @@ from selfsup.report.collect import (
     dynamics_series,
     last_spectrum,
     spectrum_trajectories,
+    symmetry_pairs,
     tasks_present,
 )
 
@@ -155,11 +156,8 @@ TRAJECTORIES = {  # key: panel title, y label, log scale of |value|
 }
 
 
-def trajectories_figure(run: Run) -> Figure | None:
-    """For one predictor run: every eigenvalue of F and of Wp, and each eigenvector's alignment, against the
-    training step (one line per index, coloured from the largest eigenvalue of F to the smallest); None
-    without predictor records."""
-    fig, axes = new_figure(columns=len(TRAJECTORIES), width=13.0, height=4.2)
+def draw_trajectories(axes: list[Axes], run: Run, prefix: str = "") -> bool:
+    """One run's trajectories in one panel per TRAJECTORIES key (titles after `prefix`); False without any."""
     found = False
     for ax, (key, (title, ylabel, log)) in zip(axes, TRAJECTORIES.items(), strict=True):
         steps, values = spectrum_trajectories(run, key)
@@ -170,17 +168,45 @@ def trajectories_figure(run: Run) -> Figure | None:
             for j in range(width):
                 column = [abs(row[j]) if log else row[j] for row in values]
                 ax.plot(steps, column, linewidth=0.6, alpha=0.8, color=colormap(j / max(width - 1, 1)))
-        ax.set(title=title, xlabel="training step", ylabel=ylabel, yscale="log" if log and steps else "linear")
+        ax.set(title=f"{prefix}{title}", xlabel="training step", ylabel=ylabel)
+        ax.set_yscale("log" if log and steps else "linear")
         ax.grid(True, alpha=0.3)
-    if not found:
+    return found
+
+
+def trajectories_figure(run: Run) -> Figure | None:
+    """For one predictor run: every eigenvalue of F and of Wp, and each eigenvector's alignment, against the
+    training step (one line per index, coloured from the largest eigenvalue of F to the smallest); None
+    without predictor records."""
+    fig, axes = new_figure(columns=len(TRAJECTORIES), width=13.0, height=4.2)
+    if not draw_trajectories(axes, run):
         return None
     fig.suptitle(f"{run.label}: predictor and F over training (colour: eigenvalue index of F, largest = dark)")
     return fig
 
 
+def symmetry_figure(plain: Run, regularised: Run) -> Figure | None:
+    """The study's Fig. 2: the same trajectories without (top row) and with (bottom row) symmetry
+    regularisation, each column on one y scale so the two read against each other; None unless both have
+    records."""
+    fig = Figure(figsize=(13.0, 7.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(2, len(TRAJECTORIES), sharex=True, sharey="col", squeeze=False)
+    rows = [(plain, "without: "), (regularised, f"λ {regularised.symmetry_reg:g}: ")]
+    if not all([draw_trajectories(list(axes), run, prefix) for axes, (run, prefix) in zip(grid, rows, strict=True)]):
+        return None
+    fig.suptitle(
+        f"symmetry regularisation: {plain.label} (top) against {regularised.label} (bottom, "
+        f"λ ||Wp - Wp^T||², λ = {regularised.symmetry_reg:g}); colour: eigenvalue index of F, largest = dark"
+    )
+    return fig
+
+
 def dynamics_plots(runs: list[Run], out: Path) -> list[Plot]:
     """`dynamics-<measure>` per scalar dynamics/* measure, `monitor-<measure>` per online monitor (kNN and
-    linear-probe accuracy during pretraining), and `dynamics-spectra` for predictor runs."""
+    linear-probe accuracy during pretraining), `dynamics-trajectories-<run>` per predictor run,
+    `dynamics-symmetry-<run>` per run with symmetry regularisation and its plain twin (symmetry_pairs), and
+    `dynamics-spectra` for predictor runs."""
     plots = []
     for key in dynamics_keys(runs):
         prefix, measure = key.split("/", 1)
@@ -196,6 +222,11 @@ def dynamics_plots(runs: list[Run], out: Path) -> list[Plot]:
         if fig is not None:
             caption = f"{run.label}: each eigenvalue of F and of the predictor, and each eigenvector's alignment"
             plots.append(save(fig, out, f"dynamics-trajectories-{run.name}", caption))
+    for plain, regularised in symmetry_pairs(runs):
+        fig = symmetry_figure(plain, regularised)
+        if fig is not None:
+            caption = f"{plain.label} against {regularised.label}: without and with symmetry regularisation"
+            plots.append(save(fig, out, f"dynamics-symmetry-{regularised.name}", caption))
     fig = spectra_figure(runs)
     if fig is not None:
         plots.append(save(fig, out, "dynamics-spectra", "eigenvalue spectra of the predictor and of F, last record"))
