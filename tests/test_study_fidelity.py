@@ -64,3 +64,9 @@ def test_noncontrastive_dynamics_shares_one_two_layer_projector() -> None:
         for cfg in [evaluated(study, run)]
     }
     assert set(projectors.values()) == {(2, 4096, 256)}, projectors
+
+
+def test_swav_vs_beta_vae_leaves_the_p40_peak_ratio_off() -> None:
+    """The datasheet-peak ratio overstates P40-hours several-fold and no sourced training-step ratio replaces it
+    yet (the page's table): the preset plots the runs' own GPU-hours."""
+    assert load_study("swav_vs_beta_vae").report.get("hours_ref") is None
