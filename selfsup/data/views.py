@@ -29,7 +29,6 @@ from selfsup.settings import (
     NON_NEGATIVE,
     NUMBER,
     POSITIVE,
-    POSITIVE_INT,
     PROBABILITY,
     SCALE_RANGE,
     Count,
@@ -39,12 +38,20 @@ from selfsup.settings import (
     check_section,
     check_value,
     declaration,
+    is_int,
     is_number,
     list_of,
     optional,
     scalar_or_list,
 )
 
+MIN_CROP = 8
+# A crop side: below 8 px (the smallest any preset or test takes) a crop is a few pixels of one colour, with
+# nothing left for crops, blur or a backbone's downsampling to work on, yet it trained without a word.
+CROP_SIDE = Rule(
+    lambda v: is_int(v) and v >= MIN_CROP, f"an integer >= {MIN_CROP} (px; smaller crops hold nothing to learn)"
+)
+CropSide = Annotated[int, CROP_SIDE]
 _PER_VIEW = ("jitter_p", "grayscale_p", "blur_p", "solarize_p")
 PerView = Annotated["tuple[float, ...] | float", scalar_or_list(PROBABILITY)]
 # Hue jitter is 0.2 x strength and torchvision's hue factor is at most 0.5.
@@ -67,7 +74,7 @@ class ViewsConfig:
     """The validated `views` config; per-view probabilities hold one entry per view."""
 
     num: PositiveInt = 2
-    crop_size: PositiveInt = 32
+    crop_size: CropSide = 32
     crop_scale: Annotated[tuple[float, float], SCALE_RANGE] = (0.08, 1.0)
     flip_p: Probability = 0.5
     jitter_strength: Annotated[float, JITTER_STRENGTH] = 0.5
@@ -80,7 +87,7 @@ class ViewsConfig:
     # Multi-crop: small crops after the `num` global views. They use view 0's jitter factors and its jitter and
     # grayscale probabilities, `local_blur_p`, and no solarize (the SwAV and DINO recipes).
     local_crops: Count = 0
-    local_crop_size: PositiveInt = 16
+    local_crop_size: CropSide = 16
     local_crop_scale: Annotated[tuple[float, float], SCALE_RANGE] = (0.05, 0.4)
     local_blur_p: Probability = 0.0
     mean: Annotated[tuple[float, float, float] | None, optional(list_of(NUMBER, 3))] = None
@@ -206,7 +213,7 @@ class EvalTransform:
     """Deterministic resize + center crop to `crop_size` for feature extraction (picklable)."""
 
     def __init__(self, crop_size: int) -> None:
-        check_value("crop_size", crop_size, POSITIVE_INT)
+        check_value("crop_size", crop_size, CROP_SIDE)
         self.crop_size = crop_size
         # ImageNet convention (resize 256, crop 224) for large crops; small images are only resized
         resize = round(crop_size * 8 / 7) if crop_size >= 96 else crop_size

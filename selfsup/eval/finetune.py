@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from selfsup.config import compose_group, group_options
 from selfsup.data.batched_colour import normalize
 from selfsup.data.loader import Transformed, dataset_labels, resolve_num_workers
-from selfsup.data.views import eval_transform, split_mean_std
+from selfsup.data.views import CROP_SIDE, eval_transform, split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.features import labeled_dataset
 from selfsup.eval.finetuning import fine_tune, sgd
@@ -56,7 +56,7 @@ def finetune_settings() -> Declaration:
         "train_split": optional(TEXT),
         "test_split": optional(TEXT),
         "train_subset": optional(POSITIVE_INT),
-        "crop_size": optional(POSITIVE_INT),
+        "crop_size": optional(CROP_SIDE),
         "augment": one_of(*AUGMENTS),
         "epochs": POSITIVE_INT,
         "chunk_epochs": optional(POSITIVE_INT),

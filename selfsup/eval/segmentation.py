@@ -38,7 +38,7 @@ from tqdm import tqdm
 from selfsup.data.batched_colour import normalize
 from selfsup.data.loader import resolve_num_workers
 from selfsup.data.segmentation import IGNORE_INDEX, VOC_CLASSES, TrainTransform, voc_segmentation
-from selfsup.data.views import split_mean_std
+from selfsup.data.views import CROP_SIDE, split_mean_std
 from selfsup.errors import UserError
 from selfsup.eval.finetuning import fine_tune, sgd
 from selfsup.eval.transfer import TaskResult, TransferJob
@@ -69,7 +69,7 @@ SEGMENTATION_SETTINGS: Declaration = {
     "test_split": TEXT,
     "head": one_of(*HEADS),
     "output_stride": one_of("auto", *(str(s) for s in OUTPUT_STRIDES)),
-    "crop_size": POSITIVE_INT,
+    "crop_size": CROP_SIDE,
     "scale": RANGE,
     "epochs": POSITIVE_INT,
     "batch_size": POSITIVE_INT,
