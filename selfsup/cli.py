@@ -93,6 +93,20 @@ def _pop_keys(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], 
     return picked, rest
 
 
+def check_repeated_keys(args: list[str]) -> None:
+    """Hydra (and a dict of command-level keys) would silently take the last of two values for one key,
+    so `trainer.epochs=1 trainer.epochs=2` ran 2 epochs without a word; every command refuses it."""
+    seen: dict[str, str] = {}
+    for arg in args:
+        if "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.strip().lstrip("+")
+        if key in seen:
+            raise UserError(f"{key} is given twice ({key}={seen[key]} and {key}={value}); give it once")
+        seen[key] = value
+
+
 def cmd_pretrain(args: list[str]) -> int:
     from selfsup.train.command import pretrain_command
 
@@ -377,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"unknown command {command!r}{close_matches_hint(command, list(COMMANDS))} "
                 f"(commands: {', '.join(COMMANDS)})"
             )
+        check_repeated_keys(rest)
         status = COMMANDS[command](rest)
     except UserError as err:
         print(f"selfsup: error: {error_line(err)}", file=sys.stderr)

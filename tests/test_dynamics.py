@@ -25,6 +25,7 @@ from selfsup.analysis.dynamics import (
 from selfsup.cli import main
 from selfsup.config import load_config
 from selfsup.methods.build import build_model
+from tests.fault.cli_errors import overriding
 
 
 def random_rotation(d: int, seed: int) -> torch.Tensor:
@@ -177,7 +178,7 @@ def test_pretraining_logs_dynamics_every_n_steps(tmp_path: Path):
     dynamics = [r for r in records if "dynamics/effective_rank" in r]
     assert [r["step"] for r in dynamics] == [2, 4]
     assert all(0 <= r["dynamics/predictor_asymmetry"] for r in dynamics)
-    assert main([*args[:-1], f"output_dir={tmp_path / 'bad'}", "analysis.every=-1"]) == 2
+    assert main([*overriding(args[:-1], "analysis.every=-1"), f"output_dir={tmp_path / 'bad'}"]) == 2
 
 
 def test_the_dynamics_analysis_is_left_out_of_the_cost(tmp_path: Path, monkeypatch):

@@ -23,6 +23,7 @@ from selfsup.eval.offline import evaluate
 from selfsup.methods.base import METHODS
 from selfsup.methods.simclr import SimCLR
 from selfsup.nets.backbones import BACKBONES
+from tests.fault.cli_errors import overriding
 
 WIDTH = 16
 CHANCE = 100 / 4
@@ -206,7 +207,8 @@ def score(run: Path, checkpoint: str) -> tuple[float, float]:
 
 def learn(run: Path, name: str, extra: list[str] = ()) -> Outcome:
     recipe = RECIPES[name]
-    assert main(["pretrain", *COMMON, *recipe.backbone, *recipe.overrides, *extra, f"output_dir={run}"]) == 0
+    args = overriding(COMMON, *recipe.backbone, *recipe.overrides, *extra)
+    assert main(["pretrain", *args, f"output_dir={run}"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "train/loss" in r]
     keys = {k.removeprefix("train/") for r in steps for k in r if k.startswith("train/")}

@@ -12,6 +12,7 @@ import torch
 
 from selfsup.cli import main
 from selfsup.runs.checkpoint import load_checkpoint
+from tests.fault.cli_errors import overriding
 
 TINY = ["data=synthetic", "data.subset=256", "views.crop_size=16", "trainer.batch_size=32", "device=cpu"]
 TINY += ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "trainer.progress=false", "eval.every=1"]
@@ -70,5 +71,6 @@ def test_the_report_draws_the_online_monitors(runs: tuple[Path, Path], tmp_path:
 
 
 def test_the_probe_needs_the_monitor(tmp_path: Path, capsys):
-    assert main(["pretrain", *TINY, "eval.every=0", "eval.online_linear=true", f"output_dir={tmp_path / 'r'}"]) == 2
+    args = overriding(TINY, "eval.every=0", "eval.online_linear=true")
+    assert main(["pretrain", *args, f"output_dir={tmp_path / 'r'}"]) == 2
     assert "set eval.every > 0" in capsys.readouterr().err and not (tmp_path / "r").exists()

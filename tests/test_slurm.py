@@ -13,6 +13,7 @@ import torch
 
 from selfsup.cli import main
 from selfsup.train.guards import requeue_on_slurm
+from tests.fault.cli_errors import overriding
 
 TINY = [
     "data=synthetic",
@@ -42,7 +43,7 @@ def test_submit_writes_an_sbatch_script_for_nodes_x_gpus(tmp_path: Path, monkeyp
     fake_command(bin_dir, "srun", "exit 1")  # submitit only checks that it exists
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     run = tmp_path / "run"
-    args = [*TINY, "trainer.batch_size=256", f"output_dir={run}"]
+    args = [*overriding(TINY, "trainer.batch_size=256"), f"output_dir={run}"]
     slurm = ["slurm.nodes=2", "slurm.gpus_per_node=4", "slurm.partition=gpu", "slurm.time=600", "slurm.account=ssl"]
     assert main(["submit", "pretrain", *args, *slurm]) == 0
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from selfsup.cli import main
 from selfsup.nets.weights import build_backbone_from_config
 from selfsup.runs.checkpoint import backbone_state, load_checkpoint
+from tests.fault.cli_errors import overriding
 
 TINY = ["data=synthetic", "data.subset=64", "views.crop_size=16", "trainer.batch_size=32", "device=cpu"]
 TINY += ["trainer.progress=false", "eval.every=1"]
@@ -85,7 +86,7 @@ def test_an_exported_vit_loads_into_timm_as_it_is(vit_run: Path, tmp_path: Path)
 
 def test_any_timm_model_pretrains_exports_and_detects(tmp_path: Path):
     run = tmp_path / "run"
-    args = ["pretrain", *TINY, "method=simclr", "views.crop_size=32", "backbone=timm:convnext_atto"]
+    args = ["pretrain", *overriding(TINY, "views.crop_size=32"), "method=simclr", "backbone=timm:convnext_atto"]
     assert main([*args, "trainer.epochs=1", f"output_dir={run}"]) == 0  # 32 px: ConvNeXt downsamples 32x
     assert 0 <= detects(run, tmp_path) <= 100  # torchvision's FPN over its four stages
     out = tmp_path / "convnext.safetensors"
@@ -115,8 +116,9 @@ VIT_METHODS = {
 def test_a_vit_method_resumes_bitwise(method: str, tmp_path: Path):
     """A run resumed from its epoch-1 checkpoint ends bitwise equal to the run that went on: the RNG that
     draws drop path and MAE's masks, and MoCo v3's momentum encoder, are all in the checkpoint."""
-    args = ["pretrain", *TINY, "backbone=vit_tiny", *VIT_METHODS[method], "trainer.epochs=2"]
-    args += ["trainer.checkpoint_every=1", "eval.every=0", "backbone.patch_size=4"]
+    args = ["pretrain", *overriding(TINY, "eval.every=0"), "backbone=vit_tiny", *VIT_METHODS[method]]
+    args.append("trainer.epochs=2")
+    args += ["trainer.checkpoint_every=1", "backbone.patch_size=4"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main([*args, f"output_dir={straight}"]) == 0
     shutil.copytree(straight, resumed)

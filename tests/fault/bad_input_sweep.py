@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from fixtures_formats import write_cifar10, write_imagefolder, write_stl10, write_svhn  # noqa: E402
 
 from selfsup.cli import main  # noqa: E402
+from tests.fault.cli_errors import overriding  # noqa: E402
 
 SMALL = ["views.crop_size=16", "trainer.batch_size=8", "trainer.progress=false", "eval.every=0", "device=cpu"]
 
@@ -194,7 +195,8 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         "trainer.num_workers=-2", "optim.base_lr=nan", "optim.base_lr=inf", "optim.base_lr=-0.1",
         "optim.base_lr=abc", "optim.weight_decay=-1", "optim.warmup_epochs=-1", "optim.momentum=1.5",
         "optim=adam9", "views.crop_size=0", "views.crop_size=-16", "views.crop_size=4096",
-        "views.crop_size=100000", "views.crop_scale=[2.0,1.0]", "views.crop_scale=[0.5]",
+        "views.crop_size=100000", "views.crop_size=1", "views.crop_size=3", "views.local_crop_size=4",
+        "views.crop_scale=[2.0,1.0]", "views.crop_scale=[0.5]",
         "views.num=0", "views.flip_p=2", "views.jitter_p=-0.1", "views.blur_p=[1.0,0.1,0.5]",
         "views.local_crops=-1", "views.mean=[0.5]", "views.std=[0,0,0]", "device=tpu", "seed=abc",
         "method=simclrr", "method.temperature=0", "method.temperature=-1", "method.proj_hidden_dim=0",
@@ -203,13 +205,13 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         "data.bad_images=ignore", "resume=maybe", "nonsense.key=1", "trainer.epochs", "=3", "eval.knn.k=0",
         "eval.every=-1", "analysis.every=-1",
     ]  # fmt: skip
-    out = [(f"pretrain {s}", [*syn, s]) for s in settings]
+    out = [(f"pretrain {s}", overriding(syn, s)) for s in settings]
     out += [
         ("pretrain method=swav num_prototypes=0", [*syn, "method=swav", "method.num_prototypes=0"]),
         ("pretrain method=moco moco_k=0", [*syn, "method=moco", "method.moco_k=0"]),
         ("pretrain method=dino out_dim=0", [*syn, "method=dino", "method.out_dim=0"]),
         ("pretrain method=beta_vae beta=-1", [*syn, "method=beta_vae", "method.beta=-1"]),
-        ("pretrain batch larger than the data", [*syn, "trainer.batch_size=64"]),
+        ("pretrain batch larger than the data", overriding(syn, "trainer.batch_size=64")),
         ("pretrain data=nope", [*pre, "data=nope"]),
         ("pretrain missing cifar root", [*pre, "data=cifar10", f"data.root={scratch / 'nowhere'}"]),
         ("pretrain truncated cifar batch", [*pre, "data=cifar10", f"data.root={p['truncated']}"]),
@@ -269,6 +271,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("eval features garbage", ["eval", "linear", f"features=[{p['not_weights']},{p['not_weights']}]"]),
         ("eval finetune data=nope", ["eval", "finetune", f"run={run}", "eval.finetune.data=nope"]),
         ("eval finetune epochs=0", ["eval", "finetune", f"run={run}", "eval.finetune.epochs=0"]),
+        ("eval finetune crop_size=3", ["eval", "finetune", f"run={run}", "eval.finetune.crop_size=3"]),
         ("eval finetune augment=weird", ["eval", "finetune", f"run={run}", "eval.finetune.augment=weird"]),
         ("eval detection missing root", ["eval", "detection", f"run={run}", f"eval.detection.root={new}"]),
         ("eval detection format=yolo", ["eval", "detection", f"run={run}", "eval.detection.format=yolo"]),

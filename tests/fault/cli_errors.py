@@ -22,3 +22,9 @@ def the_error(err: str) -> str:
     errors = [line for line in lines if line.startswith("selfsup: error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], err
     return errors[0].removeprefix("selfsup: error: ")
+
+
+def overriding(args: list[str], *overrides: str) -> list[str]:
+    """`args` with each key of `overrides` set to its new value: the CLI refuses a key given twice."""
+    keys = {override.split("=", 1)[0] for override in overrides}
+    return [arg for arg in args if arg.split("=", 1)[0] not in keys] + list(overrides)

@@ -20,7 +20,7 @@ from selfsup.data.loader import load_split
 from selfsup.data.sources import ImageDataset
 from selfsup.errors import UserError
 from selfsup.eval.settings import eval_sections
-from tests.fault.cli_errors import one_line_error, the_error
+from tests.fault.cli_errors import one_line_error, overriding, the_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = [
@@ -32,10 +32,12 @@ SMALL = [
     "device=cpu",
 ]
 
+CROP_WHY = "px; smaller crops hold nothing to learn"
+
 
 def fails_in_one_line(capsys, out: Path, *args: str) -> str:
     """Run `selfsup pretrain`; check exit 2, one stderr line, no traceback, no output directory."""
-    assert main(["pretrain", *SMALL, *args, f"output_dir={out}"]) == 2
+    assert main(["pretrain", *overriding(SMALL, *args), f"output_dir={out}"]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err + captured.out, captured.err
@@ -71,7 +73,10 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
         (["backbone.weights=123"], "backbone.weights must be a non-empty string or null, got 123"),
         (["views.flip_p=1.5"], "views.flip_p must be a number in [0, 1], got 1.5"),
         (["views.jitter_p=-0.1"], "views.jitter_p must be a number in [0, 1], or a list of such, got -0.1"),
-        (["views.crop_size=0"], "views.crop_size must be a positive integer, got 0"),
+        *(
+            ([f"views.crop_size={side}"], f"views.crop_size must be an integer >= 8 ({CROP_WHY}), got {side}")
+            for side in (0, 1, 3)
+        ),
         (
             ["method=beta_vae", "views.local_crops=2"],
             "method=beta_vae takes global views only; views.local_crops (multi-crop) is for dino, swav: set "
@@ -88,6 +93,20 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
 )
 def test_impossible_settings_fail_before_anything_runs(overrides, message, tmp_path: Path, capsys):
     assert fails_in_one_line(capsys, tmp_path / "out", "data=synthetic", *overrides) == message
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["pretrain", "trainer.epochs=1", "trainer.epochs=2"], "trainer.epochs=1 and trainer.epochs=2"),
+        (["config", "+trainer.epochs=1", "trainer.epochs=2"], "trainer.epochs=1 and trainer.epochs=2"),
+        (["eval", "knn", "run=a", "run=b"], "run=a and run=b"),
+    ],
+)
+def test_a_key_given_twice_is_refused(argv: list[str], message: str, capsys):
+    """Hydra (and the command-level keys) took the last of the two values without a word (issue 37 item 9)."""
+    key = message.split("=", 1)[0]
+    assert one_line_error(capsys, argv) == f"{key} is given twice ({message}); give it once"
 
 
 def test_refusals_around_an_existing_run_change_nothing(tmp_path: Path, capsys):
@@ -200,7 +219,8 @@ def test_undecodable_image_fails_naming_the_file_and_the_option(tmp_path: Path, 
     bad = break_image(tmp_path / "images", written["train"][3][0])
     out = tmp_path / "out"
     # A loader worker decodes it: the error crosses the process boundary and still prints as one line.
-    args = ["pretrain", *SMALL, "trainer.num_workers=1", "data=imagefolder", f"data.root={tmp_path / 'images'}"]
+    args = ["pretrain", *overriding(SMALL, "trainer.num_workers=1"), "data=imagefolder"]
+    args.append(f"data.root={tmp_path / 'images'}")
     assert main([*args, "trainer.max_steps=2", f"output_dir={out}"]) == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out

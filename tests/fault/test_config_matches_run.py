@@ -21,6 +21,7 @@ from selfsup.cli import main
 from selfsup.runs.checkpoint import load_checkpoint
 from selfsup.runs.lock import LOCK_NAME
 from selfsup.train.run_settings import HISTORY_NAME
+from tests.fault.cli_errors import overriding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = ["pretrain", "data=synthetic", "data.subset=32", "views.crop_size=16", "trainer.batch_size=16"]
@@ -95,7 +96,7 @@ def test_more_epochs_and_watch_only_settings_continue_and_are_recorded(tmp_path:
     old_root = OmegaConf.load(run / "config.yaml").data.root
     elsewhere = tmp_path / "data-copy"  # SELFSUP_DATA on another node, say
     more = ["trainer.epochs=2", "trainer.log_every=1", "analysis.every=0", f"data.root={elsewhere}"]
-    assert main([*RUN, *more, f"output_dir={run}"]) == 0
+    assert main([*overriding(RUN, *more), f"output_dir={run}"]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
     saved = OmegaConf.load(run / "config.yaml")
     assert (saved.trainer.epochs, saved.trainer.log_every, saved.analysis.every) == (2, 1, 0)
@@ -183,7 +184,7 @@ def test_a_segment_stopped_before_its_first_save_resumes_with_the_same_command(t
 
     run = tmp_path / "run"
     assert main([*RUN, f"output_dir={run}"]) == 0
-    longer = [*RUN[1:], "trainer.epochs=2", f"output_dir={run}"]
+    longer = [*overriding(RUN[1:], "trainer.epochs=2"), f"output_dir={run}"]
     save_config(load_config(longer), run / "config.yaml")  # what `pretrain *longer` writes before its first step
     assert main(["pretrain", *longer]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
@@ -193,7 +194,7 @@ def test_a_segment_stopped_before_its_first_save_resumes_with_the_same_command(t
 def test_fewer_epochs_than_done_are_refused_in_one_line(tmp_path: Path, capsys, finished_first: bool):
     run = tmp_path / "run"
     cap = [] if finished_first else ["trainer.max_steps=3"]
-    assert main([*RUN, "trainer.epochs=2", *cap, f"output_dir={run}"]) == 0
+    assert main([*overriding(RUN, "trainer.epochs=2", *cap), f"output_dir={run}"]) == 0
     before = snapshot(run)
     done = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
     capsys.readouterr()
