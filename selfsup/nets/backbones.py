@@ -167,8 +167,9 @@ def build_backbone(name: str, **options: Any) -> tuple[nn.Module, int]:
 
 
 def is_factory_path(name: str) -> bool:
-    """Whether a backbone name is a `package.module:factory` path rather than a registered name."""
-    if is_timm_name(name):
+    """Whether a backbone name is a `package.module:factory` path rather than a registered name (a value of
+    another type, backbone.name=0, is neither: its rule refuses it in one line)."""
+    if not isinstance(name, str) or is_timm_name(name):
         return False
     module, _, attribute = name.partition(":")
     return bool(module) and bool(attribute) and all(part.isidentifier() for part in (*module.split("."), attribute))
