@@ -12,11 +12,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from selfsup.config import apply_overrides, load_config, load_run_config, override_keys
+from selfsup.errors import UserError
 from selfsup.eval.detection import DETECTION_SETTINGS
 from selfsup.eval.finetune import finetune_settings
 from selfsup.eval.knn import KNN_SETTINGS
 from selfsup.eval.linear import LINEAR_SETTINGS
 from selfsup.eval.segmentation import SEGMENTATION_SETTINGS
+from selfsup.methods.build import check_buildable
 from selfsup.nets.backbones import check_stored_backbone
 from selfsup.settings import BOOL, COUNT, POSITIVE, POSITIVE_INT, Declaration, check_tree, optional
 
@@ -46,6 +48,14 @@ def check_eval_settings(cfg: DictConfig, only: Sequence[str] | None = None) -> N
     check_tree(cfg.eval, eval_sections(), prefix="eval", only=only)
 
 
+def check_pretraining_eval(cfg: DictConfig) -> None:
+    """`eval.*` as a pretraining run reads it: every setting, and the online linear probe, which is scored
+    with the kNN monitor and so needs it on."""
+    check_eval_settings(cfg)
+    if cfg.eval.online_linear and not cfg.eval.every:
+        raise UserError("eval.online_linear is scored with the kNN monitor: set eval.every > 0 (e.g. eval.every=10)")
+
+
 def evaluation_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """A saved run's config with an evaluation command's overrides, each checked against its declaration
     (pretraining settings by the config layer, `eval.*` here) before any work. A factory backbone is taken
@@ -59,7 +69,9 @@ def evaluation_config(run_dir: Path, overrides: list[str]) -> DictConfig:
 
 def pretraining_config(overrides: list[str]) -> DictConfig:
     """The pretraining config for `overrides` with every section checked, `eval.*` included (the online
-    monitors read it): what commands that start runs use before they write or queue anything."""
+    monitors read it), and the model built on the meta device: what commands that start runs use before they
+    write or queue anything, so that `selfsup config` refuses what pretrain refuses."""
     cfg = load_config(overrides)
-    check_eval_settings(cfg)
+    check_pretraining_eval(cfg)
+    check_buildable(cfg)
     return cfg

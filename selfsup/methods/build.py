@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,3 +54,11 @@ def build_model(cfg: DictConfig, init_weights: bool = False) -> Method:
     run), before the method copies it into momentum networks."""
     backbone, feature_dim = build_backbone_from_config(cfg, init_weights)
     return build_method(cfg, backbone, feature_dim)
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Build the model on the meta device (no memory, no weights read): the refusals only building makes
+    (MAE on a ResNet, a crop that is not a multiple of the ViT's patch) reach `selfsup config`, submit and
+    study as they reach pretrain, before anything is written or queued."""
+    with torch.device("meta"):
+        build_model(cfg)

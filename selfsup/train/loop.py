@@ -35,7 +35,7 @@ from selfsup.data.views import split_mean_std, views_config
 from selfsup.errors import UserError
 from selfsup.eval.features import extract_features, labeled_split
 from selfsup.eval.knn import knn_accuracy
-from selfsup.eval.settings import check_eval_settings
+from selfsup.eval.settings import check_pretraining_eval
 from selfsup.methods.base import Method, Schedule
 from selfsup.methods.build import build_model
 from selfsup.nets.activation_checkpoint import disable_activation_checkpointing, enable_activation_checkpointing
@@ -290,9 +290,7 @@ def pretrain(cfg: DictConfig) -> Path:
     A new run that fails on bad input before its first save (an undecodable image met in the first batches)
     leaves no directory behind: a refused run never changes the output. The run's lock is held until then,
     and a start refused because another process holds it removes nothing."""
-    check_eval_settings(cfg)  # the online monitors' settings, before the run directory is touched
-    if cfg.eval.online_linear and not cfg.eval.every:
-        raise UserError("eval.online_linear is scored with the kNN monitor: set eval.every > 0 (e.g. eval.every=10)")
+    check_pretraining_eval(cfg)  # the online monitors' settings, before the run directory is touched
     out = Path(cfg.output_dir)
     fresh = not out.exists()
     with contextlib.ExitStack() as held:

@@ -250,6 +250,9 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("config bad group", ["config", "data=nope"]),
         ("config bad value", ["config", "trainer.epochs=-1"]),
         ("config simclr views.num=1", ["config", "views.num=1"]),
+        ("config mae on a resnet", ["config", "method=mae", "backbone=resnet18"]),
+        ("config vit patch not dividing the crop", ["config", "backbone=vit_tiny", "backbone.patch_size=5"]),
+        ("config online linear probe without the monitor", ["config", "eval.online_linear=true", "eval.every=0"]),
     ]  # fmt: skip
     evals = [
         ("eval unknown task", ["eval", "knnn", f"run={run}"]),

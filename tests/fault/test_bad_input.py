@@ -172,6 +172,23 @@ def test_an_undeclared_key_is_refused_even_when_added(capsys, override, message)
     assert one_line_error(capsys, ["config", "data=synthetic", override]).startswith(message)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["eval.online_linear=true", "eval.every=0"],
+        ["method=mae", "backbone=resnet18"],
+        ["method=mae", "backbone=vit_tiny", "backbone.patch_size=5"],
+        ["method=moco_v3", "method.freeze_patch_embed=true"],
+        ["views.num=1"],
+    ],
+)
+def test_config_refuses_what_pretrain_refuses(overrides: list[str], tmp_path: Path, capsys):
+    """`selfsup config` printed configs that pretrain refused when it built the model or checked the online
+    probe (issue 37 item 9): both now say the same line."""
+    refused = fails_in_one_line(capsys, tmp_path / "out", "data=synthetic", *overrides)
+    assert one_line_error(capsys, ["config", *overriding(SMALL, "data=synthetic", *overrides)]) == refused
+
+
 def test_subsets_larger_than_their_split(tmp_path: Path, capsys):
     out = tmp_path / "out"
     assert fails_in_one_line(capsys, out, "data=synthetic", "data.subset=5000") == (
