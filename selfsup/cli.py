@@ -93,6 +93,17 @@ def _pop_keys(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], 
     return picked, rest
 
 
+def given_list(keys: dict[str, str], key: str) -> list[str] | None:
+    """A command-level list key: None when left out (the command's default, often all), refused when given
+    empty, since `splits=[]` and `checkpoints=[]` silently meant all, the opposite of what they say."""
+    if key not in keys:
+        return None
+    items = parse_list(keys[key])
+    if not items:
+        raise UserError(f"{key}=[] names nothing: leave {key}= out for the default, or name some ({key}=[a,b])")
+    return items
+
+
 def check_repeated_keys(args: list[str]) -> None:
     """Hydra (and a dict of command-level keys) would silently take the last of two values for one key,
     so `trainer.epochs=1 trainer.epochs=2` ran 2 epochs without a word; every command refuses it."""
@@ -190,8 +201,8 @@ def cmd_sweep(args: list[str]) -> None:
     keys, overrides = _pop_keys(args, ("run", "tasks", "checkpoints"))
     if "run" not in keys:
         raise UserError("selfsup sweep needs run=DIR, the output_dir of a pretraining run")
-    tasks = parse_list(keys.get("tasks", ",".join(FEATURE_TASKS)))
-    checkpoints = parse_list(keys["checkpoints"]) if "checkpoints" in keys else None
+    tasks = given_list(keys, "tasks") or list(FEATURE_TASKS)
+    checkpoints = given_list(keys, "checkpoints")
 
     rows = sweep(Path(keys["run"]), tasks, checkpoints, overrides, on_row=show_row)
     partial = sum(row.status == "partial" for row in rows)
@@ -253,8 +264,9 @@ def cmd_study(args: list[str]) -> int:
         raise UserError(f"smoke={keys['smoke']} is not a boolean; use smoke=true or smoke=false")
     smoke = BOOLEANS[smoke_text]
     study = load_study(name, smoke)
-    if "only" in keys:
-        study = with_only(study, parse_list(keys["only"]))
+    only = given_list(keys, "only")
+    if only:
+        study = with_only(study, only)
     report_keys = {k: keys[k] for k in ("hours_scale", "hours_label", "hours_ref") if k in keys}
     if report_keys:
         from selfsup.report import parse_options
@@ -313,7 +325,7 @@ def export_features_command(args: list[str]) -> None:
     keys, overrides = _pop_keys(args, ("run", "checkpoint", "splits", "out", "overwrite"))
     if "run" not in keys or "out" not in keys:
         raise UserError(f"usage: {FEATURES_USAGE}")
-    splits = parse_list(keys["splits"]) if "splits" in keys else None
+    splits = given_list(keys, "splits")
     run, checkpoint, out = Path(keys["run"]), keys.get("checkpoint", "last"), Path(keys["out"])
     for path in export_features(run, checkpoint, splits, out, overrides, overwrite_option(keys)):
         print(f"-> {path}")

@@ -109,6 +109,25 @@ def test_a_key_given_twice_is_refused(argv: list[str], message: str, capsys):
     assert one_line_error(capsys, argv) == f"{key} is given twice ({message}); give it once"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "run=RUN", "checkpoints=[]"],
+        ["sweep", "run=RUN", "tasks=[]"],
+        ["export", "features", "run=RUN", "splits=[]", "out=OUT"],
+        ["study", "simclr_moco_cifar10", "smoke=true", "only=[]", "out=OUT"],
+    ],
+)
+def test_an_empty_list_is_refused_not_read_as_all(argv: list[str], tmp_path: Path, capsys):
+    """`splits=[]` and `checkpoints=[]` meant every split and checkpoint (issue 37 item 9)."""
+    argv = [arg.replace("RUN", str(tmp_path / "run")).replace("OUT", str(tmp_path / "out")) for arg in argv]
+    key = next(arg for arg in argv if arg.endswith("=[]")).removesuffix("=[]")
+    assert one_line_error(capsys, argv) == (
+        f"{key}=[] names nothing: leave {key}= out for the default, or name some ({key}=[a,b])"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_refusals_around_an_existing_run_change_nothing(tmp_path: Path, capsys):
     """output_dir=RUN/checkpoints used to start a second run inside the first, mixing their files; eval with a
     missing baseline= used to evaluate and write the checkpoint's results before failing."""
