@@ -358,6 +358,26 @@ def test_download_goes_through_torchvision_then_our_reader(tmp_path, monkeypatch
     assert len(calls) == 1  # present files are read, not fetched again
 
 
+def test_a_failed_download_removes_what_it_created(tmp_path, monkeypatch):
+    """Offline, data.download=true left an empty root (issue 37 item 9); a partial archive in an existing
+    root goes too, and what was there before stays."""
+
+    class OfflineCIFAR10:  # torchvision makes the root and starts the archive, then the network fails
+        def __init__(self, root, train, download):
+            Path(root).mkdir(parents=True, exist_ok=True)
+            (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+            raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tvd, "CIFAR10", OfflineCIFAR10)
+    root = tmp_path / "new" / "cifar"
+    _user_error("failed", build_dataset, "cifar10", root, "test", download=True)
+    assert list(tmp_path.iterdir()) == []
+    kept = tmp_path / "kept.txt"
+    kept.write_text("mine")
+    _user_error("failed", build_dataset, "cifar10", tmp_path, "test", download=True)
+    assert list(tmp_path.iterdir()) == [kept]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # balanced_subset
 

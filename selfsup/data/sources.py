@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,15 +226,26 @@ def fetch_hint(folder: str) -> str:
 def read_or_download(
     read: Callable[[], ImageDataset], fetch: Callable[[], object], download: bool, root: Path
 ) -> ImageDataset:
-    """Read; if that fails and download is on, let torchvision download into root, then read again."""
+    """Read; if that fails and download is on, let torchvision download into root, then read again. A failed
+    download (offline, say) removes what it created, which left an empty or half-written root behind."""
     try:
         return read()
     except UserError:
         if not download:
             raise
+    first_missing = next((p for p in reversed([root, *root.parents]) if not p.exists()), None)
+    before = set(root.iterdir()) if root.is_dir() else set()
     try:
         fetch()
     except (OSError, RuntimeError, ValueError) as err:
+        if first_missing is not None:
+            shutil.rmtree(first_missing, ignore_errors=True)
+        elif root.is_dir():
+            for path in set(root.iterdir()) - before:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
         raise UserError(f"download into {root} failed ({err}); copy the files there by hand") from err
     return read()
 
