@@ -9,6 +9,7 @@ transform, so kNN and linear evaluation of the same checkpoint extract them once
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import json
@@ -137,13 +138,25 @@ def score_features(
 def feature_task(
     task: str, cfg: DictConfig, method: Method, ckpt_hash: str, out_dir: Path, device: torch.device
 ) -> TaskResult:
-    """kNN or a linear probe on the cached frozen features of `Method.representation()`."""
+    """kNN or a linear probe on the cached frozen features of `Method.representation()`. A refusal met on
+    the way (a test split that does not exist, after the train features were saved) removes the feature
+    files and folders this call made: a refused evaluation leaves the run as it was."""
     representation = method.representation().to(device)
-    train = cached_features(cfg, representation, "eval_train_split", out_dir, ckpt_hash, device)
-    test = cached_features(cfg, representation, "test_split", out_dir, ckpt_hash, device)
-    params, scores, extra = score_features(
-        task, cfg, train, test, device=str(device), progress=bool(cfg.trainer.progress)
-    )
+    made = [folder for folder in (out_dir.parent, out_dir) if not folder.exists()]
+    before = set(out_dir.glob("features-*.pt"))
+    try:
+        train = cached_features(cfg, representation, "eval_train_split", out_dir, ckpt_hash, device)
+        test = cached_features(cfg, representation, "test_split", out_dir, ckpt_hash, device)
+        params, scores, extra = score_features(
+            task, cfg, train, test, device=str(device), progress=bool(cfg.trainer.progress)
+        )
+    except UserError:
+        for path in set(out_dir.glob("features-*.pt")) - before:
+            path.unlink()
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: something else wrote there meanwhile
+                folder.rmdir()
+        raise
     params.update(extra)  # the probe's effective lr etc.
     dataset = {
         "name": cfg.data.name,

@@ -290,6 +290,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("eval finetune model settings not JSON", ["eval", "finetune", f"run={run}", f"model={p['model_not_json']}"]),
         ("eval finetune model settings a list", ["eval", "finetune", f"run={run}", f"model={p['model_not_mapping']}"]),
         ("eval features same file twice", ["eval", "knn", f"features=[{train_st},{train_st}]"]),
+        ("eval knn test split that does not exist", ["eval", "knn", f"run={run}", "data.test_split=nope"]),
         ("eval features swapped", ["eval", "knn", f"features=[{feats}/test.safetensors,{train_st}]"]),
     ]  # fmt: skip
     backbone, st_out = ["export", "backbone", f"run={run}"], f"out={new}.safetensors"

@@ -130,7 +130,8 @@ def test_an_empty_list_is_refused_not_read_as_all(argv: list[str], tmp_path: Pat
 
 def test_refusals_around_an_existing_run_change_nothing(tmp_path: Path, capsys):
     """output_dir=RUN/checkpoints used to start a second run inside the first, mixing their files; eval with a
-    missing baseline= used to evaluate and write the checkpoint's results before failing."""
+    missing baseline= used to evaluate and write the checkpoint's results before failing; eval with a test
+    split that does not exist left features-train.pt (issue 37 item 9)."""
     run = tmp_path / "run"
     assert (
         main(["pretrain", *SMALL, "data=synthetic", "data.subset=16", "trainer.max_steps=1", f"output_dir={run}"]) == 0
@@ -141,6 +142,8 @@ def test_refusals_around_an_existing_run_change_nothing(tmp_path: Path, capsys):
     assert message == f"output_dir {run / 'checkpoints'} lies inside the run {run}; choose an output_dir outside it"
     message = one_line_error(capsys, ["eval", "knn", f"run={run}", "baseline=epoch-0099"])
     assert message.startswith(f"no checkpoint 'epoch-0099' in {run / 'checkpoints'}")
+    message = one_line_error(capsys, ["eval", "linear", f"run={run}", "data.test_split=nope"])
+    assert message == "dataset synthetic has no split 'nope'; valid splits: train, test"
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
