@@ -311,6 +311,22 @@ def test_cifar_structural_errors(tmp_path):
         _user_error(str(folder / "test_batch"), build_dataset, "cifar10", tmp_path, "test")
 
 
+def test_a_cifar_batch_of_zero_images_is_called_empty_not_malicious(tmp_path):
+    """Protocol 2 (the official files') writes an empty array's buffer as bytes(), which the safe unpickler
+    refused as code to run (issue 37 item 9); bytes(n), n zero bytes the file does not hold, stays refused."""
+    write_cifar10(tmp_path, n_per_batch=3)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}, protocol=2))
+    _user_error(f"CIFAR batch {batch} is empty (0 images)", build_dataset, "cifar10", tmp_path, "test")
+
+    class Allocates:
+        def __reduce__(self):
+            return bytes, (2**40,)
+
+    batch.write_bytes(pickle.dumps(Allocates(), protocol=2))
+    _user_error("it asks to run bytes(int)", build_dataset, "cifar10", tmp_path, "test")
+
+
 def test_other_structural_errors(tmp_path):
     from scipy.io import savemat
 

@@ -32,8 +32,18 @@ class RefusedGlobal(pickle.UnpicklingError):
         self.name = name
 
 
+def _bytes_of(*args: Any) -> bytes:
+    """`bytes` as protocols 0-2 call it: `bytes()` for b'' (an empty array's buffer, a zero-image batch), never
+    `bytes(n)`, which would allocate n zero bytes that the file names but does not hold."""
+    if args and not isinstance(args[0], (str, bytes)):
+        raise RefusedGlobal(f"bytes({type(args[0]).__name__})")
+    return bytes(*args)
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in (("__builtin__", "bytes"), ("builtins", "bytes")):
+            return _bytes_of
         if (module, name) not in ARRAY_GLOBALS:
             raise RefusedGlobal(f"{module}.{name}")
         return super().find_class(module, name)

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the on-disk format writers
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -74,6 +76,10 @@ def prepare(scratch: Path) -> dict[str, Path]:
     entry["labels"] = [[0, 1], *[[1]] * (len(entry["labels"]) - 1)]
     with open(ragged / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
         pickle.dump(entry, f)
+    no_images = scratch / "cifar-zero-images"
+    write_cifar10(no_images)
+    with open(no_images / "cifar-10-batches-py" / "test_batch", "wb") as f:  # protocol 2 as the originals
+        pickle.dump({"data": np.zeros((0, 3072), np.uint8), "labels": []}, f, protocol=2)
     stl = scratch / "stl-truncated"
     write_stl10(stl)
     train_x = stl / "stl10_binary" / "train_X.bin"
@@ -97,6 +103,7 @@ def prepare(scratch: Path) -> dict[str, Path]:
         evil=evil,
         wrong=wrong,
         ragged=ragged,
+        no_images=no_images,
         stl=stl,
         svhn=svhn,
         empty=empty,
@@ -218,6 +225,8 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("pretrain malicious cifar pickle", [*pre, "data=cifar10", f"data.root={p['evil']}"]),
         ("pretrain cifar batch of the wrong shape", [*pre, "data=cifar10", f"data.root={p['wrong']}"]),
         ("pretrain cifar batch with ragged labels", [*pre, "data=cifar10", f"data.root={p['ragged']}"]),
+        ("pretrain cifar batch of zero images", [*pre, "data=cifar10", f"data.root={p['no_images']}",
+                                                 "data.train_split=test"]),
         ("pretrain seed=2**64", [*syn, "seed=18446744073709551616"]),
         ("pretrain simclr views.num=1", [*syn, "views.num=1"]),
         ("pretrain moco moco_k=2**31", [*syn, "method=moco", "method.moco_k=2147483648"]),

@@ -40,6 +40,8 @@ def _read_cifar(folder: Path, batches: Sequence[str], label_key: str, classes: S
         data = entry.get("data") if isinstance(entry, dict) else None
         if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (3072,)):
             raise UserError(f"malformed CIFAR batch {path}: expected a dict with 'data' uint8 [N, 3072]; {hint}")
+        if len(data) == 0:
+            raise UserError(f"CIFAR batch {path} is empty (0 images); {hint}")
         if label_key not in entry:
             raise UserError(f"malformed CIFAR batch {path}: no {label_key!r} key; {hint}")
         labels.append(check_labels(entry[label_key], len(data), 0, len(classes) - 1, path, hint))
