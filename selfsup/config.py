@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -354,7 +355,11 @@ def load_run_config(run_dir: Path) -> DictConfig:
         raise UserError(
             f"no config.yaml in {run_dir}: is it a selfsup run directory (output_dir of `selfsup pretrain`)?"
         )
-    cfg = stored_config(OmegaConf.to_container(OmegaConf.load(path), resolve=False), str(path))
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as err:  # a damaged or foreign file
+        raise UserError(f"{path} is not readable YAML ({type(err).__name__}); restore it or remove the run") from None
+    cfg = stored_config(data, str(path))
     # Evaluation settings added since the run was made take their defaults, so old runs stay evaluable.
     cfg.eval = OmegaConf.merge(_compose([]).eval, cfg.get("eval", {}))
     return cfg

@@ -9,18 +9,32 @@ test, so a rule whose test is weakened is caught. Profiles: "ci" (the default, d
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
+import pickle
 import re
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+import torch
+from fixtures_formats import write_cifar10, write_fashion_mnist
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save as safetensors_bytes
 
-from selfsup.config import apply_overrides, group_options, load_config, sections
+from selfsup.config import apply_overrides, group_options, load_config, load_run_config, sections
+from selfsup.data.loader import load_split
 from selfsup.errors import UserError
+from selfsup.eval.export import FORMAT as FEATURES_FORMAT
+from selfsup.eval.export import read_features
 from selfsup.eval.settings import check_eval_settings, eval_sections
+from selfsup.eval.transfer import recorded_settings
+from selfsup.nets.weights import load_backbone_weights
+from selfsup.runs.checkpoint import load_checkpoint
 from selfsup.settings import Rule, cli_text
 from tests.fault.cli_errors import one_line_error
 
@@ -241,3 +255,146 @@ def test_selfsup_config_refuses_in_one_line_and_writes_nothing(data, capsys, tmp
 )
 def test_settings_the_fuzzer_found(capsys, override, message):
     assert one_line_error(capsys, ["config", "data=synthetic", override]) == message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files: small valid samples of each format, corrupted
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def outcome(root: Path, read: Callable[[], object]) -> str | None:
+    """Run a reader on corrupted files under `root`: None if it read them (a flip in pixel bytes is still an
+    image), else its one-line UserError; any other exception fails the test, and so does a change on disk."""
+    before = snapshot(root)
+    try:
+        read()
+        message = None
+    except UserError as err:
+        message = str(err)
+        assert message and "\n" not in message, message
+    assert snapshot(root) == before
+    return message
+
+
+def flip(data: bytes, at: int, value: int) -> bytes:
+    at %= len(data)
+    return data[:at] + bytes([data[at] ^ (value or 1)]) + data[at + 1 :]
+
+
+byte_damage = st.one_of(
+    st.tuples(st.just("truncate"), st.floats(0, 0.999), st.just(0)),
+    st.tuples(st.just("flip"), st.integers(0, 2**20), st.integers(1, 255)),
+)
+
+
+def damage(data: bytes, how: tuple[str, float, int]) -> bytes:
+    kind, where, value = how
+    return data[: int(len(data) * where)] if kind == "truncate" else flip(data, int(where), value)
+
+
+@functools.cache
+def data_section(name: str) -> DictConfig:
+    return load_config([f"data={name}"]).data
+
+
+def read_split(name: str, root: Path) -> Callable[[], object]:
+    def read() -> object:
+        cfg = data_section(name).copy()
+        cfg.root = str(root)
+        return load_split(cfg, "train")
+
+    return read
+
+
+@FUZZ
+@given(how=byte_damage, batch=st.integers(1, 5))
+def test_a_damaged_cifar_batch_is_refused_in_one_line(tmp_path_factory, how, batch):
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar10(root, n_per_batch=2)
+    path = root / "cifar-10-batches-py" / f"data_batch_{batch}"
+    path.write_bytes(damage(path.read_bytes(), how))
+    message = outcome(root, read_split("cifar10", root))
+    assert message is not None or how[0] == "flip", "a truncated pickle was read"
+
+
+CIFAR_BREAKS = {
+    "missing key": lambda b: {k: v for k, v in b.items() if k != "labels"},
+    "ragged labels": lambda b: {**b, "labels": b["labels"][:-1]},
+    "label out of range": lambda b: {**b, "labels": [10, *b["labels"][1:]]},
+    "wrong shape": lambda b: {**b, "data": b["data"].reshape(-1)[:-3]},
+    "wrong dtype": lambda b: {**b, "data": b["data"].astype(np.float32)},
+    "not a dict": lambda b: [b["data"], b["labels"]],
+    "labels as text": lambda b: {**b, "labels": "0,1"},
+}
+
+
+@pytest.mark.parametrize("kind", CIFAR_BREAKS)
+def test_a_malformed_cifar_batch_is_refused_in_one_line(tmp_path, kind):
+    write_cifar10(tmp_path, n_per_batch=2)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    with path.open("rb") as f:
+        batch = pickle.load(f)
+    path.write_bytes(pickle.dumps(CIFAR_BREAKS[kind](batch), protocol=2))
+    assert outcome(tmp_path, read_split("cifar10", tmp_path)) is not None
+
+
+@FUZZ
+@given(how=byte_damage, file=st.sampled_from(["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]))
+def test_a_damaged_idx_file_is_refused_in_one_line(tmp_path_factory, how, file):
+    root = tmp_path_factory.mktemp("fashion")
+    write_fashion_mnist(root, n_train=4, n_test=2)
+    path = root / "FashionMNIST" / "raw" / file
+    path.write_bytes(damage(path.read_bytes(), how))
+    message = outcome(root, read_split("fashion_mnist", root))
+    assert message is not None or how[0] == "flip", "a truncated idx file was read"
+
+
+def features_bytes(metadata: dict[str, str]) -> bytes:
+    tensors = {"features": torch.zeros(2, 3), "labels": torch.zeros(2, dtype=torch.long)}
+    return safetensors_bytes(tensors, {"format": FEATURES_FORMAT, **metadata})
+
+
+json_text = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+).map(json.dumps)
+
+
+@FUZZ
+@given(how=byte_damage, settings_text=json_text | st.text(max_size=8))
+def test_a_damaged_safetensors_export_is_refused_in_one_line(tmp_path_factory, how, settings_text):
+    """Features and backbone exports: damaged bytes, and `settings` metadata that is any JSON or none."""
+    root = tmp_path_factory.mktemp("export")
+    path = root / "train.safetensors"
+    path.write_bytes(damage(features_bytes({"settings": settings_text}), how))
+    outcome(root, lambda: read_features(path))
+    assert isinstance(recorded_settings({"settings": settings_text}), dict)
+    weights = root / "backbone.safetensors"
+    weights.write_bytes(damage(safetensors_bytes({"conv1.weight": torch.zeros(2, 3, 1, 1)}), how))
+    outcome(root, lambda: load_backbone_weights(torch.nn.Conv2d(3, 2, 1), weights))
+
+
+@FUZZ
+@given(how=byte_damage)
+def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path_factory, how):
+    root = tmp_path_factory.mktemp("ckpt")
+    path = root / "last.pt"
+    torch.save({"model": {"w": torch.zeros(3)}, "format_version": 1}, path)
+    path.write_bytes(damage(path.read_bytes(), how))
+    message = outcome(root, lambda: load_checkpoint(path))
+    assert message is not None or how[0] == "flip", "a truncated checkpoint was read"
+
+
+@FUZZ
+@given(how=byte_damage)
+@example(how=("flip", 3, 128))  # was a UnicodeDecodeError traceback: config.yaml that is not UTF-8
+def test_a_damaged_run_config_is_refused_in_one_line(tmp_path_factory, how):
+    root = tmp_path_factory.mktemp("run")
+    path = root / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(base_config(())))
+    path.write_bytes(damage(path.read_bytes(), how))
+    outcome(root, lambda: load_run_config(root))
