@@ -112,12 +112,35 @@ def _quote_non_ascii(override: str) -> str:
     return f"{key}='{escaped}'"
 
 
+# What Hydra's override grammar reads as syntax inside an unquoted value (a path such as /tmp/a,b).
+OVERRIDE_SYNTAX = frozenset(",[]{}()'\"=\n")
+
+
+def override_error(overrides: list[str], err: HydraException) -> str:
+    """Hydra's lexer text ("mismatched input '['") names no fix: the value holding characters its grammar
+    reads as syntax is named instead, with how to quote it, or to rename where quoting cannot help."""
+    for override in overrides:
+        key, value = _split(override)
+        found = sorted(OVERRIDE_SYNTAX.intersection(value))
+        if not found or value[:1] in "[{'\"":
+            continue
+        if "\n" in found:
+            return f"{key}={value!r} holds a newline: choose a name without one"
+        quoted = value.replace("\\", "\\\\").replace("'", "\\'")
+        return (
+            f"{key}={value!r} holds {', '.join(repr(c) for c in found)}, which overrides read as syntax: quote "
+            f"the value as {key}='{quoted}' (kept whole by the shell, e.g. in double quotes), or choose a name "
+            "without them"
+        )
+    return f"bad override: {str(err).splitlines()[0]}"
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             return compose(config_name="config", overrides=[_quote_non_ascii(o) for o in overrides])
     except HydraException as err:
-        raise UserError(f"bad override: {str(err).splitlines()[0]}") from None
+        raise UserError(override_error(overrides, err)) from None
 
 
 def _named_backbone(override: str) -> list[str]:
@@ -195,7 +218,12 @@ def resolve(cfg: DictConfig) -> None:
         OmegaConf.resolve(cfg)
         OmegaConf.to_container(cfg, throw_on_missing=True)
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", "") or "?"
+        key = getattr(err, "full_key", "") or None
+        if key is None:  # a ${...} in a value given on the command line (output_dir=/tmp/a${b})
+            raise UserError(
+                f"{str(err).splitlines()[0]}: a value holding ${{...}} is read as an interpolation; write \\${{ for "
+                "a literal one, or choose a name without it"
+            ) from None
         raise UserError(f"config key {key!r} has no value; set it on the command line ({key}=...)") from None
 
 

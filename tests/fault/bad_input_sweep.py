@@ -227,6 +227,10 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ("pretrain cifar batch with ragged labels", [*pre, "data=cifar10", f"data.root={p['ragged']}"]),
         ("pretrain cifar batch of zero images", [*pre, "data=cifar10", f"data.root={p['no_images']}",
                                                  "data.train_split=test"]),
+        *(
+            (f"pretrain output_dir holding {mark!r}", overriding(syn, f"output_dir={new}{mark}x"))
+            for mark in (",", "[", "'", '"', "${", "\n")
+        ),
         ("pretrain seed=2**64", [*syn, "seed=18446744073709551616"]),
         ("pretrain simclr views.num=1", [*syn, "views.num=1"]),
         ("pretrain moco moco_k=2**31", [*syn, "method=moco", "method.moco_k=2147483648"]),

@@ -128,6 +128,27 @@ def test_an_empty_list_is_refused_not_read_as_all(argv: list[str], tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "mark,fix",
+    [
+        (",", "quote the value as output_dir='{out},x'"),
+        ("[", "quote the value as output_dir='{out}[x'"),
+        ("'", "quote the value as output_dir='{out}\\'x'"),
+        ("${y}", "write \\${ for a literal one"),
+        ("\n", "holds a newline: choose a name without one"),
+    ],
+)
+def test_an_output_path_with_override_syntax_names_the_fix(mark: str, fix: str, tmp_path: Path, capsys):
+    """A comma, bracket, quote, ${ or newline in a path got Hydra's lexer text, naming no fix (issue 37
+    item 9); quoted as the line says, the path is taken."""
+    out = tmp_path / "out"
+    message = one_line_error(capsys, ["config", f"output_dir={out}{mark}x"])
+    assert fix.replace("{out}", str(out)) in message and "mismatched input" not in message
+    if mark in ",[":
+        assert main(["config", f"output_dir='{out}{mark}x'"]) == 0
+        assert f"output_dir: {out}{mark}x" in capsys.readouterr().out
+
+
 def test_refusals_around_an_existing_run_change_nothing(tmp_path: Path, capsys):
     """output_dir=RUN/checkpoints used to start a second run inside the first, mixing their files; eval with a
     missing baseline= used to evaluate and write the checkpoint's results before failing; eval with a test

@@ -1,4 +1,4 @@
-"""The bad-input sweep as a test: every one of its 185 bad inputs, across every command, is refused in one
+"""The bad-input sweep as a test: every one of its 191 bad inputs, across every command, is refused in one
 line (exit 2, no traceback) with nothing changed on disk."""
 
 from __future__ import annotations
@@ -16,4 +16,4 @@ def test_every_bad_input_is_refused_in_one_line_and_changes_nothing(tmp_path: Pa
     failed = sweep(tmp_path, None)
     report = capsys.readouterr().out
     assert failed == 0, "\n".join(line for line in report.splitlines() if line.startswith("FAIL"))
-    assert "185 of 185 bad inputs refused" in report
+    assert "191 of 191 bad inputs refused" in report
