@@ -264,9 +264,8 @@ def cmd_study(args: list[str]) -> int:
         raise UserError(f"smoke={keys['smoke']} is not a boolean; use smoke=true or smoke=false")
     smoke = BOOLEANS[smoke_text]
     study = load_study(name, smoke)
-    only = given_list(keys, "only")
-    if only:
-        study = with_only(study, only)
+    if "only" in keys:
+        study = with_only(study, parse_list(keys["only"]))
     report_keys = {k: keys[k] for k in ("hours_scale", "hours_label", "hours_ref") if k in keys}
     if report_keys:
         from selfsup.report import parse_options

@@ -115,7 +115,6 @@ def test_a_key_given_twice_is_refused(argv: list[str], message: str, capsys):
         ["sweep", "run=RUN", "checkpoints=[]"],
         ["sweep", "run=RUN", "tasks=[]"],
         ["export", "features", "run=RUN", "splits=[]", "out=OUT"],
-        ["study", "simclr_moco_cifar10", "smoke=true", "only=[]", "out=OUT"],
     ],
 )
 def test_an_empty_list_is_refused_not_read_as_all(argv: list[str], tmp_path: Path, capsys):
