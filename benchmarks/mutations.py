@@ -218,13 +218,13 @@ def run_one(mutation: Mutation, command: str | None = None) -> dict[str, object]
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
         start = time.perf_counter()
         pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0", "-k",
-                  mutation.method, "-rf", "--ignore=tests/test_mutations.py", "tests"]
+                  mutation.method, "-rfE", "--ignore=tests/test_mutations.py", "tests"]
         argv = pytest if command is None else [sys.executable, *shlex.split(command.removeprefix("python "))]
         done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
         if command is not None:
             print(f"## {mutation.method}: {mutation.bug}\n{done.stdout}{done.stderr[-3000:]}", flush=True)
         seconds = time.perf_counter() - start
-    failed = re.findall(r"^FAILED (\S+)", done.stdout, flags=re.M)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, flags=re.M)
     status = {0: "MISSED", 1: "caught"}.get(done.returncode, f"error (pytest exit {done.returncode})")
     return {"mutation": mutation, "status": status, "test": failed[0] if failed else "", "seconds": seconds,
             "tail": done.stdout[-2000:]}

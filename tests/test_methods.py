@@ -66,18 +66,22 @@ def test_training_step_updates_online_network_only(name):
     assert any(changed)
 
 
-def test_byol_target_follows_the_online_network_by_ema():
+@pytest.mark.parametrize("name", ["byol", "directpred", "directcopy"])
+def test_byol_target_follows_the_online_network_by_ema(name):
+    """Backbone and projector targets both move by EMA (DirectPred and DirectCopy are BYOL with another
+    predictor, and share its target update)."""
     torch.manual_seed(0)
-    cfg = load_config(["method=byol", "views.crop_size=16", *SMALL_HEADS["byol"], "method.momentum=0.9"])
+    cfg = load_config([f"method={name}", "views.crop_size=16", *SMALL_HEADS[name], "method.momentum=0.9"])
     model = build_model(cfg)
-    online = [p.detach().clone() for p in model.projector.parameters()]
-    target = [p.detach().clone() for p in model.target_projector.parameters()]
-    with torch.no_grad():
-        for p in model.projector.parameters():
-            p.add_(1.0)
-    model.after_optimizer_step(0, 100)  # tau = base momentum at step 0
-    for t0, o0, t1 in zip(target, online, model.target_projector.parameters(), strict=True):
-        torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * (o0 + 1.0))
+    for online_net, target_net in ((model.projector, model.target_projector), (model.backbone, model.target_backbone)):
+        with torch.no_grad():  # the target starts as a copy: make it differ so that the update is visible
+            for p in target_net.parameters():
+                p.add_(torch.randn_like(p))
+        online = [p.detach().clone() for p in online_net.parameters()]
+        target = [p.detach().clone() for p in target_net.parameters()]
+        model.after_optimizer_step(0, 100)  # tau = base momentum at step 0
+        for t0, o0, t1 in zip(target, online, target_net.parameters(), strict=True):
+            torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * o0)
 
 
 def test_cosine_momentum_schedule():

@@ -174,7 +174,7 @@ def test_directcopy_weight_is_normalised_correlation_plus_eps():
     torch.testing.assert_close(directcopy_weight(corr, eps=0.2), corr / 8.0 + 0.2 * torch.eye(4, dtype=torch.float64))
 
 
-def test_predictor_tracks_the_ema_of_the_correlation_and_sets_w_every_freq_steps():
+def test_directpred_directcopy_predictor_tracks_the_ema_of_the_correlation_and_sets_w_every_freq_steps():
     pred = LinearPredictor(3, "directpred", rho=0.5, eps=0.0, freq=2)
     f1, f2 = torch.randn(8, 3), torch.randn(8, 3)
     torch.testing.assert_close(pred(f1), f1)  # identity before any F
