@@ -389,5 +389,9 @@ def load_run_config(run_dir: Path) -> DictConfig:
         raise UserError(f"{path} is not readable YAML ({type(err).__name__}); restore it or remove the run") from None
     cfg = stored_config(data, str(path))
     # Evaluation settings added since the run was made take their defaults, so old runs stay evaluable.
-    cfg.eval = OmegaConf.merge(_compose([]).eval, cfg.get("eval", {}))
+    try:
+        cfg.eval = OmegaConf.merge(_compose([]).eval, cfg.get("eval", {}))
+    except OmegaConfBaseException as err:  # an eval section edited or damaged into something selfsup never wrote
+        where = getattr(err, "full_key", None) or "eval"
+        raise UserError(f"{path} has a setting selfsup does not know or cannot read at {where}; restore it") from None
     return cfg

@@ -85,14 +85,14 @@ def test_a_local_job_trains_the_run(tmp_path: Path, capsys):
         (["slurm.nodse=2"], "unknown setting slurm.nodse; did you mean 'slurm.nodes'"),
         (["slurm.nodes=two"], "slurm.nodes must be a positive integer, got 'two'"),
         (["slurm.time=0"], "slurm.time must be a positive integer, got 0"),
-        (["slurm.cluster=local", "slurm.nodes=2"], "slurm.nodes must be 1, got 2"),
+        (["slurm.nodes=2"], "slurm.nodes must be 1, got 2"),
         (["slurm.cluster=pbs"], "slurm.cluster must be one of slurm | local, got 'pbs'"),
         (["trainer.batch_sise=8"], "trainer.batch_sise"),
     ],
 )
 def test_bad_submissions_fail_in_one_line_before_anything_is_queued(args, message, tmp_path: Path, capsys):
     run = tmp_path / "run"
-    assert main(["submit", "pretrain", *TINY, f"output_dir={run}", "slurm.cluster=local", *args]) == 2
+    assert main(["submit", "pretrain", *overriding([*TINY, f"output_dir={run}", "slurm.cluster=local"], *args)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not run.exists()
