@@ -16,6 +16,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from selfsup.methods.base import Schedule
+
 LIGHTLY_VERSION = "1.6.0"
 STEPS = 5  # K: optimizer steps compared per method
 # fp32 on CPU: both sides run the same math in a different order (a cat over views against two forwards, a
@@ -218,3 +220,31 @@ class Sides:
             atol=self.atol,
             after_backward=self.after_backward,
         )
+
+
+def one_head_sides(
+    ours: nn.Module,
+    head_name: str,
+    backbone: nn.Module,
+    head: nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    atol: float = ATOL,
+) -> Sides:
+    """Sides of a method that compares two views' embeddings from one backbone and one head (SimCLR, Barlow
+    Twins, VICReg): selfsup's `ours` (its head at attribute `head_name`) against lightly's `backbone`, `head`
+    and `criterion`, fed the concatenated views as selfsup's one forward sees them, with identical SGDs."""
+
+    def lightly_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
+        z0, z1 = head(backbone(torch.cat(views)).flatten(start_dim=1)).chunk(2)
+        return criterion(z0, z1)
+
+    def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
+        return ours(views, Schedule(step, STEPS))["loss"]
+
+    return Sides(
+        pairs=[Pair("backbone", ours.backbone, backbone), Pair(head_name, getattr(ours, head_name), head)],
+        selfsup_loss=selfsup_loss,
+        lightly_loss=lightly_loss,
+        optimizers=(sgd(ours.parameters()), sgd([*backbone.parameters(), *head.parameters()])),
+        atol=atol,
+    )

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from selfsup.methods.barlow import BarlowTwins
-from selfsup.methods.base import Schedule
-from tests.equivalence.harness import STEPS, Pair, Sides, random_views, require_lightly, sgd, tiny_backbone
+from tests.equivalence.harness import STEPS, Sides, one_head_sides, random_views, require_lightly, tiny_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FEATURES, HIDDEN, OUT, LAMBD = 16, 32, 32, 5e-3
@@ -32,19 +31,7 @@ def barlow_sides() -> Sides:
     head = BarlowTwinsProjectionHead(FEATURES, HIDDEN, OUT)
     criterion = BarlowTwinsLoss(lambda_param=LAMBD)
 
-    def lightly_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        z0, z1 = head(backbone(torch.cat(views)).flatten(start_dim=1)).chunk(2)
-        return criterion(z0, z1)
-
-    def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        return ours(views, Schedule(step, STEPS))["loss"]
-
-    return Sides(
-        pairs=[Pair("backbone", ours.backbone, backbone), Pair("projector", ours.projector, head)],
-        selfsup_loss=selfsup_loss,
-        lightly_loss=lightly_loss,
-        optimizers=(sgd(ours.parameters()), sgd([*backbone.parameters(), *head.parameters()])),
-    )
+    return one_head_sides(ours, "projector", backbone, head, criterion)
 
 
 def test_barlow_steps_equal_lightly() -> None:

@@ -13,9 +13,8 @@ import copy
 import pytest
 import torch
 
-from selfsup.methods.base import Schedule
 from selfsup.methods.vicreg import VICReg
-from tests.equivalence.harness import STEPS, Pair, Sides, random_views, require_lightly, sgd, tiny_backbone
+from tests.equivalence.harness import STEPS, Sides, one_head_sides, random_views, require_lightly, tiny_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FEATURES, HIDDEN, OUT = 16, 32, 32
@@ -44,20 +43,7 @@ def vicreg_sides() -> Sides:
     head = VICRegProjectionHead(FEATURES, HIDDEN, OUT, num_layers=3)
     criterion = VICRegLoss(lambda_param=25.0, mu_param=25.0, nu_param=1.0, eps=1e-4)
 
-    def lightly_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        z0, z1 = head(backbone(torch.cat(views)).flatten(start_dim=1)).chunk(2)
-        return criterion(z0, z1)
-
-    def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        return ours(views, Schedule(step, STEPS))["loss"]
-
-    return Sides(
-        pairs=[Pair("backbone", ours.backbone, backbone), Pair("expander", ours.expander, head)],
-        selfsup_loss=selfsup_loss,
-        lightly_loss=lightly_loss,
-        optimizers=(sgd(ours.parameters()), sgd([*backbone.parameters(), *head.parameters()])),
-        atol=ATOL,
-    )
+    return one_head_sides(ours, "expander", backbone, head, criterion, atol=ATOL)
 
 
 def test_vicreg_steps_equal_lightly() -> None:
