@@ -199,11 +199,20 @@ def override_keys(overrides: list[str]) -> list[str]:
     return [_split(o)[0].lstrip("+") for o in overrides]
 
 
+NON_FINITE = re.compile(r"[+-]?(?:inf|nan)", re.IGNORECASE)
+
+
 def _parse_value(value: str) -> object:
     """Parse a command-line value the way Hydra does for plain values (YAML scalars and lists)."""
     parsed = OmegaConf.create({"v": value}) if value == "" else OmegaConf.create(f"v: {value}")
     node = parsed._get_node("v")
-    return OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else parsed.v
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node)
+    # YAML keeps nan and inf as text where Hydra's grammar reads numbers; read them as Hydra does, so a
+    # saved run's overrides and a composed config's agree (a folder called "inf" is quoted in both).
+    if isinstance(parsed.v, str) and NON_FINITE.fullmatch(value):
+        return float(value)
+    return parsed.v
 
 
 def resolve(cfg: DictConfig) -> None:

@@ -147,6 +147,8 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
     hint = close_matches_hint(value, list(rule.options)) if isinstance(value, str) else ""
     if isinstance(value, float) and not math.isfinite(value):
         hint = " (numbers must be finite)"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and rule.ok(cli_text(value)):
+        hint = f" (text that reads as a number is quoted: \"{key}='{cli_text(value)}'\")"
     if rule.is_list and rule.options and _is_list(value):
         bad = next((str(v) for v in value if cli_text(v) not in rule.options), None)
         hint = f": {bad!r} is not one{close_matches_hint(bad, list(rule.options))}" if bad is not None else hint

@@ -262,6 +262,18 @@ def test_settings_the_fuzzer_found(capsys, override, message):
     assert error.startswith(start) and error.endswith(end), error
 
 
+@pytest.mark.parametrize("text", ["inf", "-inf", "NaN", "2024"])
+def test_a_text_setting_that_reads_as_a_number_is_refused_alike_with_the_quoting_hint(capsys, text):
+    """The long profile found data.root=inf accepted on a saved run (YAML reads inf as text) but refused by
+    the composed config (Hydra reads a number). Both read a number now, and both say how to quote it."""
+    shown = cli_text(float(text) if text.lower().lstrip("+-") in ("inf", "nan") else int(text))
+    hint = f"(text that reads as a number is quoted: \"data.root='{shown}'\")"
+    composed = one_line_error(capsys, ["config", "data=synthetic", f"data.root={text}"])
+    assert composed.startswith("data.root must be a non-empty string, got ") and composed.endswith(hint), composed
+    assert refusal(("data=synthetic",), f"data.root={text}") == composed
+    assert apply_overrides(saved(("data=synthetic",)), [f"data.root='{text}'"]).data.root == text
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Files: small valid samples of each format, corrupted
 
