@@ -1,3 +1,8 @@
-"""Method implementations; importing this package registers each one in METHODS."""
+"""Method implementations; importing this package imports every module in it, and each method module
+registers itself in METHODS, so a new method is one new file here (plus its preset and its test entry)."""
 
-from selfsup.methods import barlow, beta_vae, byol, dino, mae, moco, moco_v3, simclr, simsiam, swav, vicreg  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
