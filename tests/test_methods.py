@@ -26,15 +26,16 @@ SMALL_HEADS = {
     "beta_vae": ["method.latent_dim=8", "method.decoder_channels=32"],
     "mae": ["method.decoder_dim=32", "method.decoder_depth=1", "method.decoder_heads=2"],
 }
-# Parameters trained by no gradient: momentum targets, and DINO's fixed norms of its last layer.
-FROZEN_PREFIXES = {
-    "byol": ("target_",),
-    "directpred": ("target_",),
-    "directcopy": ("target_",),
-    "moco": ("key_",),
-    "moco_v3": ("momentum_",),
-    "dino": ("teacher_", "head.last_layer.parametrizations.weight.original0"),
-}
+# Parameters held out of training from the start other than the momentum targets (which each method names in
+# momentum_pairs): DINO's fixed norms of its last layer (norm_last_layer).
+FIXED_PARAMETERS = {"dino": {"head.last_layer.parametrizations.weight.original0"}}
+# The methods with momentum targets: the test checks that they declare them.
+MOMENTUM_METHODS = {"byol", "directpred", "directcopy", "moco", "moco_v3", "dino"}
+
+
+def momentum_target_names(model) -> set[str]:
+    targets = {id(p) for module in model.momentum_targets() for p in module.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in targets}
 
 
 def test_every_registered_method_has_a_config_and_a_test():
@@ -56,8 +57,9 @@ def test_training_step_updates_online_network_only(name):
             assert p.grad is None, f"{n} is a target parameter and must get no gradient"
         else:
             assert p.grad is not None, f"{n} gets no gradient"
-    prefixes = FROZEN_PREFIXES.get(name, ())
-    assert all(n.startswith(prefixes) for n in frozen) and bool(frozen) == bool(prefixes)
+    targets = momentum_target_names(model)
+    assert bool(targets) == (name in MOMENTUM_METHODS)
+    assert frozen == targets | FIXED_PARAMETERS.get(name, set())
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     opt.step()
@@ -82,6 +84,31 @@ def test_byol_target_follows_the_online_network_by_ema(name):
         model.after_optimizer_step(0, 100)  # tau = base momentum at step 0
         for t0, o0, t1 in zip(target, online, target_net.parameters(), strict=True):
             torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * o0)
+
+
+@pytest.mark.parametrize("name", sorted(MOMENTUM_METHODS))
+def test_every_momentum_target_follows_its_online_module_by_the_schedule(name):
+    """The base's after_optimizer_step moves every declared target by EMA at momentum_at(step): cosine to
+    final_momentum, except MoCo v2's constant momentum."""
+    torch.manual_seed(0)
+    model = build_model(load_config([f"method={name}", "views.crop_size=16", *SMALL_HEADS[name]]))
+    pairs = model.momentum_pairs()
+    with torch.no_grad():
+        for _, target in pairs:
+            for p in target.parameters():
+                p.add_(torch.randn_like(p))
+    before = [
+        ([p.detach().clone() for p in o.parameters()], [p.detach().clone() for p in t.parameters()]) for o, t in pairs
+    ]
+    m = model.momentum_at(40, 100)
+    if name == "moco":
+        assert m == model.base_momentum == model.momentum_at(0, 100)
+    else:
+        assert m == cosine_momentum(40, 100, model.base_momentum, model.final_momentum) != model.base_momentum
+    model.after_optimizer_step(40, 100)
+    for (_, target), (o0, t0) in zip(pairs, before, strict=True):
+        for o, t, t1 in zip(o0, t0, target.parameters(), strict=True):
+            torch.testing.assert_close(t1, m * t + (1 - m) * o)
 
 
 def test_cosine_momentum_schedule():

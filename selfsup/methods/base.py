@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
+from selfsup.methods.momentum import cosine_momentum, ema_update
 from selfsup.nets.backbones import infer_feature_dim
 from selfsup.registry import Registry
 
@@ -35,8 +36,13 @@ class Method(nn.Module):
     them). `forward(views, schedule)` takes the augmented views (each [B, 3, S, S]; multi-crop: the global
     views, then the local crops) and returns a dict with the scalar `loss` and detached tensors to log.
     Methods whose options depend on the point in training refuse to run without `schedule`. Methods with
-    momentum encoders, queues or centers update them in `after_optimizer_step(step, total_steps)`, once
-    per optimizer step.
+    queues or centers update them in `after_optimizer_step(step, total_steps)`, once per optimizer step.
+
+    Momentum (EMA) target networks (BYOL, MoCo, DINO) are declared, not written out: `momentum_pairs()` names
+    the (online, target) module pairs (targets made by `momentum.frozen_copy`) and `base_momentum` /
+    `final_momentum` the schedule (cosine from base to final, BYOL's; `final_momentum = None` holds it at the
+    base, MoCo v2's). The base's `after_optimizer_step` moves every target by EMA; a method with other
+    per-step work extends it with `super().after_optimizer_step(step, total_steps)`.
 
     Some parameters are held still early in a run (SwAV's prototypes, DINO's last layer): any training
     loop, the CLI's or a user's, calls `drop_frozen_gradients(schedule)` after backward and before gradient
@@ -48,6 +54,10 @@ class Method(nn.Module):
     # standardised, so the caller passes their mean and std as `pixel_stats` to undo that.
     reconstructs_pixels = False
     num_views: int | None = None  # the views forward takes (views.num), for a method that takes a fixed number
+    # The momentum of the EMA of `momentum_pairs()`: cosine from base to final, or constant at base when final
+    # is None (see `momentum_at`). Methods with momentum pairs set both in their constructor.
+    base_momentum: float = 0.0
+    final_momentum: float | None = None
 
     def __init__(self, backbone: nn.Module, feature_dim: int | None = None) -> None:
         super().__init__()
@@ -83,8 +93,30 @@ class Method(nn.Module):
             )
         return schedule
 
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The (online, target) module pairs whose target follows its online module by EMA; none by default."""
+        return []
+
+    def momentum_targets(self) -> list[nn.Module]:
+        """The target modules of `momentum_pairs()`: trained by no gradient, only by the EMA."""
+        return [target for _, target in self.momentum_pairs()]
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """The EMA momentum after optimizer step `step`: BYOL's cosine from `base_momentum` to
+        `final_momentum`, or `base_momentum` throughout when `final_momentum` is None."""
+        if self.final_momentum is None:
+            return self.base_momentum
+        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
+
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        """Momentum / EMA updates; nothing for methods without them."""
+        """Once per optimizer step: the EMA of every momentum pair, in their order. Methods with other
+        per-step work (queues, centres, analytic predictors) extend it, calling this first."""
+        pairs = self.momentum_pairs()
+        if not pairs:
+            return
+        momentum = self.momentum_at(step, total_steps)
+        for online, target in pairs:
+            ema_update(target, online, momentum)
 
     def frozen_parameters(self, schedule: Schedule | None) -> list[nn.Parameter]:
         """The parameters held still at `schedule`'s step; none by default."""

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from selfsup.losses import negative_cosine
 from selfsup.methods.base import METHODS, Method, Schedule, spread
-from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
+from selfsup.methods.momentum import frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.nets.predictors import PredictorSettings, build_predictor
 from selfsup.settings import Momentum, PositiveInt, Probability
@@ -58,10 +58,11 @@ class BYOL(Method):
             loss = loss + regularization
         return {"loss": loss, "spread": spread(z1)}
 
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.target_backbone), (self.projector, self.target_projector)]
+
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        tau = cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
-        ema_update(self.target_backbone, self.backbone, tau)
-        ema_update(self.target_projector, self.projector, tau)
+        super().after_optimizer_step(step, total_steps)
         self.predictor.after_optimizer_step(step)
 
     def param_group_options(self) -> list[tuple[nn.Module, dict[str, Any]]]:

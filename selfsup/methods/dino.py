@@ -16,7 +16,7 @@ from selfsup.methods.base import (
     global_views,
     spread,
 )
-from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
+from selfsup.methods.momentum import frozen_copy
 from selfsup.nets.heads import DINOHead
 from selfsup.settings import Flag, Momentum, NonNegative, Positive, PositiveInt
 
@@ -69,6 +69,7 @@ class DINO(Method):
         self.warmup_teacher_temp_epochs = float(warmup_teacher_temp_epochs)
         self.center_momentum = float(center_momentum)
         self.base_momentum = float(momentum)
+        self.final_momentum = 1.0
         self.freeze_last_layer_epochs = float(freeze_last_layer_epochs)
 
     def teacher_temp_at(self, schedule: Schedule | None) -> float:
@@ -118,7 +119,5 @@ class DINO(Method):
         mean = total / (teacher_out.shape[0] * world_info()[1])
         self.center.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
 
-    def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        tau = cosine_momentum(step, total_steps, self.base_momentum, 1.0)
-        ema_update(self.teacher_backbone, self.backbone, tau)
-        ema_update(self.teacher_head, self.head, tau)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]

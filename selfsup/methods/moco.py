@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from selfsup.dist import world_info
 from selfsup.losses import info_nce
 from selfsup.methods.base import METHODS, Method, Schedule, spread
-from selfsup.methods.momentum import ema_update, frozen_copy
+from selfsup.methods.momentum import frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.settings import Flag, Momentum, Positive, PositiveInt, int_in
 
@@ -54,7 +54,8 @@ class MoCo(Method):
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)
-        self.momentum = float(moco_m)
+        self.base_momentum = float(moco_m)
+        self.final_momentum = None  # MoCo v2's momentum is constant
         self.temperature = float(moco_t)
         self.symmetric = bool(symmetric)
         self.register_buffer("queue", F.normalize(torch.randn(moco_k, proj_output_dim), dim=1))
@@ -106,6 +107,5 @@ class MoCo(Method):
             self.enqueue(k2)
         return {"loss": loss, "spread": spread(q1)}
 
-    def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        ema_update(self.key_backbone, self.backbone, self.momentum)
-        ema_update(self.key_projector, self.projector, self.momentum)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]

@@ -13,7 +13,7 @@ from selfsup.errors import UserError
 from selfsup.losses import moco_v3_contrastive
 from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.methods.moco import gather_no_grad
-from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
+from selfsup.methods.momentum import frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.settings import Flag, Momentum, Positive, PositiveInt, Probability
 
@@ -70,7 +70,5 @@ class MoCoV3(Method):
         )
         return {"loss": loss, "spread": spread(q1)}
 
-    def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        m = cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
-        ema_update(self.momentum_backbone, self.backbone, m)
-        ema_update(self.momentum_projector, self.projector, m)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
