@@ -1,4 +1,4 @@
-"""Cross-process helpers that keep gradients (negatives gathered across processes)."""
+"""Cross-process helpers: gathers with and without gradient (negatives, keys), sums over processes."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world == 1:
         return x
     return _GatherWithGrad.apply(x)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from every process along dim 0 (equal sizes), without gradient: for tensors that carry
+    none (MoCo's keys and key images, MoCo v3's keys). `x` itself with one process."""
+    _, world = world_info()
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 class _AllReduceWithGrad(torch.autograd.Function):

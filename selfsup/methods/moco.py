@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from selfsup.dist import world_info
+from selfsup.dist import gather_no_grad, world_info
 from selfsup.losses import info_nce
 from selfsup.methods.base import METHODS, Method, Schedule, spread
 from selfsup.methods.momentum import frozen_copy
@@ -19,16 +19,6 @@ from selfsup.settings import Flag, Momentum, Positive, PositiveInt, int_in
 # 16 x the paper's 65536 keys: the queue holds moco_k x proj_output_dim floats (512 MiB at 2^20 x 128), and
 # an unbounded moco_k asked the allocator for a TiB before the first step.
 QueueSize = Annotated[int, int_in(1, 2**20)]
-
-
-def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
-    """All processes' `x` concatenated along dim 0 (keys and key images carry no gradient)."""
-    _, world = world_info()
-    if world == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(world)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 @METHODS.register("moco")

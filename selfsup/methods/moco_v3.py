@@ -8,11 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from selfsup.dist import world_info
+from selfsup.dist import gather_no_grad, world_info
 from selfsup.errors import UserError
 from selfsup.losses import moco_v3_contrastive
 from selfsup.methods.base import METHODS, Method, Schedule, spread
-from selfsup.methods.moco import gather_no_grad
 from selfsup.methods.momentum import frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.settings import Flag, Momentum, Positive, PositiveInt, Probability
