@@ -6,6 +6,7 @@ directory, logging and error messages: every mistake becomes one UserError line 
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import re
@@ -46,6 +47,22 @@ PRECISIONS = ("auto", "32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda")
 NONFINITE_POLICIES = ("stop", "skip", "rollback")  # what train/guards.py and the loop do on a non-finite step
 
+# Settings renamed since runs were saved with them: old dotted key -> new (within the same section). A saved
+# config (a run's config.yaml, the config a checkpoint records) is read with every old key under its new name
+# (`renamed_settings`), so old runs load, resume and evaluate unchanged; a command naming an old key is told
+# the new one (`check_keys`). Issue 38's naming rule: full words, `temperature` / `<role>_temperature`,
+# `momentum` / `final_momentum` for the target network's EMA, `<thing>_momentum` for other EMAs, `queue_size`.
+RENAMED_KEYS = {
+    "method.moco_k": "method.queue_size",
+    "method.moco_t": "method.temperature",
+    "method.moco_m": "method.momentum",
+    "method.queue_length": "method.queue_size",
+    "method.student_temp": "method.student_temperature",
+    "method.teacher_temp": "method.teacher_temperature",
+    "method.warmup_teacher_temp": "method.warmup_teacher_temperature",
+    "method.warmup_teacher_temp_epochs": "method.warmup_teacher_temperature_epochs",
+}
+
 
 def group_options(group: str) -> list[str]:
     """The options of a config group: the YAML files shipped in selfsup/conf/<group>/."""
@@ -79,6 +96,9 @@ def check_keys(cfg: DictConfig, overrides: list[str]) -> None:
     known = leaf_keys(cfg)
     for override in overrides:
         key, _ = _split(override)
+        bare = key.lstrip("+~")
+        if bare in RENAMED_KEYS:
+            raise UserError(f"{bare} was renamed {RENAMED_KEYS[bare]}")
         if key.startswith(("+", "~")) or key in GROUPS or key in known:
             continue
         # Also match on the last component, so `epochs=5` suggests `trainer.epochs`.
@@ -373,17 +393,38 @@ def _stored_leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield from _stored_leaves(value, f"{prefix}.{key}" if prefix else str(key))
 
 
+def renamed_settings(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A copy of stored config data with each key of RENAMED_KEYS under its new name, in its place. Both
+    names set is not something selfsup wrote."""
+    data = copy.deepcopy(data)
+    for old, new in RENAMED_KEYS.items():
+        *sections, leaf = old.split(".")
+        node: Any = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        new_leaf = new.rpartition(".")[2]
+        if new_leaf in node:
+            raise UserError(f"{where} sets both {old} and {new} (its new name); restore it")
+        items = [(new_leaf if key == leaf else key, value) for key, value in node.items()]
+        node.clear()
+        node.update(items)
+    return data
+
+
 def stored_config(data: Any, where: str) -> DictConfig:
     """A config from stored data (a run's config.yaml, a checkpoint's config) with nothing for OmegaConf to
     resolve: a saved config holds the values it ran with (they were resolved before it was written), and
     resolving `${...}` from a file would run its resolvers (`${oc.env:...}` copies the environment into
-    results). A value left to be filled in (`???`) is refused alike."""
+    results). A value left to be filled in (`???`) is refused alike. Settings renamed since it was written
+    are read under their new names (RENAMED_KEYS)."""
     if not isinstance(data, dict):
         raise UserError(f"{where} is not a run's config (a mapping of settings); restore it or remove the run")
     for key, value in _stored_leaves(data):
         if isinstance(value, str) and ("${" in value or value == "???"):
             raise UserError(f"{where} sets {key} to {value!r}, which is not a value it ran with; restore it")
-    return OmegaConf.create(data)
+    return OmegaConf.create(renamed_settings(data, where))
 
 
 def load_run_config(run_dir: Path) -> DictConfig:

@@ -288,16 +288,16 @@ def dino(
     student_out: Sequence[torch.Tensor],
     teacher_out: Sequence[torch.Tensor],
     center: torch.Tensor,
-    student_temp: float = 0.1,
-    teacher_temp: float = 0.04,
+    student_temperature: float = 0.1,
+    teacher_temperature: float = 0.04,
 ) -> torch.Tensor:
     """DINO's self-distillation cross-entropy (Caron et al. 2021, eq. 2-3 and Algorithm 1).
 
     student_out: one [B, K] logit tensor per crop, the global crops first; teacher_out: one [B, K]
     logit tensor per global crop, in the same order; center: [K] or [1, K], the running mean of the
     teacher's logits (its update is the caller's). Teacher probabilities softmax((t - center) /
-    teacher_temp) are targets and detached here, as in the official code; the student's are
-    log_softmax(s / student_temp). The loss averages -sum_k P_t log P_s over the batch and over every
+    teacher_temperature) are targets and detached here, as in the official code; the student's are
+    log_softmax(s / student_temperature). The loss averages -sum_k P_t log P_s over the batch and over every
     (teacher crop i, student crop v) pair with v != i, i.e. n_teacher * n_student - n_teacher terms.
     """
     if not teacher_out or len(teacher_out) > len(student_out):
@@ -307,8 +307,8 @@ def dino(
         raise ValueError("dino expects [B, K] logits of one shape for every crop")
     with _float32_region(student_out[0]):
         center = center.detach().float().reshape(1, -1)
-        targets = [F.softmax((t.detach().float() - center) / teacher_temp, dim=1) for t in teacher_out]
-        log_probs = [F.log_softmax(s.float() / student_temp, dim=1) for s in student_out]
+        targets = [F.softmax((t.detach().float() - center) / teacher_temperature, dim=1) for t in teacher_out]
+        log_probs = [F.log_softmax(s.float() / student_temperature, dim=1) for s in student_out]
         total, terms = log_probs[0].new_zeros(()), 0
         for i, p_t in enumerate(targets):
             for v, log_p_s in enumerate(log_probs):

@@ -93,7 +93,7 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path):
 # MoCo queue) is the only thing that can make the two runs differ.
 METHOD_HEADS = {
     "simclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=32"],
+    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=32"],
     "moco_v3": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
     "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=32"],
     "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=8"],

@@ -99,7 +99,7 @@ RECIPES: dict[str, Recipe] = {
     "simclr": Recipe(["method=simclr", "method.proj_hidden_dim=128", "optim.base_lr=1.0"], margin=5),
     # MoCo's loss rises while real keys replace the queue's random initial entries (easier negatives).
     "moco": Recipe(
-        ["method=moco", "method.proj_hidden_dim=128", "method.moco_k=1024", "optim.base_lr=0.5"],
+        ["method=moco", "method.proj_hidden_dim=128", "method.queue_size=1024", "optim.base_lr=0.5"],
         margin=4,
         loss_decreases=False,
     ),
@@ -151,8 +151,8 @@ RECIPES: dict[str, Recipe] = {
             "method.bottleneck_dim=64",
             "method.out_dim=256",
             "method.use_bn_in_head=true",
-            "method.teacher_temp=0.04",
-            "method.student_temp=0.2",  # at 0.1 the loss first climbs past ln(out_dim), then stalls there
+            "method.teacher_temperature=0.04",
+            "method.student_temperature=0.2",  # at 0.1 the loss first climbs past ln(out_dim), then stalls there
             "method.momentum=0.99",  # 0.996 leaves the teacher near its init over 248 steps
             "optim=sgd",
             "optim.base_lr=0.5",

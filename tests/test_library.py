@@ -53,7 +53,7 @@ class TinyNet(nn.Module):
 
 SMALL = {  # keep the heads small; everything else is the constructor's paper default
     "SimCLR": {"proj_hidden_dim": 32},
-    "MoCo": {"proj_hidden_dim": 32, "moco_k": 64},
+    "MoCo": {"proj_hidden_dim": 32, "queue_size": 64},
     "BYOL": {"proj_hidden_dim": 32, "predictor": {"hidden_dim": 32}},
     "SimSiam": {"proj_hidden_dim": 32, "proj_output_dim": 32, "predictor": {"hidden_dim": 16}},
     "SwAV": {"proj_hidden_dim": 32, "num_prototypes": 16},
@@ -88,7 +88,11 @@ def test_every_method_trains_in_plain_python_on_a_users_backbone(name):
     ("name", "options", "needs"),
     [
         ("SwAV", {}, "freeze_prototypes_epochs=1"),
-        ("DINO", {"freeze_last_layer_epochs": 0, "warmup_teacher_temp_epochs": 10}, "warmup_teacher_temp_epochs=10"),
+        (
+            "DINO",
+            {"freeze_last_layer_epochs": 0, "warmup_teacher_temperature_epochs": 10},
+            "warmup_teacher_temperature_epochs=10",
+        ),
         ("BetaVAE", {"capacity": 5.0, "image_size": 16}, "the capacity ramp over capacity_epochs=50"),
     ],
 )

@@ -420,7 +420,7 @@ def test_dino_identical_crops_give_mean_entropy():
     t = 0.3
     probs = torch.softmax(s.double() / t, dim=1)
     entropy = -(probs * probs.log()).sum(dim=1).mean().item()
-    loss = dino([s, s.clone(), s.clone()], [s, s.clone()], torch.zeros(6), student_temp=t, teacher_temp=t)
+    loss = dino([s, s.clone(), s.clone()], [s, s.clone()], torch.zeros(6), student_temperature=t, teacher_temperature=t)
     assert loss.item() == pytest.approx(entropy, rel=1e-5)
 
 

@@ -17,7 +17,7 @@ SMALL_HEADS = {
     "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=8"],
     "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
     "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
-    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=64"],
+    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=64"],
     "moco_v3": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
     "directpred": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
     "directcopy": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
@@ -131,7 +131,7 @@ def test_ema_update_math_and_buffers():
 
 
 def test_moco_queue_is_a_ring_buffer_of_keys():
-    cfg = load_config(["method=moco", "views.crop_size=16", *SMALL_HEADS["moco"], "method.moco_k=8"])
+    cfg = load_config(["method=moco", "views.crop_size=16", *SMALL_HEADS["moco"], "method.queue_size=8"])
     model = build_model(cfg)
     first, second = torch.randn(5, 16), torch.randn(5, 16)
     model.enqueue(first)
@@ -150,9 +150,9 @@ def test_moco_step_scores_against_the_old_queue_then_enqueues_its_keys():
             "method=moco",
             "views.crop_size=16",
             *SMALL_HEADS["moco"],
-            "method.moco_k=16",
+            "method.queue_size=16",
             "method.symmetric=false",
-            "method.moco_t=0.2",
+            "method.temperature=0.2",
         ]
     )
     model = build_model(cfg)

@@ -80,7 +80,7 @@ def test_swav_loss_is_swapped_prediction_of_sinkhorn_codes_over_all_crops():
 
 def test_swav_queue_fills_newest_first_then_joins_sinkhorn():
     torch.manual_seed(0)
-    model = build_model(load_config([*SWAV, "method.queue_length=8"]))
+    model = build_model(load_config([*SWAV, "method.queue_size=8"]))
     views = multicrop_views(batch=6)[:2]
     model(views, schedule=Schedule(0, 10))
     assert int(model.queue_filled) == 6
@@ -100,7 +100,7 @@ def test_swav_queue_joins_sinkhorn_only_once_every_view_is_full():
     """The step that fills the queue computes every view's codes without it: view 1 once read a queue counted
     full by view 0's update while still half zeros."""
     torch.manual_seed(0)
-    model = build_model(load_config([*SWAV, "method.queue_length=6"]))
+    model = build_model(load_config([*SWAV, "method.queue_size=6"]))
     no_queue = build_model(load_config(SWAV))
     no_queue.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("queue")}, strict=False)
     views = multicrop_views(batch=6)[:2]
@@ -114,7 +114,9 @@ def test_swav_queue_joins_sinkhorn_only_once_every_view_is_full():
 
 def test_dino_center_update_and_loss_use_the_old_center():
     torch.manual_seed(0)
-    model = build_model(load_config([*DINO, "method.warmup_teacher_temp_epochs=0", "method.teacher_temp=0.05"]))
+    model = build_model(
+        load_config([*DINO, "method.warmup_teacher_temperature_epochs=0", "method.teacher_temperature=0.05"])
+    )
     model.eval()  # BatchNorm per sample: crops may be encoded in any grouping
     model.center.fill_(0.3)
     views = multicrop_views()
@@ -130,7 +132,7 @@ def test_dino_center_update_and_loss_use_the_old_center():
 def test_dino_teacher_temperature_warmup_and_frozen_last_layer():
     model = build_model(load_config(DINO))  # 0.04 -> 0.07 over 30 epochs, last layer frozen for 1
     for step, temp in [(0, 0.04), (150, 0.055), (300, 0.07), (900, 0.07)]:
-        assert model.teacher_temp_at(Schedule(step, total_steps=1000, steps_per_epoch=10)) == pytest.approx(temp)
+        assert model.teacher_temperature_at(Schedule(step, total_steps=1000, steps_per_epoch=10)) == pytest.approx(temp)
     views = multicrop_views()
     with pytest.raises(ValueError, match="DINO needs the training schedule for freeze_last_layer_epochs=1"):
         model.drop_frozen_gradients(None)

@@ -12,7 +12,7 @@ from selfsup.runs.checkpoint import load_checkpoint
 
 MOCO = ["pretrain", "method=moco", "data=synthetic", "data.subset=64", "views.crop_size=16", "trainer.batch_size=32",
         "trainer.epochs=2", "trainer.progress=false", "eval.every=0", "trainer.num_workers=0",
-        "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.moco_k=64"]  # fmt: skip
+        "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=64"]  # fmt: skip
 
 
 def records(run):

@@ -25,8 +25,8 @@ from selfsup.settings import Flag, Momentum, NonNegative, Positive, PositiveInt
 class DINO(Method):
     """The student sees every crop, the teacher the global views only (Algorithm 1). The teacher's
     outputs are centred by a running mean over the global batch (momentum `center_momentum`) and
-    sharpened by a temperature warmed up linearly from `warmup_teacher_temp` to `teacher_temp` over
-    `warmup_teacher_temp_epochs`; the teacher follows the student by EMA on BYOL's cosine schedule.
+    sharpened by a temperature warmed up linearly from `warmup_teacher_temperature` to `teacher_temperature`
+    over `warmup_teacher_temperature_epochs`; the teacher follows the student by EMA on BYOL's cosine schedule.
     The last layer gets no gradient during the first `freeze_last_layer_epochs` (`frozen_parameters`).
     Defaults: the paper's ResNet-50 setting (head 2048 -> 256 -> 65536 without BN, student 0.1, teacher 0.04,
     momentum 0.996)."""
@@ -43,10 +43,10 @@ class DINO(Method):
         out_dim: PositiveInt = 65536,
         use_bn_in_head: Flag = False,
         norm_last_layer: Flag = True,
-        student_temp: Positive = 0.1,
-        teacher_temp: Positive = 0.04,
-        warmup_teacher_temp: Positive = 0.04,
-        warmup_teacher_temp_epochs: NonNegative = 0.0,
+        student_temperature: Positive = 0.1,
+        teacher_temperature: Positive = 0.04,
+        warmup_teacher_temperature: Positive = 0.04,
+        warmup_teacher_temperature_epochs: NonNegative = 0.0,
         center_momentum: Momentum = 0.9,
         momentum: Momentum = 0.996,
         freeze_last_layer_epochs: NonNegative = 1.0,
@@ -63,24 +63,26 @@ class DINO(Method):
         self.teacher_backbone = frozen_copy(backbone)
         self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(1, out_dim))
-        self.student_temp = float(student_temp)
-        self.teacher_temp = float(teacher_temp)
-        self.warmup_teacher_temp = float(warmup_teacher_temp)
-        self.warmup_teacher_temp_epochs = float(warmup_teacher_temp_epochs)
+        self.student_temperature = float(student_temperature)
+        self.teacher_temperature = float(teacher_temperature)
+        self.warmup_teacher_temperature = float(warmup_teacher_temperature)
+        self.warmup_teacher_temperature_epochs = float(warmup_teacher_temperature_epochs)
         self.center_momentum = float(center_momentum)
         self.base_momentum = float(momentum)
         self.final_momentum = 1.0
         self.freeze_last_layer_epochs = float(freeze_last_layer_epochs)
 
-    def teacher_temp_at(self, schedule: Schedule | None) -> float:
+    def teacher_temperature_at(self, schedule: Schedule | None) -> float:
         """The teacher temperature at `schedule`'s step: linear warmup, then constant."""
-        if self.warmup_teacher_temp_epochs == 0:
-            return self.teacher_temp
-        at = self.scheduled(schedule, f"warmup_teacher_temp_epochs={self.warmup_teacher_temp_epochs:g}")
-        warmup = at.steps(self.warmup_teacher_temp_epochs)
+        if self.warmup_teacher_temperature_epochs == 0:
+            return self.teacher_temperature
+        epochs = self.warmup_teacher_temperature_epochs
+        at = self.scheduled(schedule, f"warmup_teacher_temperature_epochs={epochs:g}")
+        warmup = at.steps(epochs)
         if at.step >= warmup:
-            return self.teacher_temp
-        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * at.step / warmup
+            return self.teacher_temperature
+        start, end = self.warmup_teacher_temperature, self.teacher_temperature
+        return start + (end - start) * at.step / warmup
 
     def last_layer_frozen(self, schedule: Schedule | None) -> bool:
         if self.freeze_last_layer_epochs == 0:
@@ -98,12 +100,12 @@ class DINO(Method):
         student = encode_crops(lambda x: self.head(self.backbone(x)), views)
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:n_global]))).chunk(n_global)
-        teacher_temp = self.teacher_temp_at(schedule)
-        loss = dino(student, teacher, self.center, self.student_temp, teacher_temp)
+        teacher_temperature = self.teacher_temperature_at(schedule)
+        loss = dino(student, teacher, self.center, self.student_temperature, teacher_temperature)
         # The teacher's targets as the loss saw them (centred with the centre before this step's update).
-        targets = torch.softmax((torch.cat(teacher).float() - self.center) / teacher_temp, dim=1)
+        targets = torch.softmax((torch.cat(teacher).float() - self.center) / teacher_temperature, dim=1)
         self.update_center(torch.cat(teacher))
-        probs = torch.softmax(student[0].detach().float() / self.student_temp, dim=1)
+        probs = torch.softmax(student[0].detach().float() / self.student_temperature, dim=1)
         return {
             "loss": loss,
             "entropy": -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean(),

@@ -16,8 +16,8 @@ from selfsup.methods.momentum import frozen_copy
 from selfsup.nets.heads import mlp
 from selfsup.settings import Flag, Momentum, Positive, PositiveInt, int_in
 
-# 16 x the paper's 65536 keys: the queue holds moco_k x proj_output_dim floats (512 MiB at 2^20 x 128), and
-# an unbounded moco_k asked the allocator for a TiB before the first step.
+# 16 x the paper's 65536 keys: the queue holds queue_size x proj_output_dim floats (512 MiB at 2^20 x 128),
+# and an unbounded queue_size asked the allocator for a TiB before the first step.
 QueueSize = Annotated[int, int_in(1, 2**20)]
 
 
@@ -35,20 +35,20 @@ class MoCo(Method):
         proj_hidden_dim: PositiveInt = 2048,
         proj_output_dim: PositiveInt = 128,
         proj_layers: PositiveInt = 2,
-        moco_k: QueueSize = 65536,
-        moco_t: Positive = 0.2,
-        moco_m: Momentum = 0.999,
+        queue_size: QueueSize = 65536,
+        temperature: Positive = 0.2,
+        momentum: Momentum = 0.999,
         symmetric: Flag = False,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)
-        self.base_momentum = float(moco_m)
+        self.base_momentum = float(momentum)
         self.final_momentum = None  # MoCo v2's momentum is constant
-        self.temperature = float(moco_t)
+        self.temperature = float(temperature)
         self.symmetric = bool(symmetric)
-        self.register_buffer("queue", F.normalize(torch.randn(moco_k, proj_output_dim), dim=1))
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_output_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()

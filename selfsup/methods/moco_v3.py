@@ -20,7 +20,7 @@ from selfsup.settings import Flag, Momentum, Positive, PositiveInt, Probability
 @METHODS.register("moco_v3")
 class MoCoV3(Method):
     """Defaults: the paper's ViT settings (projector 3 layers 4096 -> 256 ending in BN, predictor 2 layers
-    4096, T 0.2, momentum 0.99 -> 1 by a cosine). Its ResNet-50 setting is proj_layers=2, moco_t=1.0.
+    4096, T 0.2, momentum 0.99 -> 1 by a cosine). Its ResNet-50 setting is proj_layers=2, temperature=1.0.
     `freeze_patch_embed` keeps a ViT's random patch projection fixed (section 4.2: it stabilises training)."""
 
     num_views = 2
@@ -34,7 +34,7 @@ class MoCoV3(Method):
         proj_output_dim: PositiveInt = 256,
         proj_layers: PositiveInt = 3,
         pred_hidden_dim: PositiveInt = 4096,
-        moco_t: Positive = 0.2,
+        temperature: Positive = 0.2,
         momentum: Momentum = 0.99,
         final_momentum: Probability = 1.0,
         freeze_patch_embed: Flag = False,
@@ -51,7 +51,7 @@ class MoCoV3(Method):
         self.predictor = mlp(proj_output_dim, pred_hidden_dim, proj_output_dim, num_layers=2)
         self.momentum_backbone = frozen_copy(backbone)
         self.momentum_projector = frozen_copy(self.projector)
-        self.temperature = float(moco_t)
+        self.temperature = float(temperature)
         self.base_momentum = float(momentum)
         self.final_momentum = float(final_momentum)
 

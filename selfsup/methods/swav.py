@@ -17,7 +17,7 @@ from selfsup.settings import Count, NonNegative, Positive, PositiveInt
 class SwAV(Method):
     """Codes are computed on the global views (`crops_for_assign` of the official code), predicted from
     every other crop, local crops included. Prototypes are kept L2-normalised and get no gradient for
-    the first `freeze_prototypes_epochs` epochs (`frozen_parameters`). With `queue_length` > 0 each
+    the first `freeze_prototypes_epochs` epochs (`frozen_parameters`). With `queue_size` > 0 each
     process keeps its latest embeddings of each global view and, once the queue is full, adds them to the
     Sinkhorn batch (the official code's remedy for small batches). Defaults: the paper's (projector
     2048 -> 128, 3000 prototypes, temperature 0.1, Sinkhorn eps 0.05 x 3 iterations, prototypes frozen for
@@ -38,7 +38,7 @@ class SwAV(Method):
         sinkhorn_eps: Positive = 0.05,
         sinkhorn_iters: PositiveInt = 3,
         freeze_prototypes_epochs: NonNegative = 1.0,
-        queue_length: Count = 0,
+        queue_size: Count = 0,
     ) -> None:
         super().__init__(backbone, feature_dim)
         self.projector = mlp(self.feature_dim, proj_hidden_dim, proj_output_dim, num_layers=proj_layers)
@@ -48,7 +48,7 @@ class SwAV(Method):
         self.eps = float(sinkhorn_eps)
         self.iters = int(sinkhorn_iters)
         self.freeze_prototypes_epochs = float(freeze_prototypes_epochs)
-        self.register_buffer("queue", torch.zeros(2, int(queue_length), proj_output_dim))
+        self.register_buffer("queue", torch.zeros(2, int(queue_size), proj_output_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()

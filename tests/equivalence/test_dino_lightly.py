@@ -85,10 +85,10 @@ def dino_sides(kind: str) -> Sides:
         proj_hidden_dim=HIDDEN,
         bottleneck_dim=BOTTLENECK,
         out_dim=OUT,
-        student_temp=STUDENT_TEMP,
-        teacher_temp=TEACHER_TEMP,
-        warmup_teacher_temp=WARMUP_TEMP,
-        warmup_teacher_temp_epochs=WARMUP_EPOCHS,
+        student_temperature=STUDENT_TEMP,
+        teacher_temperature=TEACHER_TEMP,
+        warmup_teacher_temperature=WARMUP_TEMP,
+        warmup_teacher_temperature_epochs=WARMUP_EPOCHS,
         center_momentum=CENTER_MOMENTUM,
         momentum=MOMENTUM,
         freeze_last_layer_epochs=FROZEN_STEPS,
@@ -111,7 +111,7 @@ def dino_sides(kind: str) -> Sides:
     def lightly_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
         schedule = Schedule(step, STEPS)
         lightly_temp = criterion.teacher_temp_schedule[step] if step <= WARMUP_EPOCHS else criterion.teacher_temp
-        assert ours.teacher_temp_at(schedule) == pytest.approx(float(lightly_temp), abs=1e-7), "teacher temp"
+        assert ours.teacher_temperature_at(schedule) == pytest.approx(float(lightly_temp), abs=1e-7), "teacher temp"
         assert ours.last_layer_frozen(schedule) == (step < head.freeze_last_layer), "frozen last layer"
         with torch.no_grad():
             teacher = list(teacher_head(teacher_backbone(torch.cat(views[:2]))).chunk(2))

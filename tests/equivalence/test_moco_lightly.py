@@ -10,7 +10,7 @@ Differences, and how the comparison bridges them:
   lightly's update_momentum moves parameters only, the key encoder keeping statistics of its own forwards. The
   key encoder runs in training mode, so outputs and gradients do not depend on them; lightly's side copies
   the buffers after its update here, so that every other buffer is still compared.
-- Momentum: lightly's example schedules it by cosine from 0.996; selfsup keeps MoCo's constant moco_m, used on
+- Momentum: lightly's example schedules it by cosine from 0.996; selfsup keeps MoCo's constant momentum, used on
   both sides. lightly's example updates the key encoder before each forward, selfsup after each optimizer step:
   the same sequence (the example's first update is an identity), done after each step on both sides here.
 - The queue: selfsup's is a ring buffer; lightly's memory bank drops the keys past its end and restarts at 0.
@@ -54,9 +54,9 @@ def moco_sides(symmetric: bool) -> Sides:
         FEATURES,
         proj_hidden_dim=HIDDEN,
         proj_output_dim=OUT,
-        moco_k=QUEUE,
-        moco_t=TEMPERATURE,
-        moco_m=MOMENTUM,
+        queue_size=QUEUE,
+        temperature=TEMPERATURE,
+        momentum=MOMENTUM,
         symmetric=symmetric,
     )
     head = ProjectionHead([(FEATURES, HIDDEN, nn.BatchNorm1d(HIDDEN), nn.ReLU()), (HIDDEN, OUT, None, None)])

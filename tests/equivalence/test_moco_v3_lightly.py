@@ -56,7 +56,7 @@ def moco_v3_sides() -> Sides:
         proj_output_dim=OUT,
         proj_layers=3,
         pred_hidden_dim=HIDDEN,
-        moco_t=TEMPERATURE,
+        temperature=TEMPERATURE,
         momentum=MOMENTUM,
     )
     projector = MoCoProjectionHead(FEATURES, HIDDEN, OUT, num_layers=3, batch_norm=True)

@@ -64,7 +64,7 @@ def swav_sides() -> Sides:
         sinkhorn_eps=EPS,
         sinkhorn_iters=ITERS,
         freeze_prototypes_epochs=FROZEN_STEPS,
-        queue_length=QUEUE,
+        queue_size=QUEUE,
     )
     head = SwaVProjectionHead(FEATURES, HIDDEN, OUT)
     prototypes = SwaVPrototypes(OUT, PROTOTYPES, n_steps_frozen_prototypes=FROZEN_STEPS)

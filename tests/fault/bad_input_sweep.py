@@ -215,7 +215,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
     out = [(f"pretrain {s}", overriding(syn, s)) for s in settings]
     out += [
         ("pretrain method=swav num_prototypes=0", [*syn, "method=swav", "method.num_prototypes=0"]),
-        ("pretrain method=moco moco_k=0", [*syn, "method=moco", "method.moco_k=0"]),
+        ("pretrain method=moco queue_size=0", [*syn, "method=moco", "method.queue_size=0"]),
         ("pretrain method=dino out_dim=0", [*syn, "method=dino", "method.out_dim=0"]),
         ("pretrain method=beta_vae beta=-1", [*syn, "method=beta_vae", "method.beta=-1"]),
         ("pretrain batch larger than the data", overriding(syn, "trainer.batch_size=64")),
@@ -233,7 +233,7 @@ def cases(p: dict[str, Path], scratch: Path) -> list[tuple[str, list[str]]]:
         ),
         ("pretrain seed=2**64", [*syn, "seed=18446744073709551616"]),
         ("pretrain simclr views.num=1", [*syn, "views.num=1"]),
-        ("pretrain moco moco_k=2**31", [*syn, "method=moco", "method.moco_k=2147483648"]),
+        ("pretrain moco queue_size=2**31", [*syn, "method=moco", "method.queue_size=2147483648"]),
         ("pretrain mae convnext_atto at 16 px", [*syn, "method=mae", "backbone=timm:convnext_atto"]),
         ("pretrain weights holding NaN", [*syn, f"backbone.weights={p['nan_weights']}"]),
         ("pretrain int32 weights", [*syn, f"backbone.weights={p['int_weights']}"]),

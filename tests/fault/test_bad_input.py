@@ -61,7 +61,7 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
         (["method=byol", "method.momentum=-0.5"], "method.momentum must be a number in [0, 1), got -0.5"),
         (["method=byol", "method.final_momentum=1.5"], "method.final_momentum must be a number in [0, 1], got 1.5"),
         (["method.temperature=0"], "method.temperature must be a positive number, got 0"),
-        (["method=moco", "method.moco_k=0"], "method.moco_k must be an integer in [1, 1048576], got 0"),
+        (["method=moco", "method.queue_size=0"], "method.queue_size must be an integer in [1, 1048576], got 0"),
         (["eval.knn.k=0"], "eval.knn.k must be a positive integer, got 0"),
         (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1"),
         (["optim.name=adamx"], "optim.name must be one of adamw | lars | sgd, got 'adamx'; did you mean 'adamw'?"),
@@ -284,8 +284,8 @@ def test_undecodable_image_fails_naming_the_file_and_the_option(tmp_path: Path, 
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out
     assert the_error(captured.err) == (
-        f"cannot decode image {bad} (Out of bound read in decode_png. Probably, the input image is "
-        "corrupted); remove or replace it, or set data.bad_images=skip"
+        f"cannot decode image {bad} (damaged or truncated PNG: image file is truncated); remove or replace it, "
+        "or set data.bad_images=skip"
     )
     # The new run had started (config.yaml, the epoch-0000 starting point) but saved no step: removed.
     assert not out.exists()
