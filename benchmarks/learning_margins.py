@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from selfsup.methods.simclr import SimCLR  # noqa: E402
-from tests.test_learning import RECIPES, failures, learn, with_constant_loss  # noqa: E402
+from tests.method_specs import specs  # noqa: E402
+from tests.test_learning import failures, learn, with_constant_loss  # noqa: E402
 
 
 def row(label: str, name: str, extra: list[str]) -> str:
@@ -27,13 +28,13 @@ def row(label: str, name: str, extra: list[str]) -> str:
         outcome = learn(Path(tmp) / "run", name, extra)
     (before, after), (rank0, rank1) = outcome.knn, outcome.rank
     first, last = outcome.logged["loss"]
-    ends = [f"{m} {outcome.logged[m][1]:.3f} ({side} {bar:.2f})" for m, side, bar in RECIPES[name].monitors]
+    ends = [f"{m} {outcome.logged[m][1]:.3f} ({side} {bar:.2f})" for m, side, bar in specs()[name].learning.monitors]
     monitors = ", ".join(ends)
     found = failures(name, outcome)
     cells = [
         label,
         f"{before:.1f} -> {after:.1f}",
-        f"{after - before:+.1f} (bar +{RECIPES[name].margin:g})",
+        f"{after - before:+.1f} (bar +{specs()[name].learning.margin:g})",
         f"{rank0:.1f} -> {rank1:.1f}",
         monitors or "-",
         f"{first:.3f} -> {last:.3f}",
@@ -46,7 +47,7 @@ def row(label: str, name: str, extra: list[str]) -> str:
 def main(argv: list[str]) -> None:
     options = dict(arg.split("=", 1) for arg in argv if arg.split("=", 1)[0] in ("methods", "control"))
     extra = [arg for arg in argv if arg.split("=", 1)[0] not in ("methods", "control")]
-    names = options["methods"].split(",") if "methods" in options else list(RECIPES)
+    names = options["methods"].split(",") if "methods" in options else list(specs())
     torch.set_num_threads(1)
     print("| method | kNN step 0 -> end | gain | effective rank | monitors (end) | loss, first -> last 20 | test | s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

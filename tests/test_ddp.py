@@ -17,9 +17,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.dist import gather_with_grad
 from selfsup.losses import nt_xent
-from selfsup.methods.base import Schedule
+from selfsup.methods.base import METHODS, Schedule
 from selfsup.methods.simclr import SimCLR
 from selfsup.nets.backbones import build_backbone
+from tests.fault.cli_errors import overriding
+from tests.method_specs import OptOut, spec
 
 WORLD, LOCAL, SIZE = 2, 4, 16
 
@@ -91,29 +93,15 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path):
 # Every method, two processes vs one: with BatchNorm in eval mode the network is a per-sample function,
 # so whatever couples samples (negatives gathered across processes, batch statistics of the loss, the
 # MoCo queue) is the only thing that can make the two runs differ.
-METHOD_HEADS = {
-    "simclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=32"],
-    "moco_v3": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
-    "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=32"],
-    "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=8"],
-    "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
-    "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
-    "swav": [
-        "method.proj_hidden_dim=32",
-        "method.proj_output_dim=16",
-        "method.num_prototypes=12",
-        "method.freeze_prototypes_epochs=0",
-    ],
-    "dino": [
-        "method.proj_hidden_dim=32",
-        "method.bottleneck_dim=8",
-        "method.out_dim=24",
-        "method.freeze_last_layer_epochs=0",
-    ],
-    # Not coupled through the loss, but through F: every process must set the same predictor.
-    "directpred": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-}
+def two_process_methods() -> dict[str, list[str]]:
+    """Each method's overrides for this test (its entry's tiny heads and two_processes), but those that opt out
+    (a loss that couples no images of a batch: its reason is in the method's entry)."""
+    entries = {name: spec(name) for name in METHODS.names()}
+    taken = {n: e for n, e in entries.items() if not isinstance(e.two_processes, OptOut)}
+    return {n: overriding(e.tiny, *e.two_processes) for n, e in taken.items()}
+
+
+METHOD_HEADS = two_process_methods()
 
 
 # Buffers written from the whole batch: they must end up equal too.

@@ -14,9 +14,10 @@ import torch
 
 from selfsup.config import load_config
 from selfsup.losses import nt_xent
+from selfsup.methods.base import METHODS
 from selfsup.train.host_transfers import HostTransferRecorder
 from selfsup.train.loop import pretrain
-from tests.test_methods import SMALL_HEADS
+from tests.method_specs import spec
 
 
 def transfers(tmp_path: Path, method: str, steps: int) -> dict[str, int]:
@@ -29,7 +30,7 @@ def transfers(tmp_path: Path, method: str, steps: int) -> dict[str, int]:
             "optim.final_lr=0.0",  # SGD's 1e-3 is above SimSiam's peak at batch 8 (0.03 x 8/256), refused
             "device=cpu",
             f"method={method}",
-            *SMALL_HEADS[method],
+            *spec(method).tiny,
             f"trainer.max_steps={steps}",
             "trainer.epochs=1",
             "trainer.log_every=100",  # one log, at the end
@@ -44,7 +45,7 @@ def transfers(tmp_path: Path, method: str, steps: int) -> dict[str, int]:
     return dict(recorder.counts)
 
 
-@pytest.mark.parametrize("method", sorted(SMALL_HEADS))
+@pytest.mark.parametrize("method", METHODS.names())
 def test_the_training_step_makes_no_host_transfer(tmp_path: Path, method: str):
     short, long = transfers(tmp_path, method, 2), transfers(tmp_path, method, 4)
     assert short, "the recorder saw none of the start's transfers: it is not recording"

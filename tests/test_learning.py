@@ -7,8 +7,7 @@ learns"; `python benchmarks/learning_margins.py` prints them). `pytest -k NAME` 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,13 @@ from selfsup.methods.base import METHODS
 from selfsup.methods.simclr import SimCLR
 from selfsup.nets.backbones import BACKBONES
 from tests.fault.cli_errors import overriding
+from tests.method_specs import MIN_RANK, spec
 
 WIDTH = 16
 CHANCE = 100 / 4
 NEAR_CHANCE = 15.0  # raw pixels score 33 and random networks 26-40 (8 seeds) on the test split
-# Collapse bars, between what correct and broken runs measured (RESULTS.md, "Every method learns"): correct
-# runs end with an embedding spread of 0.27-0.99 and a representation of effective rank 4-16; broken runs
-# whose embeddings collapsed (BYOL without stop-gradient, VICReg without its variance term, DINO without
-# centering, SwAV without Sinkhorn) end at spread 0.003-0.056, and features that map every image to one point
-# or one line have rank < 1.5.
-MIN_SPREAD = 0.1  # the logged `spread` of the method's embeddings (methods.base.spread), last 20 steps
-MIN_RANK = 2.0  # effective rank (RankMe) of the backbone's features of the training images
+# The collapse bars (MIN_SPREAD, MIN_RANK) and each method's Recipe live in tests/method_specs.py and the
+# method's test entry.
 
 
 def small_cnn() -> tuple[nn.Module, int]:
@@ -79,107 +74,6 @@ COMMON = [
 ]
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """One method's learning run: its overrides (heads sized to the 64-d backbone, an optimiser that trains
-    in 248 steps), the kNN points it must gain over its step-0 network, and the collapse monitors it logs
-    that must end inside their bars: (metric, "min" | "max", bar)."""
-
-    overrides: list[str]
-    margin: float
-    monitors: list[tuple[str, str, float]] = field(default_factory=lambda: [("spread", "min", MIN_SPREAD)])
-    backbone: list[str] = field(default_factory=lambda: ["backbone.name=test-small-cnn"])
-    loss_decreases: bool = True
-
-
-SMALL_PROJECTOR = ["method.proj_hidden_dim=128", "method.proj_output_dim=128"]
-BYOL_LIKE = ["method.proj_hidden_dim=128", "method.predictor.hidden_dim=128", "optim=sgd", "optim.base_lr=1.0"]
-LN_256 = math.log(256)
-RECIPES: dict[str, Recipe] = {
-    "simclr": Recipe(["method=simclr", "method.proj_hidden_dim=128", "optim.base_lr=1.0"], margin=5),
-    # MoCo's loss rises while real keys replace the queue's random initial entries (easier negatives).
-    "moco": Recipe(
-        ["method=moco", "method.proj_hidden_dim=128", "method.queue_size=1024", "optim.base_lr=0.5"],
-        margin=4,
-        loss_decreases=False,
-    ),
-    # The momentum encoder at 0.9: at the preset's 0.99 -> 1 it stays near its init over 248 steps
-    # (+4.4 to +4.9 kNN; +6.3 to +15.3 at 0.9).
-    "moco_v3": Recipe(
-        [
-            "method=moco_v3",
-            "method.proj_hidden_dim=128",
-            "method.proj_output_dim=64",
-            "method.pred_hidden_dim=128",
-            "method.momentum=0.9",
-            "optim=sgd",
-            "optim.base_lr=0.5",
-            "optim.weight_decay=1e-5",
-            "optim.warmup_epochs=1",
-        ],
-        margin=3,
-    ),
-    "byol": Recipe(["method=byol", *BYOL_LIKE], margin=4),
-    "directpred": Recipe(["method=directpred", *BYOL_LIKE], margin=5),
-    "directcopy": Recipe(["method=directcopy", *BYOL_LIKE, "method.predictor.eps=0.3"], margin=4),
-    "simsiam": Recipe(
-        ["method=simsiam", *SMALL_PROJECTOR, "method.predictor.hidden_dim=32", "optim.base_lr=0.1"], margin=5
-    ),
-    # SGD with the gradient norm clipped at 1: unclipped, the covariance term (fourth order in the embeddings)
-    # runs away within 6 steps at this lr in fp32 (its gradient grows with the cube of the embeddings' scale,
-    # RESULTS.md); the paper's LARS at batch 64 and linear lr scaling moves the weights ~2% in 248 steps.
-    "vicreg": Recipe(
-        ["method=vicreg", *SMALL_PROJECTOR, "optim=sgd", "optim.base_lr=1.0", "trainer.grad_clip=1.0"],
-        margin=5,
-        monitors=[("spread", "min", MIN_SPREAD), ("variance", "max", 0.9)],
-    ),
-    # Clipped like VICReg: unclipped at lr 0.2-0.5 it collapsed to rank 3.5 (+1 to +2 kNN) in bf16.
-    "barlow": Recipe(
-        ["method=barlow", *SMALL_PROJECTOR, "optim=sgd", "optim.base_lr=0.3", "optim.warmup_epochs=1"]
-        + ["trainer.grad_clip=1.0"],
-        margin=8,
-    ),
-    "swav": Recipe(
-        ["method=swav", "method.num_prototypes=30", "method.freeze_prototypes_epochs=1", "optim.base_lr=2.4"],
-        margin=3,
-        monitors=[("spread", "min", MIN_SPREAD), ("code_marginal_entropy", "min", 0.5 * math.log(30))],
-    ),
-    "dino": Recipe(
-        [
-            "method=dino",
-            "method.proj_hidden_dim=128",
-            "method.bottleneck_dim=64",
-            "method.out_dim=256",
-            "method.use_bn_in_head=true",
-            "method.teacher_temperature=0.04",
-            "method.student_temperature=0.2",  # at 0.1 the loss first climbs past ln(out_dim), then stalls there
-            "method.momentum=0.99",  # 0.996 leaves the teacher near its init over 248 steps
-            "optim=sgd",
-            "optim.base_lr=0.5",
-        ],
-        margin=3,
-        # Uniform teacher outputs have entropy ln 256; one prototype taking every image, marginal entropy 0.
-        monitors=[
-            ("spread", "min", MIN_SPREAD),
-            ("teacher_entropy", "max", 0.85 * LN_256),
-            ("teacher_marginal_entropy", "min", 0.5 * LN_256),
-        ],
-    ),
-    "mae": Recipe(
-        ["method=mae", "method.decoder_dim=64", "method.decoder_depth=2", "method.decoder_heads=4"]
-        + ["optim.base_lr=1e-2"],
-        margin=1.5,
-        monitors=[],
-        backbone=["backbone=resnet18", "backbone.name=test-small-vit"],  # mae's preset picks a ViT group
-    ),
-    "beta_vae": Recipe(
-        ["method=beta_vae", "method.latent_dim=32", "method.decoder_channels=64", "method.beta=16"],
-        margin=8,
-        monitors=[],
-    ),
-}
-
-
 @dataclass
 class Outcome:
     """What a learning run measured: kNN top-1 and effective rank at step 0 and at the end, and each logged
@@ -206,7 +100,7 @@ def score(run: Path, checkpoint: str) -> tuple[float, float]:
 
 
 def learn(run: Path, name: str, extra: list[str] = ()) -> Outcome:
-    recipe = RECIPES[name]
+    recipe = spec(name).learning
     args = overriding(COMMON, *recipe.backbone, *recipe.overrides, *extra)
     assert main(["pretrain", *args, f"output_dir={run}"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -222,7 +116,7 @@ def learn(run: Path, name: str, extra: list[str] = ()) -> Outcome:
 
 def failures(name: str, outcome: Outcome) -> list[str]:
     """Every bar `outcome` misses, in words; [] for a run that learned without collapsing."""
-    recipe = RECIPES[name]
+    recipe = spec(name).learning
     (before, after), found = outcome.knn, []
     if abs(before - CHANCE) >= NEAR_CHANCE:
         found.append(f"step-0 kNN {before:.1f} is not near chance")
@@ -250,10 +144,6 @@ def with_constant_loss(forward):
     return constant_loss
 
 
-def test_every_method_has_a_learning_recipe():
-    assert sorted(RECIPES) == METHODS.names()
-
-
 def test_shapes_are_unreadable_from_pixels_and_by_a_random_network():
     train_set, test_set = make_shapes(SHAPES_SIZES["train"], 0), make_shapes(SHAPES_SIZES["test"], 0, split_key=1)
     images = [(torch.from_numpy(ds.images).float() / 255 - 0.3) / 0.23 for ds in (train_set, test_set)]
@@ -278,7 +168,7 @@ def test_collapse_monitors_tell_collapsed_from_spread_features():
     assert max(effective_rank(one_point), effective_rank(one_line)) < 1.5 < MIN_RANK
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("name", METHODS.names())
 def test_method_learns_shapes_without_collapse(tmp_path, name):
     outcome = learn(tmp_path / name, name)
     assert failures(name, outcome) == [], f"{name}: {outcome}"

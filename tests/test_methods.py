@@ -10,27 +10,10 @@ from selfsup.config import load_config
 from selfsup.methods.base import METHODS, Schedule
 from selfsup.methods.build import build_model
 from selfsup.methods.momentum import cosine_momentum, ema_update, frozen_copy
+from tests.method_specs import spec, specs
 
-SMALL_HEADS = {
-    "simclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-    "byol": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=32"],
-    "simsiam": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.predictor.hidden_dim=8"],
-    "vicreg": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
-    "barlow": ["method.proj_hidden_dim=32", "method.proj_output_dim=32"],
-    "moco": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=64"],
-    "moco_v3": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
-    "directpred": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-    "directcopy": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-    "swav": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.num_prototypes=12"],
-    "dino": ["method.proj_hidden_dim=32", "method.bottleneck_dim=8", "method.out_dim=24"],
-    "beta_vae": ["method.latent_dim=8", "method.decoder_channels=32"],
-    "mae": ["method.decoder_dim=32", "method.decoder_depth=1", "method.decoder_heads=2"],
-}
-# Parameters held out of training from the start other than the momentum targets (which each method names in
-# momentum_pairs): DINO's fixed norms of its last layer (norm_last_layer).
-FIXED_PARAMETERS = {"dino": {"head.last_layer.parametrizations.weight.original0"}}
-# The methods with momentum targets: the test checks that they declare them.
-MOMENTUM_METHODS = {"byol", "directpred", "directcopy", "moco", "moco_v3", "dino"}
+# The methods with momentum targets (their entries say so): the test checks that they declare them.
+MOMENTUM_METHODS = {name for name in METHODS.names() if spec(name).momentum_targets}
 
 
 def momentum_target_names(model) -> set[str]:
@@ -38,14 +21,14 @@ def momentum_target_names(model) -> set[str]:
     return {n for n, p in model.named_parameters() if id(p) in targets}
 
 
-def test_every_registered_method_has_a_config_and_a_test():
-    assert sorted(SMALL_HEADS) == METHODS.names()
+def test_every_registered_method_has_a_test_entry():
+    assert sorted(specs()) == METHODS.names()
 
 
-@pytest.mark.parametrize("name", sorted(SMALL_HEADS))
+@pytest.mark.parametrize("name", METHODS.names())
 def test_training_step_updates_online_network_only(name):
     torch.manual_seed(0)
-    cfg = load_config([f"method={name}", "views.crop_size=16", *SMALL_HEADS[name]])
+    cfg = load_config([f"method={name}", "views.crop_size=16", *spec(name).tiny])
     model = build_model(cfg)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     views = [torch.randn(8, 3, 16, 16) for _ in range(cfg.views.num)]
@@ -59,7 +42,7 @@ def test_training_step_updates_online_network_only(name):
             assert p.grad is not None, f"{n} gets no gradient"
     targets = momentum_target_names(model)
     assert bool(targets) == (name in MOMENTUM_METHODS)
-    assert frozen == targets | FIXED_PARAMETERS.get(name, set())
+    assert frozen == targets | spec(name).fixed_parameters
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     opt.step()
@@ -73,7 +56,7 @@ def test_byol_target_follows_the_online_network_by_ema(name):
     """Backbone and projector targets both move by EMA (DirectPred and DirectCopy are BYOL with another
     predictor, and share its target update)."""
     torch.manual_seed(0)
-    cfg = load_config([f"method={name}", "views.crop_size=16", *SMALL_HEADS[name], "method.momentum=0.9"])
+    cfg = load_config([f"method={name}", "views.crop_size=16", *spec(name).tiny, "method.momentum=0.9"])
     model = build_model(cfg)
     for online_net, target_net in ((model.projector, model.target_projector), (model.backbone, model.target_backbone)):
         with torch.no_grad():  # the target starts as a copy: make it differ so that the update is visible
@@ -91,7 +74,7 @@ def test_every_momentum_target_follows_its_online_module_by_the_schedule(name):
     """The base's after_optimizer_step moves every declared target by EMA at momentum_at(step): cosine to
     final_momentum, except MoCo v2's constant momentum."""
     torch.manual_seed(0)
-    model = build_model(load_config([f"method={name}", "views.crop_size=16", *SMALL_HEADS[name]]))
+    model = build_model(load_config([f"method={name}", "views.crop_size=16", *spec(name).tiny]))
     pairs = model.momentum_pairs()
     with torch.no_grad():
         for _, target in pairs:
@@ -131,7 +114,7 @@ def test_ema_update_math_and_buffers():
 
 
 def test_moco_queue_is_a_ring_buffer_of_keys():
-    cfg = load_config(["method=moco", "views.crop_size=16", *SMALL_HEADS["moco"], "method.queue_size=8"])
+    cfg = load_config(["method=moco", "views.crop_size=16", *spec("moco").tiny, "method.queue_size=8"])
     model = build_model(cfg)
     first, second = torch.randn(5, 16), torch.randn(5, 16)
     model.enqueue(first)
@@ -149,7 +132,7 @@ def test_moco_step_scores_against_the_old_queue_then_enqueues_its_keys():
         [
             "method=moco",
             "views.crop_size=16",
-            *SMALL_HEADS["moco"],
+            *spec("moco").tiny,
             "method.queue_size=16",
             "method.symmetric=false",
             "method.temperature=0.2",
@@ -176,7 +159,7 @@ def test_simsiam_predictor_trains_at_a_fixed_lr(tmp_path):
     run = tmp_path / "run"
     args = ["pretrain", "method=simsiam", "data=synthetic", "data.subset=64", "views.crop_size=16",
             "trainer.batch_size=32", "trainer.max_steps=2", "trainer.progress=false", "eval.every=0",
-            *SMALL_HEADS["simsiam"], f"output_dir={run}"]  # fmt: skip
+            *spec("simsiam").tiny, f"output_dir={run}"]  # fmt: skip
     assert main(args) == 0
     groups = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
     peak = 0.03 * 32 / 256

@@ -70,7 +70,11 @@ def fails_in_one_line(capsys, out: Path, *args: str) -> str:
             "trainer.precision must be one of auto | 32 | bf16 | 16, got 'fp16'; did you mean 'bf16', '16'?",
         ),
         (["data.bad_images=ignore"], "data.bad_images must be one of fail | skip, got 'ignore'"),
-        (["backbone.weights=123"], "backbone.weights must be a non-empty string or null, got 123"),
+        (
+            ["backbone.weights=123"],
+            "backbone.weights must be a non-empty string or null, got 123 (text that reads as a number is quoted: "
+            "\"backbone.weights='123'\")",
+        ),
         (["views.flip_p=1.5"], "views.flip_p must be a number in [0, 1], got 1.5"),
         (["views.jitter_p=-0.1"], "views.jitter_p must be a number in [0, 1], or a list of such, got -0.1"),
         *(

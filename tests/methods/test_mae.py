@@ -1,5 +1,6 @@
-"""MAE's pieces against independent implementations: patch layout and its inverse, the random masking (which
-patches, the restore order), the masked-patch loss; the method refuses a backbone that is not a ViT."""
+"""mae: its entry of the registry-wide tests (tests/method_specs.py), and its pieces against independent
+implementations: patch layout and its inverse, the random masking (which patches, the restore order), the
+masked-patch loss; the method refuses a backbone that is not a ViT."""
 
 from __future__ import annotations
 
@@ -8,6 +9,50 @@ import torch
 
 from selfsup.losses import mae_reconstruction
 from selfsup.methods.mae import patchify, random_masking, sincos_2d, unpatchify
+from tests.method_specs import MethodSpec, Mutation, OptOut, Recipe
+
+SPECS = {
+    "mae": MethodSpec(
+        tiny=["method.decoder_dim=32", "method.decoder_depth=1", "method.decoder_heads=2"],
+        two_processes=OptOut(
+            "MAE's loss is a mean over images of per-image reconstruction errors: nothing couples the images of a"
+            " batch, so two processes cannot differ from one beyond DDP's gradient average"
+        ),
+        learning=Recipe(
+            ["method=mae", "method.decoder_dim=64", "method.decoder_depth=2", "method.decoder_heads=4"]
+            + ["optim.base_lr=1e-2"],
+            margin=1.5,
+            monitors=[],
+            backbone=["backbone=resnet18", "backbone.name=test-small-vit"],  # mae's preset picks a ViT group
+        ),
+        mutations=[
+            Mutation(
+                "loss over every patch, mask not applied",
+                "selfsup/losses.py",
+                "return (per_patch * mask).sum() / mask.sum()",
+                "return per_patch.mean()",
+            ),
+            Mutation(
+                "encoder sees every patch (the mask not applied to its input)",
+                "selfsup/methods/mae.py",
+                "visible = x[:, prefix:].gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))",
+                "visible = x[:, prefix:]",
+            ),
+            Mutation(
+                "targets not normalised per patch with norm_pix_loss",
+                "selfsup/losses.py",
+                "target = (target - mean) / (var + eps) ** 0.5",
+                "target = target",
+            ),
+            Mutation(
+                "decoder position embeddings left out",
+                "selfsup/methods/mae.py",
+                ") + self.decoder_pos_embed",
+                ")",
+            ),
+        ],
+    ),
+}
 
 
 def test_patchify_lays_out_patches_row_major_and_round_trips():
