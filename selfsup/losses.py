@@ -224,14 +224,23 @@ def sinkhorn(
     it reduces the total, the prototype sums and the batch size, and the shift becomes the mean of the
     processes' maxima, the same on every process, so each process returns its rows of the codes of the
     global batch. (Stable while no process's maximum exceeds that mean by ~80 * eps, e.g. always for
-    cosine scores with eps >= 0.025.)
+    cosine scores with eps >= 0.025.) A process may hold no samples (B = 0 there, e.g. no masked patch in
+    its batch for `ibot_patch`): it still takes part in every reduction and returns its [0, K] rows.
+
+    DINOv2 (Oquab et al. 2023, sec. 4; official `sinkhorn_knopp_teacher`) centres its teacher with this same
+    algorithm in place of DINO's running centre: scores are the teacher's logits, eps the teacher temperature
+    and iters 3, over the global crops' class-token logits of the global batch (and, separately, over its
+    masked patches' logits, see `ibot_patch`). Those logits are cosines times the prototypes' learnt norms
+    (a weight-normalised last layer on normalised features, the norms 1 at initialisation).
     """
     if scores.ndim != 2:
         raise ValueError(f"sinkhorn expects [B, K] scores, got {tuple(scores.shape)}")
     reduce = world_sum if world_sum is not None else (lambda t: t)
     with torch.no_grad(), _float32_region(scores):
         logits = scores.detach().float() / eps
-        shift = reduce(logits.max().reshape(1)) / reduce(logits.new_ones(1))
+        has_rows = logits.shape[0] > 0  # an empty shard adds nothing to the mean of the maxima
+        local_max = logits.max().reshape(1) if has_rows else logits.new_zeros(1)
+        shift = reduce(local_max) / reduce(logits.new_full((1,), float(has_rows)))
         q = torch.exp(logits - shift).T  # [K, B]
         k = q.shape[0]
         b = reduce(logits.new_full((1,), float(q.shape[1])))
@@ -318,6 +327,96 @@ def dino(
         if terms == 0:
             raise ValueError("dino needs a student crop other than the teacher's (got one crop each)")
         return total / terms
+
+
+def ibot_patch(
+    student_patches: torch.Tensor,
+    teacher_patches: torch.Tensor,
+    mask: torch.Tensor,
+    center: torch.Tensor | None = None,
+    student_temperature: float = 0.1,
+    teacher_temperature: float = 0.07,
+    centering: str = "softmax",
+    sinkhorn_iters: int = 3,
+    world_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """iBOT's masked-patch self-distillation (Zhou et al. 2022) as DINOv2 computes it (Oquab et al. 2023, sec. 4;
+    official `iBOTPatchLoss.forward_masked`): for every patch masked in the student's input, the cross-entropy
+    between the teacher's distribution over prototypes for that patch, which it saw unmasked, and the student's.
+
+    mask: [n, L] or [n, h, w], True where the student's patch was masked. student_patches, teacher_patches:
+    head logits, either [n, L, K] for every patch (the masked ones are selected here) or [M, K] for the masked
+    patches only, in mask order (`x[mask.flatten(1)]`, M = mask.sum()), which spares running a K-way head on
+    the visible patches, as the official code does. The teacher's targets are detached here:
+      centering="softmax":  softmax((t - center) / teacher_temperature), `center` [K] or [1, K] being the
+                            running mean of the teacher's masked-patch logits (its update is the caller's);
+      centering="sinkhorn": `sinkhorn(t, teacher_temperature, sinkhorn_iters, world_sum)`, DINOv2's
+                            Sinkhorn-Knopp centering over the masked patches of the global batch (pass
+                            world_sum under data parallelism; no centre).
+    Each masked patch's -sum_k P_t log softmax(s / student_temperature) weighs 1 / (its image's number of
+    masked patches) and the sum is divided by n: the mean over images of each image's mean over its masked
+    patches, so that an image with a few masked patches counts as much as one with many. An image without
+    masked patches counts as 0 in that mean, as in the official code, whose loss weight goes with it (DINOv2
+    masks half of the images). The default temperatures are DINOv2's (its teacher's after a warmup from 0.04).
+    """
+    mask = mask.flatten(1).bool() if mask.ndim >= 2 else mask
+    if mask.ndim != 2 or student_patches.shape != teacher_patches.shape or student_patches.ndim not in (2, 3):
+        raise ValueError(
+            f"ibot_patch expects logits [n, L, K] or [M, K] of one shape and a mask [n, L] or [n, h, w], got "
+            f"{tuple(student_patches.shape)}, {tuple(teacher_patches.shape)}, {tuple(mask.shape)}"
+        )
+    if student_patches.ndim == 3:
+        if student_patches.shape[:2] != mask.shape:
+            raise ValueError(
+                f"ibot_patch: logits {tuple(student_patches.shape)} do not match the mask's [n, L] {tuple(mask.shape)}"
+            )
+        student_patches, teacher_patches = student_patches[mask], teacher_patches[mask]
+    if centering == "softmax" and center is None:
+        raise ValueError("ibot_patch with centering='softmax' needs the running `center` [K]")
+    if centering not in ("softmax", "sinkhorn"):
+        raise ValueError(f"unknown centering {centering!r}; known: 'softmax', 'sinkhorn'")
+    n = mask.shape[0]
+    with _float32_region(student_patches):
+        per_image = mask.sum(dim=1).clamp(min=1).float()  # [n]
+        weights = (1.0 / per_image)[:, None].expand_as(mask)[mask]  # [M], each masked patch's 1 / its image's count
+        if weights.shape[0] != student_patches.shape[0]:
+            raise ValueError(f"ibot_patch: {student_patches.shape[0]} logits for {weights.shape[0]} masked patches")
+        teacher = teacher_patches.detach().float()
+        if centering == "sinkhorn":
+            targets = sinkhorn(teacher, eps=teacher_temperature, iters=sinkhorn_iters, world_sum=world_sum)
+        else:
+            center = center.detach().float().reshape(1, -1)
+            if center.shape[1] != teacher.shape[1]:
+                raise ValueError(f"ibot_patch: center of {center.shape[1]} entries for {teacher.shape[1]} prototypes")
+            targets = F.softmax((teacher - center) / teacher_temperature, dim=1)
+        log_probs = F.log_softmax(student_patches.float() / student_temperature, dim=1)
+        cross_entropy = -(targets * log_probs).sum(dim=1)  # [M]
+        return (cross_entropy * weights).sum() / n
+
+
+def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The KoLeo regulariser (Sablayrolles et al. 2019; DINOv2, Oquab et al. 2023, sec. 4): -mean_i log(d_i),
+    d_i the distance from the L2-normalised x_i to its nearest neighbour among the other rows of x. It is the
+    Kozachenko-Leonenko estimator of the differential entropy of the features on the sphere, up to constants
+    and sign, so minimising it spreads a batch's features uniformly; DINOv2 applies it to the student's class
+    tokens of each global crop (backbone output, before the head).
+
+    x: [n, d], n >= 2. eps as in the official code: rows are normalised with eps, d_i is torch's
+    pairwise_distance (||a - b + eps||) and the log is of d_i + eps, so coinciding points give a large finite
+    loss. Neighbours are found without gradient (an argmax of the cosines, the diagonal excluded); the
+    distances carry it. The neighbour is searched within x only: under data parallelism the official code
+    does not gather, each process regularises its own batch.
+    """
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"koleo expects [n, d] features with n >= 2 (a nearest neighbour), got {tuple(x.shape)}")
+    with _float32_region(x):
+        x = F.normalize(x.float(), dim=1, eps=eps)
+        with torch.no_grad():
+            cosines = x @ x.T
+            cosines.fill_diagonal_(float("-inf"))  # never one's own neighbour, even against an antipode
+            nearest = cosines.argmax(dim=1)
+        distances = F.pairwise_distance(x, x[nearest], eps=eps)
+        return -torch.log(distances + eps).mean()
 
 
 def beta_vae_elbo(
