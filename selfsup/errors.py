@@ -12,6 +12,11 @@ class UserError(Exception):
     """Bad input (config, path, dataset, checkpoint) explained in one line that names the fix."""
 
 
+class SettingError(UserError, ValueError):
+    """A library argument outside its declared rule (`SimCLR(backbone, temperature=-1)`): a ValueError to a
+    caller in Python, and one line without a traceback, like any UserError, should the CLI meet it."""
+
+
 def require_extra(module: str, extra: str, purpose: str) -> None:
     """Refuse, in one line naming the install command, a path that needs an optional dependency (an extra of
     the package) that is not installed; called before the path does any work."""

@@ -22,7 +22,7 @@ from typing import Annotated, Any, NamedTuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from selfsup.errors import UserError
+from selfsup.errors import SettingError, UserError
 from selfsup.registry import close_matches_hint
 
 
@@ -153,6 +153,20 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
         bad = next((str(v) for v in value if cli_text(v) not in rule.options), None)
         hint = f": {bad!r} is not one{close_matches_hint(bad, list(rule.options))}" if bad is not None else hint
     raise UserError(f"{key} must be {rule.allowed}, got {shown}{hint}")
+
+
+def check_arguments(owner: str, values: Mapping[str, Any], declared: Declaration) -> None:
+    """A library call's arguments (those `declared` names) against their rules: the first out of its rule
+    fails in one line naming the owner, as a SettingError, a ValueError ("SimCLR: temperature must be a
+    positive number, got -1")."""
+    for key, value in values.items():
+        rule = declared.get(key)
+        if rule is None:
+            continue
+        try:
+            check_value(key, value, rule)
+        except UserError as err:
+            raise SettingError(f"{owner}: {err}") from None
 
 
 def check_section(prefix: str, values: Mapping[str, Any], declared: Declaration) -> None:

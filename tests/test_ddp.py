@@ -116,6 +116,7 @@ def build_eval_mode(name: str):
     torch.manual_seed(0)
     model = build_model(load_config([f"method={name}", "views.crop_size=8", *METHOD_HEADS[name]]))
     model.eval()
+    model.training = True  # the method itself trains: its queue and centre move only in training mode
     for module in model.modules():  # per-sample in training mode too (no BatchNorm); it updates F there
         if isinstance(module, LinearPredictor):
             module.train()
@@ -123,7 +124,7 @@ def build_eval_mode(name: str):
 
 
 def method_step(model, views) -> dict:
-    loss = model(views, schedule=Schedule(0, 10))["loss"]
+    loss = model(views, schedule=Schedule(0, 10, 1))["loss"]
     loss.backward()
     module = getattr(model, "module", model)
     grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
@@ -159,7 +160,10 @@ def test_every_method_two_processes_match_one_process(tmp_path: Path):
         scale = max(g.abs().max().item() for g in ref["grads"].values())
         for key, grad in ref["grads"].items():
             torch.testing.assert_close(ddp[name]["grads"][key], grad, rtol=1e-4, atol=1e-4 * scale, msg=f"{name} {key}")
-        # MoCo's queue (keys of both processes in global order), DINO's center, DirectPred's F and predictor
+        # MoCo's queue (keys of both processes in global order), DINO's center, DirectPred's F and predictor,
+        # each moved by the step
         assert ddp[name]["state"].keys() == ref["state"].keys()
+        initial = build_eval_mode(name).state_dict()
+        assert all(not torch.equal(value, initial[key]) for key, value in ref["state"].items() if value.numel())
         for key, value in ref["state"].items():
             torch.testing.assert_close(ddp[name]["state"][key], value, rtol=1e-4, atol=1e-6, msg=f"{name} {key}")

@@ -1,6 +1,7 @@
 """selfsup as a library: the README's snippet runs as written, every method builds in plain Python with its
-defaults (and the YAML presets name exactly the constructor's options), and the augmentations take uint8 or
-float tensors."""
+defaults (and the YAML presets name exactly the constructor's options) and refuses an argument outside its
+declared rule, options in epochs refuse a schedule without steps_per_epoch, and the augmentations take uint8
+or float tensors."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import selfsup
 from selfsup.config import load_config
 from selfsup.methods.base import METHODS, Schedule
 from selfsup.methods.build import method_options
+from selfsup.nets.weights import build_backbone_from_config
+from selfsup.settings import Rule, declaration
+from tests.method_specs import spec
 
 README = Path(__file__).parents[1] / "README.md"
 METHOD_CONFIGS = sorted(p.stem for p in (Path(selfsup.__file__).parent / "conf" / "method").glob("*.yaml"))
@@ -84,24 +88,90 @@ def test_every_method_trains_in_plain_python_on_a_users_backbone(name):
     assert any(not torch.equal(b, p) for b, p in zip(before, method.backbone.parameters(), strict=True))
 
 
-@pytest.mark.parametrize(
-    ("name", "options", "needs"),
-    [
-        ("SwAV", {}, "freeze_prototypes_epochs=1"),
-        (
-            "DINO",
-            {"freeze_last_layer_epochs": 0, "warmup_teacher_temperature_epochs": 10},
-            "warmup_teacher_temperature_epochs=10",
-        ),
-        ("BetaVAE", {"capacity": 5.0, "image_size": 16}, "the capacity ramp over capacity_epochs=50"),
-    ],
-)
+# Options given in epochs, and what reads them: forward, or the drop of frozen parameters' gradients.
+EPOCH_OPTIONS = [
+    ("SwAV", {}, "freeze_prototypes_epochs=1"),
+    ("DINO", {}, "freeze_last_layer_epochs=1"),
+    (
+        "DINO",
+        {"freeze_last_layer_epochs": 0, "warmup_teacher_temperature_epochs": 10},
+        "warmup_teacher_temperature_epochs=10",
+    ),
+    ("BetaVAE", {"capacity": 5.0, "image_size": 16}, "the capacity ramp over capacity_epochs=50"),
+]
+
+
+def run_a_step(method, schedule):
+    views = [torch.randn(4, 3, 16, 16) for _ in range(1 if isinstance(method, selfsup.BetaVAE) else 2)]
+    method(views, schedule=schedule)
+    method.drop_frozen_gradients(schedule)
+
+
+@pytest.mark.parametrize(("name", "options", "needs"), EPOCH_OPTIONS)
 def test_a_method_that_needs_the_schedule_refuses_to_run_without_it(name, options, needs):
     method = getattr(selfsup, name)(TinyNet(), **{**SMALL[name], **options})
-    views = [torch.randn(4, 3, 16, 16) for _ in range(1 if name == "BetaVAE" else 2)]
     with pytest.raises(ValueError, match=f"{name} needs the training schedule for {re.escape(needs)}"):
-        method(views)  # SwAV's forward runs: it is the drop of its frozen prototypes' gradients that needs it
-        method.drop_frozen_gradients(None)
+        run_a_step(method, None)
+
+
+@pytest.mark.parametrize(("name", "options", "needs"), EPOCH_OPTIONS)
+def test_an_option_in_epochs_refuses_a_schedule_without_steps_per_epoch(name, options, needs):
+    """No default steps_per_epoch: one would read the option's epochs as steps (DINO's last layer frozen for
+    1 step, not 1 epoch) without a word."""
+    method = getattr(selfsup, name)(TinyNet(), **{**SMALL[name], **options})
+    with pytest.raises(ValueError, match=f"^{name} needs the schedule's steps_per_epoch for {re.escape(needs)}") as err:
+        run_a_step(method, Schedule(0, 10))
+    assert "Schedule(step, total_steps, steps_per_epoch)" in str(err.value) and "\n" not in str(err.value)
+    run_a_step(method, Schedule(0, 10, steps_per_epoch=5))
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        Schedule(0, 10).steps(1.0)
+
+
+# A value each kind of rule refuses, by the words of its error text; a rule kind missing here fails the test
+# below, so that a new kind comes with its bad value.
+BAD_VALUES = {
+    "a positive integer": 0,
+    "an integer >= 0": -1,
+    "a positive number": -1,
+    "a number >= 0": -1,
+    "a finite number": float("nan"),
+    "a number in [0, 1]": 1.5,
+    "a number in [0, 1)": 1.0,
+    "a number in (0, 1]": 0.0,
+    "true or false": "yes",
+    "a non-empty string": "",
+}
+
+
+def bad_value(rule: Rule):
+    allowed = rule.allowed.removesuffix(" or null")
+    if allowed.startswith("one of "):
+        return "no-such-option"
+    if match := re.fullmatch(r"an integer in \[-?\d+, (-?\d+)\]", allowed):
+        return int(match[1]) + 1
+    assert allowed in BAD_VALUES, f"no bad value for a rule of kind {allowed!r}: add one to BAD_VALUES"
+    return BAD_VALUES[allowed]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_refuses_a_keyword_outside_its_declared_rule(name):
+    """`SimCLR(backbone, temperature=-1)` fails as `method.temperature=-1` does, in one line (a ValueError),
+    for every keyword each registered method declares; its defaults, passed explicitly, pass. Built on the
+    meta device: the paper-sized heads cost nothing."""
+    cls = METHODS.get(name)
+    declared = declaration(cls)
+    assert declared, f"{cls.__name__} declares no settings"
+    parameters = inspect.signature(cls).parameters
+    defaults = {key: parameters[key].default for key in declared}
+    cfg = load_config([f"method={name}", "views.crop_size=16", *spec(name).tiny])
+    with torch.device("meta"):
+        backbone, feature_dim = build_backbone_from_config(cfg, False)
+        assert isinstance(cls(backbone, feature_dim, **defaults), cls)
+        for key, rule in declared.items():
+            message = f"^{cls.__name__}: {key} must be {re.escape(rule.allowed)}, got "
+            with pytest.raises(ValueError, match=message) as err:
+                cls(backbone, feature_dim, **{**defaults, key: bad_value(rule)})
+            assert "\n" not in str(err.value)
 
 
 def test_methods_without_a_schedule_dependence_run_without_one():

@@ -32,7 +32,7 @@ def test_training_step_updates_online_network_only(name):
     model = build_model(cfg)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     views = [torch.randn(8, 3, 16, 16) for _ in range(cfg.views.num)]
-    out = model(views, schedule=Schedule(0, 10))
+    out = model(views, schedule=Schedule(0, 10, 1))
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     for n, p in model.named_parameters():
@@ -49,6 +49,29 @@ def test_training_step_updates_online_network_only(name):
     model.after_optimizer_step(0, 10)
     changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
     assert any(changed)
+
+
+# Options that switch on state a method's tiny heads leave off, so that the test below sees it.
+STATE_ON = {"swav": ["method.queue_size=8"]}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_an_eval_mode_forward_changes_no_state(name):
+    """A validation loss in a user's loop (`model.eval()`, a forward under no_grad) leaves every parameter and
+    buffer as it was: queues (MoCo, SwAV), DINO's centre and DirectPred's correlation F move only in training
+    mode, as BatchNorm's running statistics do."""
+    torch.manual_seed(0)
+    cfg = load_config([f"method={name}", "views.crop_size=16", *spec(name).tiny, *STATE_ON.get(name, [])])
+    model = build_model(cfg)
+    views = [torch.randn(8, 3, 16, 16) for _ in range(cfg.views.num)]
+    model(views, schedule=Schedule(0, 10, 1))  # a training step first: state that is off until then is on
+    before = {n: t.detach().clone() for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    model.eval()
+    with torch.no_grad():
+        out = model(views, schedule=Schedule(1, 10, 1))
+    assert torch.isfinite(out["loss"])
+    after = dict([*model.named_parameters(), *model.named_buffers()])
+    assert [n for n, t in before.items() if not torch.equal(t, after[n])] == []
 
 
 @pytest.mark.parametrize("name", ["byol", "directpred", "directcopy"])

@@ -118,6 +118,7 @@ def test_dino_center_update_and_loss_use_the_old_center():
         load_config([*DINO, "method.warmup_teacher_temperature_epochs=0", "method.teacher_temperature=0.05"])
     )
     model.eval()  # BatchNorm per sample: crops may be encoded in any grouping
+    model.training = True  # but DINO itself trains: its centre moves in training mode only
     model.center.fill_(0.3)
     views = multicrop_views()
     loss = model(views, schedule=Schedule(0, 10))["loss"]

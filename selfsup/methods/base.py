@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -11,20 +13,26 @@ import torch.nn as nn
 from selfsup.methods.momentum import cosine_momentum, ema_update
 from selfsup.nets.backbones import infer_feature_dim
 from selfsup.registry import Registry
+from selfsup.settings import check_arguments, declaration
 
 
 class Schedule(NamedTuple):
     """Where training stands, for methods whose behaviour changes over a run (SwAV's frozen prototypes,
     DINO's teacher temperature and frozen last layer, the beta-VAE's capacity ramp): the optimizer step about
     to be taken (0-based), the run's total steps, and the steps per epoch that turn options given in epochs
-    into steps. A tuple, so that wrappers that walk a forward's arguments (Fabric's precision casts) pass
-    it through."""
+    into steps. Without steps_per_epoch, a method with such an option refuses the schedule (no default
+    would read its epochs as steps). A tuple, so that wrappers that walk a forward's arguments (Fabric's
+    precision casts) pass it through."""
 
     step: int
     total_steps: int
-    steps_per_epoch: int = 1
+    steps_per_epoch: int | None = None
 
     def steps(self, epochs: float) -> int:
+        if self.steps_per_epoch is None:
+            raise ValueError(
+                f"{epochs:g} epochs need the schedule's steps_per_epoch: Schedule(step, total_steps, steps_per_epoch)"
+            )
         return round(epochs * self.steps_per_epoch)
 
 
@@ -33,10 +41,15 @@ class Method(nn.Module):
 
     Build one in plain Python around any module mapping images to [B, D] features, e.g.
     `SimCLR(backbone)`; every option is a keyword with the paper's default (the YAML configs are presets of
-    them). `forward(views, schedule)` takes the augmented views (each [B, 3, S, S]; multi-crop: the global
-    views, then the local crops) and returns a dict with the scalar `loss` and detached tensors to log.
-    Methods whose options depend on the point in training refuse to run without `schedule`. Methods with
-    queues or centers update them in `after_optimizer_step(step, total_steps)`, once per optimizer step.
+    them), whose type declares its rule (`temperature: Positive`): a subclass's constructor checks the
+    arguments it is given against them before it builds anything (`__init_subclass__`), failing in one line
+    as a ValueError. `forward(views, schedule)` takes the augmented views (each [B, 3, S, S]; multi-crop: the
+    global views, then the local crops) and returns a dict with the scalar `loss` and detached tensors to log.
+    Methods whose options depend on the point in training refuse to run without `schedule`. State that
+    training moves in forward (queues, centres, running correlations) moves only in training mode: an
+    eval-mode forward (a validation loss) changes no buffer. Work after each optimizer step (momentum
+    networks, SwAV's prototype normalisation, analytic predictors) is in `after_optimizer_step(step,
+    total_steps)`.
 
     Momentum (EMA) target networks (BYOL, MoCo, DINO) are declared, not written out: `momentum_pairs()` names
     the (online, target) module pairs (targets made by `momentum.frozen_copy`) and `base_momentum` /
@@ -64,6 +77,26 @@ class Method(nn.Module):
         self.backbone = backbone
         self.feature_dim = infer_feature_dim(backbone) if feature_dim is None else int(feature_dim)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap the constructor a subclass defines so that it first checks the arguments it is given against
+        the rules their types declare (`settings.declaration`), as a config's `method.*` is checked: a
+        library user's `SimCLR(backbone, temperature=-1)` fails in one line before anything is built."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def checked_init(self: Method, *args: Any, **kwargs: Any) -> None:
+            try:
+                given = inspect.signature(init).bind(self, *args, **kwargs).arguments
+            except TypeError:
+                given = {}  # a wrong call: the constructor raises its own TypeError
+            check_arguments(type(self).__name__, given, declaration(init))
+            init(self, *args, **kwargs)
+
+        cls.__init__ = checked_init  # type: ignore[method-assign]
+
     @classmethod
     def views_problem(cls, num: int) -> str | None:
         """Why `num` views do not fit this method, or None: the one check behind forward's and the config's."""
@@ -85,11 +118,15 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def scheduled(self, schedule: Schedule | None, needs: str) -> Schedule:
-        """`schedule`, or a ValueError naming what needs it: a method never falls back to a silent default."""
+        """`schedule` with its steps_per_epoch, for `needs` (an option in epochs), or a ValueError naming what
+        needs it: a method never falls back to a silent default, nor reads epochs as steps."""
+        call = "method(views, schedule=Schedule(step, total_steps, steps_per_epoch))"
         if schedule is None:
+            raise ValueError(f"{type(self).__name__} needs the training schedule for {needs}: call it as {call}")
+        if schedule.steps_per_epoch is None:
             raise ValueError(
-                f"{type(self).__name__} needs the training schedule for {needs}: call it as "
-                "method(views, schedule=Schedule(step, total_steps, steps_per_epoch))"
+                f"{type(self).__name__} needs the schedule's steps_per_epoch for {needs} (an option in epochs): "
+                f"call it as {call}"
             )
         return schedule
 

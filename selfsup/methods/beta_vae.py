@@ -11,7 +11,7 @@ import torch.nn as nn
 from selfsup.losses import beta_vae_elbo
 from selfsup.methods.base import METHODS, Method, Schedule
 from selfsup.nets.heads import ConvDecoder
-from selfsup.settings import NonNegative, PositiveInt, check_value, one_of
+from selfsup.settings import NonNegative, PositiveInt, one_of
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 
@@ -56,7 +56,6 @@ class BetaVAE(Method):
         # Not in the state dict: they follow from the run's config, and checkpoints stay loadable.
         for name, values in zip(("pixel_mean", "pixel_std"), pixel_stats, strict=True):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        check_value("likelihood", likelihood, one_of(*LIKELIHOODS))
         self.mu = nn.Linear(self.feature_dim, latent_dim)
         self.logvar = nn.Linear(self.feature_dim, latent_dim)
         self.decoder = ConvDecoder(latent_dim, int(image_size), decoder_channels)

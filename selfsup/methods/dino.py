@@ -115,7 +115,10 @@ class DINO(Method):
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
-        """center <- m * center + (1 - m) * mean of the teacher outputs over the global batch."""
+        """center <- m * center + (1 - m) * mean of the teacher outputs over the global batch; in training mode
+        only, so that an eval-mode forward (a validation loss) leaves the centre as it was."""
+        if not self.training:
+            return
         # Every process holds a batch of the same size (the sampler drops the remainder).
         total = sum_over_processes(teacher_out.float().sum(dim=0, keepdim=True))
         mean = total / (teacher_out.shape[0] * world_info()[1])

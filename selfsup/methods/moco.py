@@ -71,7 +71,10 @@ class MoCo(Method):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Replace the oldest entries of the queue with the keys of every process (a ring buffer)."""
+        """Replace the oldest entries of the queue with the keys of every process (a ring buffer); in training
+        mode only, so that an eval-mode forward (a validation loss) leaves the queue as it was."""
+        if not self.training:
+            return
         size = self.queue.shape[0]
         keys = gather_no_grad(keys).to(self.queue.dtype)[-size:]
         index = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size

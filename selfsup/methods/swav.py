@@ -64,21 +64,22 @@ class SwAV(Method):
         z = [F.normalize(e, dim=1) for e in encode_crops(lambda x: self.projector(self.backbone(x)), views)]
         scores = [e @ self.prototypes.weight.T for e in z]
         codes = [self.assign(scores[i], z[i].detach(), i) for i in range(n_global)]
-        if self.queue.shape[1]:  # counted once every view has read its queue: all views fill together
+        if self.queue.shape[1] and self.training:  # counted once every view has read its queue: all fill together
             self.queue_filled.add_(min(z[0].shape[0], self.queue.shape[1]))
         loss = swav_multicrop(scores, codes, self.temperature)
         return {"loss": loss, "spread": spread(z[0]), **assignment_entropies(torch.cat(codes), "code")}
 
     @torch.no_grad()
     def assign(self, scores: torch.Tensor, z: torch.Tensor, view: int) -> torch.Tensor:
-        """Sinkhorn codes of this batch's crop `view`, with the queued embeddings when the queue is full."""
+        """Sinkhorn codes of this batch's crop `view`, with the queued embeddings when the queue is full; the
+        crop's embeddings join the queue in training mode only (an eval-mode forward leaves it as it was)."""
         length = self.queue.shape[1]
         queue = self.queue[view]
         batch = scores
         if length and self.queue_filled >= length:
             batch = torch.cat([scores, queue.to(scores.dtype) @ self.prototypes.weight.detach().T])
         codes = sinkhorn(batch, self.eps, self.iters, sum_over_processes)[: scores.shape[0]]
-        if length == 0:
+        if length == 0 or not self.training:
             return codes
         n = min(z.shape[0], length)
         queue.copy_(torch.cat([z[:n].to(queue.dtype), queue[: length - n]]))  # newest first

@@ -778,4 +778,4 @@ def measure_flops(method: Method, cfg: DictConfig) -> float | None:
     # without activation checkpointing's recomputation.
     model = copy.deepcopy(method)
     disable_activation_checkpointing(model)
-    return count_training_flops(lambda crops: model(crops, schedule=Schedule(0, 1)), views) / 2
+    return count_training_flops(lambda crops: model(crops, schedule=Schedule(0, 1, 1)), views) / 2

@@ -2,9 +2,10 @@
 epochs to see the pretext task over-fit, which the training loss alone cannot show.
 
 Each process evaluates its shard of data.test_split with the training augmentations drawn from a fixed seed
-(the same views at every evaluation, so the curve moves only with the weights), the model in eval mode and
-no gradients; the mean over processes is reported. Whatever the forward updates (queues, centres, F) and
-every random generator are restored afterwards, so a run with the evaluation trains exactly as one without.
+(the same views at every evaluation, so the curve moves only with the weights), the model in eval mode (in
+which no method moves its queues, centres or F, so every batch is scored against the training state) and no
+gradients; the mean over processes is reported. The buffers (should a forward still move one) and every
+random generator are restored afterwards, so a run with the evaluation trains exactly as one without.
 """
 
 from __future__ import annotations

@@ -109,7 +109,8 @@ def dino_sides(kind: str) -> Sides:
         return [*head(backbone(torch.cat(crops[:2]))).chunk(2), *head(backbone(torch.cat(crops[2:]))).chunk(2)]
 
     def lightly_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        schedule = Schedule(step, STEPS)
+        # one step per epoch: lightly's epoch-based options count these steps
+        schedule = Schedule(step, STEPS, 1)
         lightly_temp = criterion.teacher_temp_schedule[step] if step <= WARMUP_EPOCHS else criterion.teacher_temp
         assert ours.teacher_temperature_at(schedule) == pytest.approx(float(lightly_temp), abs=1e-7), "teacher temp"
         assert ours.last_layer_frozen(schedule) == (step < head.freeze_last_layer), "frozen last layer"
@@ -118,10 +119,10 @@ def dino_sides(kind: str) -> Sides:
         return criterion(teacher, student(views), epoch=step)
 
     def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        return ours(views, Schedule(step, STEPS))["loss"]
+        return ours(views, Schedule(step, STEPS, 1))["loss"]
 
     def drop_frozen(step: int) -> None:
-        ours.drop_frozen_gradients(Schedule(step, STEPS))
+        ours.drop_frozen_gradients(Schedule(step, STEPS, 1))
         head.cancel_last_layer_gradients(current_epoch=step)
 
     @torch.no_grad()

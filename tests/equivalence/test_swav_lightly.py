@@ -83,7 +83,7 @@ def swav_sides() -> Sides:
         return criterion(crops[:2], crops[2:], queue_outputs).squeeze(0)  # lightly's loss is [1]
 
     def selfsup_loss(step: int, views: list[torch.Tensor]) -> torch.Tensor:
-        return ours(views, Schedule(step, STEPS))["loss"]
+        return ours(views, Schedule(step, STEPS, 1))["loss"]
 
     return Sides(
         pairs=[
@@ -99,7 +99,8 @@ def swav_sides() -> Sides:
             sgd([*backbone.parameters(), *head.parameters(), *prototypes.parameters()], LR),
         ),
         after_step=(lambda step: ours.after_optimizer_step(step, STEPS), lambda step: prototypes.normalize()),
-        after_backward=lambda step: ours.drop_frozen_gradients(Schedule(step, STEPS)),
+        # one step per epoch: lightly's epoch-based options count these steps
+        after_backward=lambda step: ours.drop_frozen_gradients(Schedule(step, STEPS, 1)),
     )
 
 
