@@ -247,6 +247,22 @@ def test_imagefolder_jpeg_matches_pil(tmp_path):
         assert np.abs(image - decoded).max() <= 2
 
 
+def test_a_16_bit_png_reads_as_8_bit_rgb_and_a_png_named_jpg_as_png(tmp_path):
+    """PNGs are decoded by Pillow, chosen by signature; a 16-bit grey PNG was a uint16 tensor (values up to
+    65535 in a uint8 pipeline), it is its high bytes now, as 8-bit images hold them."""
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    values = np.arange(12 * 20, dtype=np.uint16).reshape(12, 20) * 257
+    Image.fromarray(values).save(tmp_path / "train" / "a" / "deep.png")
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "train" / "a" / "png.jpg", format="PNG")
+    ds = build_dataset("imagefolder", tmp_path, "train")
+    deep, named_jpg = ds[0][0], ds[1][0]
+    assert deep.dtype == torch.uint8 and torch.equal(
+        deep, torch.from_numpy(values >> 8).to(torch.uint8).expand(3, -1, -1)
+    )
+    assert torch.equal(named_jpg, torch.from_numpy(rgb).permute(2, 0, 1))
+
+
 def test_folder_recursive_unlabeled_and_picklable(tmp_path):
     write_imagefolder(tmp_path, ["x", "y"], n_per_class=2, splits=("train", "val"))
     (tmp_path / "notes.txt").write_text("not an image")

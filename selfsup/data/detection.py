@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.ops import masks_to_boxes
 
+from selfsup.data.images import UndecodableImage, read_image, read_text_list, shown
 from selfsup.errors import UserError
 
 VOC_CLASSES = (
@@ -93,9 +93,9 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         path = os.path.join(self.root, os.fsdecode(self.files[index]))
         try:
-            image = decode_image(read_file(path), mode=ImageReadMode.RGB)
-        except RuntimeError as err:
-            raise UserError(f"cannot decode image {path}: {err}; remove or replace the file") from err
+            image = read_image(path)
+        except UndecodableImage as err:
+            raise UserError(f"cannot decode image {shown(path)} ({err}); remove or replace the file") from None
         rows = slice(self.offsets[index], self.offsets[index + 1])
         target = {
             "boxes": torch.from_numpy(self.boxes[rows].copy()),
@@ -114,7 +114,7 @@ def _valid(boxes: np.ndarray) -> np.ndarray:
 def _check_images(root: Path, files: Sequence[str], listed_in: Path, hint: str) -> None:
     for name in files:
         if not (root / name).is_file():
-            raise UserError(f"missing image {root / name} (listed in {listed_in}); {hint}")
+            raise UserError(f"missing image {shown(root / name)} (listed in {listed_in}); {hint}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def _voc(root: Path, split: str) -> DetectionDataset:
             f"missing VOC image list {list_file}; set eval.detection.train_split / test_split to one of: "
             f"{', '.join(found) or 'none found'}"
         )
-    ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text_list(list_file).splitlines() if line.strip()]
     if not ids:
         raise UserError(f"VOC image list {list_file} is empty; {_VOC_HINT}")
     files = [f"JPEGImages/{i}.jpg" for i in ids]
@@ -173,11 +173,122 @@ _COCO_HINT = (
 )
 
 
-def _coco_boxes(anns: list[dict[str, Any]], width: float, height: float) -> np.ndarray:
-    """[x, y, w, h] -> [x1, y1, x2, y2] clipped to the image, as torchvision's COCO reference does."""
-    xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
-    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-    return np.clip(boxes, 0, np.array([width, height, width, height], dtype=np.float32))
+# What each entry of the three lists needs (iscrowd is optional: 0 when absent).
+_COCO_FIELDS = {
+    "images": ("id", "file_name", "width", "height"),
+    "annotations": ("image_id", "category_id", "bbox"),
+    "categories": ("id", "name"),
+}
+
+
+class _MalformedCoco(Exception):
+    """What is wrong with an annotations file, said in one line."""
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "text", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _short(value: object) -> str:
+    text = repr(value)  # one line: repr escapes newlines
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _finite(value: object) -> float | None:
+    """A JSON number as a finite float, else None (text, booleans, null, NaN, infinity, 1e400 as an integer)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if np.isfinite(number) and abs(number) < 3e38 else None  # float32 holds it
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _coco_entries(data: object) -> dict[str, list[dict[str, Any]]]:
+    """The images, annotations and categories lists, each entry an object with the fields it needs."""
+    if not isinstance(data, dict):
+        raise _MalformedCoco(f"its top level is {_json_type(data)}, not an object")
+    entries = {}
+    for section, fields in _COCO_FIELDS.items():
+        if not isinstance(data.get(section), list):
+            found = "missing" if section not in data else _json_type(data[section])
+            raise _MalformedCoco(f"its {section!r} list is {found}")
+        for n, entry in enumerate(data[section]):
+            if not isinstance(entry, dict):
+                raise _MalformedCoco(f"{section}[{n}] is {_json_type(entry)}, not an object")
+            missing = [f for f in fields if f not in entry]
+            if missing:
+                raise _MalformedCoco(f"{section}[{n}] has no {missing[0]!r}")
+        entries[section] = data[section]
+    return entries
+
+
+def _coco_index(entries: list[dict[str, Any]], section: str) -> dict[int | str, int]:
+    """Position of each entry by its id; ids are integers (or all text), each listed once."""
+    index: dict[int | str, int] = {}
+    for n, entry in enumerate(entries):
+        if not _is_id(entry["id"]):
+            raise _MalformedCoco(f"{section}[{n}] has id {_short(entry['id'])}, not an integer")
+        if index and type(entry["id"]) is not type(first := next(iter(index))):
+            raise _MalformedCoco(f"{section}[{n}] has id {entry['id']!r} and {section}[0] {first!r}: mixed id types")
+        if entry["id"] in index:
+            raise _MalformedCoco(f"{section}[{n}] repeats the id {entry['id']!r} of {section}[{index[entry['id']]}]")
+        index[entry["id"]] = n
+    return index
+
+
+def _coco_parse(
+    data: object,
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray], list[np.ndarray], list[str]]:
+    """Files, boxes (xyxy, clipped to the image; empty ones left out as torchvision's COCO reference does),
+    labels 1..C in category id order, crowd flags and class names of a parsed instances JSON."""
+    entries = _coco_entries(data)
+    images, categories = entries["images"], entries["categories"]
+    image_at, category_at = _coco_index(images, "images"), _coco_index(categories, "categories")
+    for n, im in enumerate(images):
+        if not isinstance(im["file_name"], str) or not im["file_name"]:
+            raise _MalformedCoco(f"images[{n}] has file_name {_short(im['file_name'])}, not a file name")
+        for key in ("width", "height"):
+            if (_finite(im[key]) or 0) <= 0:
+                raise _MalformedCoco(f"images[{n}] has {key} {_short(im[key])}, not a positive number")
+    for n, category in enumerate(categories):
+        if not isinstance(category["name"], str):
+            raise _MalformedCoco(f"categories[{n}] has name {_short(category['name'])}, not text")
+    order = sorted(category_at)
+    label_of = {category_id: k + 1 for k, category_id in enumerate(order)}
+    rows: list[list[tuple[list[float], int, int]]] = [[] for _ in images]
+    for n, ann in enumerate(entries["annotations"]):
+        image_id, category_id, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
+        if not _is_id(image_id) or image_id not in image_at:
+            raise _MalformedCoco(f"annotations[{n}] has image_id {_short(image_id)}, not an id in images")
+        if not _is_id(category_id) or category_id not in label_of:
+            raise _MalformedCoco(f"annotations[{n}] has category_id {_short(category_id)}, not an id in categories")
+        xywh = [_finite(v) for v in bbox] if isinstance(bbox, list) else []
+        if len(xywh) != 4 or None in xywh:
+            raise _MalformedCoco(f"annotations[{n}] has bbox {_short(bbox)}, not finite [x, y, width, height]")
+        crowd = ann.get("iscrowd", 0)
+        if not isinstance(crowd, int | float) or crowd not in (0, 1):
+            raise _MalformedCoco(f"annotations[{n}] has iscrowd {_short(crowd)}, not 0 or 1")
+        rows[image_at[image_id]].append((xywh, label_of[category_id], int(crowd)))
+    files, boxes, labels, crowds = [], [], [], []
+    for n in sorted(range(len(images)), key=lambda k: images[k]["id"]):
+        im = images[n]
+        xywh = np.array([r[0] for r in rows[n]], dtype=np.float32).reshape(-1, 4)
+        corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        size = np.array([im["width"], im["height"]] * 2, dtype=np.float32)
+        image_boxes = np.clip(corners, 0, size)
+        keep = _valid(image_boxes)
+        files.append(im["file_name"])
+        boxes.append(image_boxes[keep])
+        labels.append(np.array([r[1] for r in rows[n]], dtype=np.int64).reshape(-1)[keep])
+        crowds.append(np.array([r[2] for r in rows[n]], dtype=np.int64).reshape(-1)[keep])
+    return files, boxes, labels, crowds, [categories[category_at[c]]["name"] for c in order]
 
 
 def _coco(root: Path, split: str) -> DetectionDataset:
@@ -188,26 +299,19 @@ def _coco(root: Path, split: str) -> DetectionDataset:
     if image_dir is None:
         raise UserError(f"no COCO image folder {root / split}/ or {root / 'images' / split}/; {_COCO_HINT}")
     try:
-        data = json.loads(path.read_text())
-        categories = sorted(data["categories"], key=lambda c: c["id"])
-        label_of = {c["id"]: index + 1 for index, c in enumerate(categories)}
-        images = sorted(data["images"], key=lambda im: im["id"])
-        anns_of: dict[int, list[dict[str, Any]]] = {im["id"]: [] for im in images}
-        for ann in data["annotations"]:
-            anns_of[ann["image_id"]].append(ann)
-        files = [im["file_name"] for im in images]
-        boxes, labels, crowd = [], [], []
-        for im in images:
-            anns = anns_of[im["id"]]
-            image_boxes = _coco_boxes(anns, im["width"], im["height"])
-            keep = _valid(image_boxes)
-            boxes.append(image_boxes[keep])
-            labels.append(np.array([label_of[a["category_id"]] for a in anns], dtype=np.int64).reshape(-1)[keep])
-            crowd.append(np.array([a.get("iscrowd", 0) for a in anns], dtype=np.int64).reshape(-1)[keep])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
-        raise UserError(f"malformed COCO annotations {path} ({type(err).__name__}: {err}); {_COCO_HINT}") from err
+        try:
+            data = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise _MalformedCoco(f"not JSON: {err}") from None
+        except RecursionError:
+            raise _MalformedCoco("not JSON: nested too deeply") from None
+        files, boxes, labels, crowd, names = _coco_parse(data)
+    except _MalformedCoco as err:
+        raise UserError(
+            f"malformed COCO annotations {shown(path)}: {err}; restore the original file or fix the tool that wrote it"
+        ) from None
     _check_images(image_dir, files, path, _COCO_HINT)
-    return DetectionDataset(image_dir, files, boxes, labels, crowd, [c["name"] for c in categories])
+    return DetectionDataset(image_dir, files, boxes, labels, crowd, names)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -221,9 +325,9 @@ def _mask_boxes(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"missing Penn-Fudan mask {path}; {_PENNFUDAN_HINT}")
     try:
-        mask = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)[0]
-    except RuntimeError as err:
-        raise UserError(f"cannot decode mask {path}: {err}; {_PENNFUDAN_HINT}") from err
+        mask = read_image(str(path), rgb=False)[0]
+    except UndecodableImage as err:
+        raise UserError(f"cannot decode mask {shown(path)} ({err}); remove or replace the file") from None
     ids = mask.unique()
     ids = ids[ids != 0]
     boxes = masks_to_boxes(mask[None] == ids[:, None, None]) + torch.tensor([0.0, 0.0, 1.0, 1.0])

@@ -19,16 +19,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from selfsup.data.detection import VOC_CLASSES as VOC_OBJECT_CLASSES
+from selfsup.data.images import PNG_ERRORS, UndecodableImage, first_line, read_image, read_text_list, shown
+from selfsup.data.matfile import read_mat
 from selfsup.errors import UserError
 
 VOC_CLASSES = ("background", *VOC_OBJECT_CLASSES)  # index = the mask value
@@ -74,9 +74,9 @@ class VOCSegmentation(Dataset):
 def read_rgb(path: str) -> Tensor:
     """A JPEG as uint8 [3, H, W] RGB."""
     try:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except RuntimeError as err:
-        raise UserError(f"cannot decode image {path}: {err}; remove or replace the file") from err
+        return read_image(path)
+    except UndecodableImage as err:
+        raise UserError(f"cannot decode image {shown(path)} ({err}); remove or replace the file") from None
 
 
 def read_mask(path: str) -> Tensor:
@@ -96,29 +96,34 @@ def read_mask(path: str) -> Tensor:
 def _read_png_mask(path: str) -> np.ndarray:
     """The index values of a palette PNG (PIL keeps mode P, so np.array gives indices, not colours)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=["PNG"]) as image:
             if image.mode not in ("P", "L"):
                 raise UserError(
-                    f"{path} is a mode {image.mode} image; VOC masks are palette PNGs whose values are class "
+                    f"{shown(path)} is a mode {image.mode} image; VOC masks are palette PNGs whose values are class "
                     "indices: use the original SegmentationClass files, not colour renderings"
                 )
             return np.array(image)
-    except (OSError, UnidentifiedImageError) as err:
-        raise UserError(f"cannot read mask {path} ({err}); remove or replace the file") from err
+    except UnidentifiedImageError:
+        reason = "not a readable PNG: its header is damaged"
+        raise UserError(f"cannot read mask {shown(path)} ({reason}); replace the file") from None
+    except PNG_ERRORS as err:
+        reason = f"damaged or truncated PNG: {first_line(err)}"
+        raise UserError(f"cannot read mask {shown(path)} ({reason}); replace the file") from None
 
 
 def _read_mat_mask(path: str) -> np.ndarray:
     """SBD's `GTcls.Segmentation` (a 1x1 MATLAB struct), read like torchvision's SBDataset."""
     try:
-        return np.asarray(scipy.io.loadmat(path)["GTcls"]["Segmentation"][0, 0])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise UserError(f"malformed SBD mask {path} ({type(err).__name__}: {err}); {_SBD_HINT}") from err
+        return np.asarray(read_mat(Path(path))["GTcls"]["Segmentation"][0, 0])
+    except Exception as err:  # scipy raises many types (MatReadError, ValueError, ...) on damaged files
+        reason = f"{type(err).__name__}: {first_line(err)}"
+        raise UserError(f"malformed SBD mask {shown(path)} ({reason}); {_SBD_HINT}") from err
 
 
 def _read_ids(path: Path, hint: str) -> list[str]:
     if not path.is_file():
         raise UserError(f"missing id list {path}; {hint}")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in read_text_list(path).splitlines() if line.strip()]
     if not ids:
         raise UserError(f"id list {path} is empty; {hint}")
     return ids

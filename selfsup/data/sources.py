@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -22,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 
+from selfsup.data.images import UndecodableImage, read_image, shown
 from selfsup.errors import UserError
 from selfsup.registry import Registry
 from selfsup.settings import AUTO_TRUE_FALSE, BOOL, POSITIVE_INT, TEXT, Declaration, one_of, optional
@@ -82,18 +81,17 @@ class ImageDataset(Dataset):
         per file, and counted in `skipped`), else a UserError naming the file and the option."""
         path = os.path.join(self.root, os.fsdecode(self.files[index]))
         try:
-            return decode_image(read_file(path), mode=ImageReadMode.RGB)
-        except RuntimeError as err:
-            # torchvision starts its messages with the C++ function and source line: keep the reason only.
-            reason = re.sub(r"^[^,]*, \S+:\d+, ", "", (str(err).splitlines() or [type(err).__name__])[0])
+            return read_image(path)
+        except UndecodableImage as err:
             if self.bad_images == "fail":
                 raise UserError(
-                    f"cannot decode image {path} ({reason}); remove or replace it, or set data.bad_images=skip"
+                    f"cannot decode image {shown(path)} ({err}); remove or replace it, or set data.bad_images=skip"
                 ) from None
         if index not in self.skipped:
             self.skipped.add(index)
             # One clean line on stderr: warnings.warn would print its caller's source line after it.
-            print(f"warning: skipping undecodable image {path} (data.bad_images=skip)", file=sys.stderr, flush=True)
+            warning = f"warning: skipping undecodable image {shown(path)} (data.bad_images=skip)"
+            print(warning, file=sys.stderr, flush=True)
         return None
 
 

@@ -260,7 +260,8 @@ def test_truncated_or_corrupt_dataset_files(tmp_path: Path, capsys):
     cases = {
         "cifar10": f"malformed pickle batch {batch} (UnpicklingError: pickle data was truncated); "
         + fetch.format("cifar-10-batches-py/"),
-        "svhn": f"malformed SVHN file {mat} (could not read bytes); " + fetch.format("train_32x32.mat"),
+        "svhn": f"malformed SVHN file {mat} (truncated: 30720 bytes needed at byte 192, 308 left); "
+        + fetch.format("train_32x32.mat"),
         "stl10": f"malformed STL-10 file {binary}: 55303 bytes, not a positive multiple of 27648; "
         + fetch.format("stl10_binary/"),
     }

@@ -9,6 +9,7 @@ test, so a rule whose test is weakened is caught. Profiles: "ci" (the default, d
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -20,14 +21,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_formats import write_cifar10, write_fashion_mnist
+from fixtures_formats import write_cifar10, write_fashion_mnist, write_imagefolder, write_stl10, write_svhn
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save as safetensors_bytes
+from scipy.io import savemat
 
 from selfsup.config import apply_overrides, group_options, load_config, load_run_config, sections
+from selfsup.data.detection import build_detection_dataset
+from selfsup.data.format_samples import write_coco, write_pennfudan, write_voc_segmentation
+from selfsup.data.images import shown
 from selfsup.data.loader import load_split
+from selfsup.data.matfile import MatFileError, check_mat5
+from selfsup.data.segmentation import voc_segmentation
 from selfsup.errors import UserError
 from selfsup.eval.export import FORMAT as FEATURES_FORMAT
 from selfsup.eval.export import read_features
@@ -314,14 +321,17 @@ def damage(data: bytes, how: tuple[str, float, int]) -> bytes:
 
 @functools.cache
 def data_section(name: str) -> DictConfig:
-    return load_config([f"data={name}"]).data
+    return load_config([f"data={name}", "data.root=."]).data  # root: the tests set it (imagefolder has none)
 
 
-def read_split(name: str, root: Path) -> Callable[[], object]:
+def read_split(name: str, root: Path, split: str = "train", items: tuple[int, ...] = ()) -> Callable[[], object]:
+    """Read a split as the CLI loads it, and decode `items` of it (image files are decoded when indexed)."""
+
     def read() -> object:
         cfg = data_section(name).copy()
         cfg.root = str(root)
-        return load_split(cfg, "train")
+        dataset = load_split(cfg, split)
+        return [dataset[i] for i in items]
 
     return read
 
@@ -426,3 +436,273 @@ def test_a_damaged_run_config_is_refused_in_one_line(tmp_path_factory, how):
     path.write_text(OmegaConf.to_yaml(base_config(())))
     path.write_bytes(damage(path.read_bytes(), how))
     outcome(root, lambda: load_run_config(root))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Image datasets, detection and segmentation: damaged files of each, read through the CLI's entry points
+
+
+@FUZZ
+@given(how=byte_damage)
+# Each was a segmentation fault in scipy's reader: the complex flag set on X (the next variable's header read as
+# its imaginary part), an element type scipy has no entry for.
+@example(how=("flip", 145, 8))
+@example(how=("flip", 184, 2))
+def test_a_damaged_svhn_file_is_refused_in_one_line(tmp_path_factory, how):
+    root = tmp_path_factory.mktemp("svhn")
+    write_svhn(root, n_train=2, n_test=1)
+    path = root / "train_32x32.mat"
+    path.write_bytes(damage(path.read_bytes(), how))
+    outcome(root, read_split("svhn", root, items=(0, 1)))
+
+
+@FUZZ
+@given(how=byte_damage, file=st.sampled_from(["train_X.bin", "train_y.bin", "unlabeled_X.bin"]))
+def test_a_damaged_stl10_file_is_refused_in_one_line(tmp_path_factory, how, file):
+    root = tmp_path_factory.mktemp("stl10")
+    write_stl10(root, n_train=2, n_test=1, n_unlabeled=1)
+    path = root / "stl10_binary" / file
+    path.write_bytes(damage(path.read_bytes(), how))
+    message = outcome(root, read_split("stl10", root, "train+unlabeled", items=(0, 2)))
+    assert message is not None or how[0] == "flip", "a truncated STL-10 file was read"
+
+
+@FUZZ
+@given(how=byte_damage, ext=st.sampled_from(["png", "jpg"]))
+# Each was a segmentation fault (torchvision's PNG decoder on damaged pixel data), which killed the process.
+@example(how=("flip", 42, 1), ext="png")
+@example(how=("flip", 300, 128), ext="png")
+@example(how=("truncate", 0.0, 0), ext="png")  # an empty file
+def test_a_damaged_image_in_an_image_folder_is_refused_in_one_line(tmp_path_factory, how, ext):
+    root = tmp_path_factory.mktemp("folder")
+    write_imagefolder(root, ["a", "b"], 1, ext=ext, splits=("train",))
+    path = root / "train" / "a" / f"000.{ext}"
+    path.write_bytes(damage(path.read_bytes(), how))
+    message = outcome(root, read_split("imagefolder", root, items=(0, 1)))
+    assert message is None or message.startswith(f"cannot decode image {path} ("), message
+
+
+# File names a folder of images may hold: spaces, non-ASCII, a newline, bytes that are not UTF-8, a leading dot
+# or dash, upper-case extensions; the messages that name them must still be one line.
+odd_names = st.one_of(
+    st.text(st.characters(exclude_characters="/\0", exclude_categories=("Cs",)), min_size=1, max_size=12),
+    st.sampled_from(["a b", "ünï", "new\nline", "tab\t", os.fsdecode(b"\xff\xfe"), ".hidden", "-dash", "x" * 200]),
+)
+
+
+@FUZZ
+@given(name=odd_names, ext=st.sampled_from([".png", ".JPG", ".jpeg", ".Png"]), how=byte_damage | st.none())
+@example(name="new\nline", ext=".png", how=("truncate", 0.5, 0))  # would be a message of two lines
+@example(name=os.fsdecode(b"\xff"), ext=".jpg", how=("truncate", 0.5, 0))
+def test_an_image_folder_with_odd_names_and_an_empty_class_is_read_or_refused_in_one_line(
+    tmp_path_factory, name, ext, how
+):
+    """Class a holds one image under an odd name (damaged or not), class b nothing, class c a good image."""
+    root = tmp_path_factory.mktemp("odd")
+    write_imagefolder(root, ["a", "c"], 1, splits=("train",))
+    (root / "train" / "b").mkdir()
+    (root / "train" / "a" / "000.png").rename(path := root / "train" / "a" / f"{name}{ext}")
+    (root / "train" / "a" / "dir.png").mkdir()  # a folder named like an image is no image
+    if how is not None:
+        path.write_bytes(damage(path.read_bytes(), how))
+    message = outcome(root, read_split("imagefolder", root, items=(0, 1)))
+    assert message is None or message.startswith(f"cannot decode image {shown(path)} ("), message
+    cfg = data_section("imagefolder").copy()
+    cfg.root = str(root)
+    dataset = load_split(cfg, "train")
+    assert dataset.classes == ["a", "b", "c"] and dataset.labels.tolist() == [0, 2]
+
+
+@FUZZ
+@given(how=byte_damage, file=st.sampled_from(["image", "mask"]))
+@example(how=("flip", 825, 1), file="mask")  # was a segmentation fault, as in image folders
+def test_a_damaged_pennfudan_png_is_refused_in_one_line(tmp_path_factory, how, file):
+    root, _ = write_pennfudan(tmp_path_factory.mktemp("pennfudan"), count=2)
+    path = root / ("PNGImages/FudanPed00001.png" if file == "image" else "PedMasks/FudanPed00001_mask.png")
+    path.write_bytes(damage(path.read_bytes(), how))
+    outcome(root, lambda: build_detection_dataset("pennfudan", root, "train")[0])
+
+
+VOC_FILES = {
+    "image": "VOCdevkit/VOC2012/JPEGImages/2007_000032.jpg",
+    "mask": "VOCdevkit/VOC2012/SegmentationClass/2007_000032.png",
+    "list": "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt",
+    "SBD mask": "benchmark_RELEASE/dataset/cls/2008_000002.mat",
+    "SBD list": "benchmark_RELEASE/dataset/train.txt",
+}
+
+
+def mat_bytes(**arrays: object) -> bytes:
+    buffer = io.BytesIO()
+    savemat(buffer, arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("arrays", "at", "value", "reason"),
+    [
+        ({"a": [[1.0, 2.0]], "b": [[3.0]]}, 176, 1, "an array's values at byte 184 has element type 8"),
+        # complex: b's header is read as a's imaginary part
+        ({"a": [[1.0, 2.0]], "b": [[3.0]]}, 145, 8, "the imaginary part of an array at byte 208 has element type 14"),
+        ({"s": "text"}, 156, 8, "an array has dimensions [], not two or more sizes"),  # text of no dimensions
+    ],
+)
+def test_mat_files_that_crashed_scipy_are_refused_before_it_reads_them(arrays, at, value, reason):
+    """Each damage made scipy's .mat reader (SVHN, SBD) crash the process; the check before it refuses them."""
+    good = mat_bytes(**arrays)
+    check_mat5(good)
+    with pytest.raises(MatFileError) as refused:
+        check_mat5(flip(good, at, value))
+    assert str(refused.value).startswith(reason), refused.value
+
+
+def read_voc_segmentation(root: Path) -> Callable[[], object]:
+    """train_aug (VOC's lists and masks with SBD's) as `selfsup eval` builds it, every item decoded."""
+
+    def read() -> object:
+        dataset = voc_segmentation(root / "VOCdevkit" / "VOC2012", "train_aug", root / "benchmark_RELEASE" / "dataset")
+        return [dataset[i] for i in range(len(dataset))]
+
+    return read
+
+
+@FUZZ
+@given(how=byte_damage, file=st.sampled_from(sorted(VOC_FILES)))
+@example(how=("flip", 3, 128), file="list")  # was a UnicodeDecodeError traceback: an id list that is not UTF-8
+@example(how=("flip", 272, 8), file="SBD mask")  # was a segmentation fault in scipy's reader, as for SVHN
+def test_damaged_voc_segmentation_files_are_refused_in_one_line(tmp_path_factory, how, file):
+    root = tmp_path_factory.mktemp("voc")
+    write_voc_segmentation(root)
+    path = root / VOC_FILES[file]
+    path.write_bytes(damage(path.read_bytes(), how))
+    outcome(root, read_voc_segmentation(root))
+
+
+def read_coco(root: Path) -> Callable[[], object]:
+    def read() -> object:
+        dataset = build_detection_dataset("coco", root, "val2017")
+        return [dataset[i] for i in range(len(dataset))]
+
+    return read
+
+
+@FUZZ
+@given(how=byte_damage, file=st.sampled_from(["annotations/instances_val2017.json", "val2017/a.jpg"]))
+def test_damaged_coco_files_are_refused_in_one_line(tmp_path_factory, how, file):
+    root = write_coco(tmp_path_factory.mktemp("coco"))
+    path = root / file
+    path.write_bytes(damage(path.read_bytes(), how))
+    outcome(root, read_coco(root))
+
+
+COCO_FIELDS = {
+    "images": ["id", "file_name", "width", "height"],
+    "annotations": ["id", "image_id", "category_id", "bbox", "iscrowd", "area"],
+    "categories": ["id", "name"],
+}
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([10**400, -(10**400), 2**63])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(["id", "x"]), inner, max_size=2),
+    max_leaves=6,
+)
+box_numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-100, 100) | st.just(10**400)
+# A change to the annotations: (what, section, entry, key, value)
+coco_breaks = st.one_of(
+    st.tuples(
+        st.just("set"), st.sampled_from(sorted(COCO_FIELDS)), st.integers(0, 3), st.text(max_size=1), json_values
+    ),
+    st.tuples(
+        st.just("delete"), st.sampled_from(sorted(COCO_FIELDS)), st.integers(0, 3), st.text(max_size=1), st.none()
+    ),
+    st.tuples(st.just("section"), st.sampled_from(sorted(COCO_FIELDS)), st.just(0), st.just(""), json_values),
+    st.tuples(st.just("drop"), st.sampled_from(sorted(COCO_FIELDS)), st.just(0), st.just(""), st.none()),
+    st.tuples(st.just("bbox"), st.just("annotations"), st.integers(0, 3), st.integers(0, 3), box_numbers),
+    st.tuples(st.just("top"), st.just(""), st.just(0), st.just(""), json_values),
+)
+
+
+def broken_coco(data: dict, change: tuple) -> object:
+    """`data` with one change; a `set` or `delete` key is one of the entry's fields, picked by the drawn text."""
+    what, section, at, key, value = change
+    if what == "top":
+        return value
+    if what in ("section", "drop"):
+        if what == "drop":
+            del data[section]
+        else:
+            data[section] = value
+        return data
+    entry = data[section][at % len(data[section])]
+    if what == "bbox":
+        entry["bbox"][key] = value
+        return data
+    fields = COCO_FIELDS[section]
+    field = fields[(ord(key) if key else 0) % len(fields)]
+    if what == "delete":
+        entry.pop(field, None)
+    else:
+        entry[field] = value
+    return data
+
+
+@FUZZ
+@given(change=coco_breaks)
+# Each was a traceback: a file_name that is no text (TypeError), an integer too large for a float or an int64
+# (OverflowError), a file name with a newline (a message of two lines).
+@example(change=("set", "images", 0, "\x01", 5))
+@example(change=("set", "annotations", 0, "\x03", [10**400, 0, 1, 1]))
+@example(change=("set", "annotations", 0, "\x04", 10**30))
+@example(change=("set", "images", 0, "\x02", 10**400))
+@example(change=("set", "images", 0, "\x01", "a\nb.jpg"))
+@example(change=("set", "annotations", 0, "\x02", 99))  # a category id not in the list
+@example(change=("bbox", "annotations", 0, 2, -5))  # a negative width: the box is left out, as torchvision does
+@example(change=("bbox", "annotations", 0, 3, math.nan))
+def test_structurally_wrong_coco_annotations_are_refused_in_one_line(tmp_path_factory, change):
+    root = write_coco(tmp_path_factory.mktemp("coco"))
+    path = root / "annotations" / "instances_val2017.json"
+    path.write_text(json.dumps(broken_coco(json.loads(path.read_text()), change)))
+    outcome(root, read_coco(root))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("set", "images", 0, "\x01", 5), "images[0] has file_name 5, not a file name"),
+        (("set", "annotations", 0, "\x02", 99), "annotations[0] has category_id 99, not an id in categories"),
+        (("set", "annotations", 0, "\x01", 99), "annotations[0] has image_id 99, not an id in images"),
+        (
+            ("bbox", "annotations", 0, 3, math.nan),
+            "annotations[0] has bbox [4.5, 6, 20, nan], not finite [x, y, width, height]",
+        ),
+        (
+            ("set", "annotations", 0, "\x04", 10**30),
+            "annotations[0] has iscrowd 1000000000000000000000000000000, not 0 or 1",
+        ),
+        (("set", "images", 0, "\x02", -1), "images[0] has width -1, not a positive number"),
+        (("delete", "categories", 0, "\x01", None), "categories[0] has no 'name'"),
+        (("section", "annotations", 0, "", None), "its 'annotations' list is null"),
+        (("top", "", 0, "", [1]), "its top level is an array, not an object"),
+    ],
+)
+def test_wrong_coco_annotations_name_the_entry_and_what_is_wrong(tmp_path, change, message):
+    root = write_coco(tmp_path)
+    path = root / "annotations" / "instances_val2017.json"
+    path.write_text(json.dumps(broken_coco(json.loads(path.read_text()), change)))
+    refused = outcome(root, read_coco(root))
+    fix = "; restore the original file or fix the tool that wrote it"
+    assert refused == f"malformed COCO annotations {path}: {message}{fix}", refused
+
+
+def test_a_coco_box_of_negative_size_is_left_out(tmp_path):
+    """torchvision's COCO reference drops boxes that are empty once clipped to the image; so does the reader."""
+    root = write_coco(tmp_path)
+    path = root / "annotations" / "instances_val2017.json"
+    path.write_text(json.dumps(broken_coco(json.loads(path.read_text()), ("bbox", "annotations", 0, 2, -5))))
+    dataset = build_detection_dataset("coco", root, "val2017")
+    _, target = dataset[2]  # image id 10, a.jpg: its crowd box is left
+    assert target["boxes"].tolist() == [[50, 40, 64, 48]] and target["iscrowd"].tolist() == [1]

@@ -6,20 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup.data.images import first_line
+from selfsup.data.matfile import read_mat
 from selfsup.data.sources import DatasetSpec, ImageDataset, check_labels, fetch_hint, read_or_download, register
 from selfsup.errors import UserError
 
 
 def _read_svhn(path: Path) -> ImageDataset:
-    from scipy.io import loadmat
-
     hint = fetch_hint(path.name)
     if not path.is_file():
         raise UserError(f"missing file: expected SVHN {path}; {hint}")
     try:
-        mat = loadmat(str(path))
+        mat = read_mat(path)
     except Exception as err:  # scipy raises many types (MatReadError, ValueError, ...) on corrupt files
-        raise UserError(f"malformed SVHN file {path} ({err}); {hint}") from err
+        raise UserError(f"malformed SVHN file {path} ({first_line(err)}); {hint}") from err
     x, y = mat.get("X"), mat.get("y")
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         shape = getattr(x, "shape", None)
