@@ -24,6 +24,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch.nn as nn
+
+from selfsup.nets.backbones import BACKBONES
+
 ENTRIES = Path(__file__).resolve().parent / "methods"
 
 # Collapse bars of the learning test, between what correct and broken runs measured (benchmarks/RESULTS.md,
@@ -33,6 +37,40 @@ ENTRIES = Path(__file__).resolve().parent / "methods"
 # map every image to one point or one line have rank < 1.5.
 MIN_SPREAD = 0.1  # the logged `spread` of the method's embeddings (methods.base.spread), last 20 steps
 MIN_RANK = 2.0  # effective rank (RankMe) of the backbone's features of the training images
+
+
+WIDTH = 16
+
+
+def small_cnn() -> tuple[nn.Module, int]:
+    """Five 3x3 conv-BN-ReLU blocks (two with stride 2) and global pooling: big enough to learn shape on
+    24 px images, small enough that a learning run costs seconds on one CPU thread."""
+    widths = [WIDTH, 2 * WIDTH, 2 * WIDTH, 4 * WIDTH, 4 * WIDTH]
+    strides = [1, 2, 1, 2, 1]
+    layers: list[nn.Module] = []
+    channels = 3
+    for width, stride in zip(widths, strides, strict=True):
+        layers += [nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), channels
+
+
+def small_vit() -> tuple[nn.Module, int]:
+    """timm's ViT at 24 px with 4-px patches (36 tokens), width 64, 4 blocks, features by mean pooling: MAE's
+    encoder at a size that trains in seconds."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    net = VisionTransformer(
+        img_size=24, patch_size=4, embed_dim=WIDTH * 4, depth=4, num_heads=4, num_classes=0, global_pool="avg"
+    )
+    return net, net.num_features
+
+
+SMALL_CNN, SMALL_VIT = "test-small-cnn", "test-small-vit"
+# The backbones the specs name (their learning recipes; the resume test): registered on import.
+for _name, _factory in ((SMALL_CNN, small_cnn), (SMALL_VIT, small_vit)):
+    if _name not in BACKBONES.names():
+        BACKBONES.register(_name)(lambda cifar_stem=False, zero_init_residual=False, factory=_factory: factory())
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from selfsup.cli import main
 from selfsup.data.datasets.shapes import SHAPES_SIZES, make_shapes
@@ -21,44 +20,15 @@ from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.offline import evaluate
 from selfsup.methods.base import METHODS
 from selfsup.methods.simclr import SimCLR
-from selfsup.nets.backbones import BACKBONES
 from tests.fault.cli_errors import overriding
-from tests.method_specs import MIN_RANK, spec
+from tests.method_specs import MIN_RANK, small_cnn, spec
 
-WIDTH = 16
 CHANCE = 100 / 4
 NEAR_CHANCE = 15.0  # raw pixels score 33 and random networks 26-40 (8 seeds) on the test split
 # The collapse bars (MIN_SPREAD, MIN_RANK) and each method's Recipe live in tests/method_specs.py and the
 # method's test entry.
 
 
-def small_cnn() -> tuple[nn.Module, int]:
-    """Five 3x3 conv-BN-ReLU blocks (two with stride 2) and global pooling: big enough to learn shape on
-    24 px images, small enough that a learning run costs seconds on one CPU thread."""
-    widths = [WIDTH, 2 * WIDTH, 2 * WIDTH, 4 * WIDTH, 4 * WIDTH]
-    strides = [1, 2, 1, 2, 1]
-    layers: list[nn.Module] = []
-    channels = 3
-    for width, stride in zip(widths, strides, strict=True):
-        layers += [nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-        channels = width
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), channels
-
-
-def small_vit() -> tuple[nn.Module, int]:
-    """timm's ViT at 24 px with 4-px patches (36 tokens), width 64, 4 blocks, features by mean pooling: MAE's
-    encoder at a size that trains in seconds."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    net = VisionTransformer(
-        img_size=24, patch_size=4, embed_dim=WIDTH * 4, depth=4, num_heads=4, num_classes=0, global_pool="avg"
-    )
-    return net, net.num_features
-
-
-for _name, _factory in (("test-small-cnn", small_cnn), ("test-small-vit", small_vit)):
-    if _name not in BACKBONES.names():
-        BACKBONES.register(_name)(lambda cifar_stem=False, zero_init_residual=False, factory=_factory: factory())
 
 COMMON = [
     "data=shapes",

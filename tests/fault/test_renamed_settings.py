@@ -20,10 +20,12 @@ from selfsup.methods.base import METHODS
 from selfsup.runs.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.run_settings import HISTORY_NAME
 from tests.fault.cli_errors import one_line_error
+from tests.method_specs import SMALL_CNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BASE = ["pretrain", "data=synthetic", "data.subset=32", "views.crop_size=16", "trainer.batch_size=16"]
 BASE += ["trainer.num_workers=0", "trainer.progress=false", "eval.every=0", "trainer.epochs=1", "device=cpu"]
+BASE += [f"backbone.name={SMALL_CNN}"]  # small checkpoints: this file rewrites each one
 HEADS = {
     "moco": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.queue_size=64"],
     "dino": ["method.proj_hidden_dim=32", "method.bottleneck_dim=8", "method.out_dim=24"],
