@@ -188,6 +188,17 @@ def check_config_file(path: Path, resumed: tuple[dict[str, Any], Path], command_
         )
 
 
+def open_after_earlier_segments(tb_dir: Path) -> None:
+    """TensorBoard reads a run's event files in name order, `events.out.tfevents.<second>.<host>.<pid>.<n>`:
+    two segments of a run opened within one second (a killed one and its resume) sort by pid, and the
+    earlier segment's purge could then hide the later one's steps. Wait (a second at most) until this
+    segment's file sorts after every existing one; a clock far behind them is not waited for."""
+    seconds = [int(f) for p in tb_dir.glob("events.out.tfevents.*") if (f := p.name.split(".")[3]).isdigit()]
+    delay = max(seconds, default=0) + 1 - time.time()
+    if 0 < delay <= 2:
+        time.sleep(delay)
+
+
 class MetricsLog:
     """metrics.jsonl (one JSON object per record) plus TensorBoard scalars, written by rank 0 only; a resumed
     run drops both logs' records after its checkpoint's step, which it redoes."""
@@ -201,6 +212,7 @@ class MetricsLog:
 
             self.drop_records_after(after_step)
             # TensorBoard readers drop the events of earlier segments from purge_step on: the steps redone
+            open_after_earlier_segments(out / "tb")
             self.tb = SummaryWriter(str(out / "tb"), purge_step=after_step + 1)
 
     def drop_records_after(self, step: int) -> None:
